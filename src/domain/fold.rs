@@ -1,0 +1,405 @@
+//! The fold: case events → per-case facts → per-commune, per-local-day
+//! counters. Pure: no I/O, no clock (the time is passed in), no async.
+//!
+//! The projection is defined as a sum of contributions: every case and every
+//! document contributes to a few (commune, day) counters, as a function of its
+//! winning facts and of the clock's current local date. Applying an event
+//! takes the case's old contribution back, updates its facts, and adds the new
+//! contribution; so corrections, late events and arrival order all come out
+//! right by construction, and a window is just a sum of days.
+//!
+//! A [`Fold`] holds a working set. In memory (tests, benchmarks) it holds every
+//! case; in the pipeline the store loads only the cases a batch touches (and
+//! the open cases the clock makes overdue), and persists what changed plus the
+//! counter deltas.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::{AddAssign, SubAssign};
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::event::{CaseEvent, EventKind, Rated, Received, Resolved, Signature};
+use super::time::local_date;
+use super::units::UnitCode;
+
+/// Counters of one commune on one local day. Every indicator is a ratio of
+/// two of these, and any window is a sum of days.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct DayCounters {
+    /// Cases received (`case.received`) on this day.
+    pub received: i64,
+    /// ... of which online at level partial or full.
+    pub received_online: i64,
+    /// ... of which recorded in the electronic one-stop software at intake.
+    pub received_electronic: i64,
+    /// Cases counted for the on-time rate on this day: resolved this day, or
+    /// still open and this is the first day after their due date.
+    pub due: i64,
+    /// ... of which resolved on or before their due date.
+    pub on_time: i64,
+    /// Counting ratings given this day.
+    pub ratings: i64,
+    /// ... of which satisfied or very satisfied.
+    pub satisfied: i64,
+    /// Counting signatures made this day.
+    pub signatures: i64,
+    /// ... of which digital.
+    pub digital: i64,
+}
+
+impl DayCounters {
+    pub fn is_zero(&self) -> bool {
+        *self == DayCounters::default()
+    }
+
+    fn scaled(mut self, sign: i64) -> Self {
+        self.received *= sign;
+        self.received_online *= sign;
+        self.received_electronic *= sign;
+        self.due *= sign;
+        self.on_time *= sign;
+        self.ratings *= sign;
+        self.satisfied *= sign;
+        self.signatures *= sign;
+        self.digital *= sign;
+        self
+    }
+}
+
+impl AddAssign for DayCounters {
+    fn add_assign(&mut self, o: Self) {
+        self.received += o.received;
+        self.received_online += o.received_online;
+        self.received_electronic += o.received_electronic;
+        self.due += o.due;
+        self.on_time += o.on_time;
+        self.ratings += o.ratings;
+        self.satisfied += o.satisfied;
+        self.signatures += o.signatures;
+        self.digital += o.digital;
+    }
+}
+
+impl SubAssign for DayCounters {
+    fn sub_assign(&mut self, o: Self) {
+        *self += o.scaled(-1);
+    }
+}
+
+/// A case, identified within its commune (MaHoSo is unique per commune's
+/// software, not nationally).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CaseKey {
+    pub commune: UnitCode,
+    pub case_id: String,
+}
+
+/// A signed document, identified within its commune.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocumentKey {
+    pub commune: UnitCode,
+    pub document_id: String,
+}
+
+/// A fact with the time of the event that established it: a later
+/// `occurred_at` replaces it; an equal one replaces it too, since it arrived
+/// later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fact<T> {
+    pub at: DateTime<Utc>,
+    pub value: T,
+}
+
+impl<T> Fact<T> {
+    pub fn day(&self) -> NaiveDate {
+        local_date(self.at)
+    }
+}
+
+/// How a case left processing; the latest of these wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    Resolved(Resolved),
+    Withdrawn,
+}
+
+/// The winning facts of one case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseState {
+    pub received: Option<Fact<Received>>,
+    pub closing: Option<Fact<Closing>>,
+    pub rating: Option<Fact<Rated>>,
+}
+
+impl CaseState {
+    /// The due date of a case still open, if it is open and its due date is
+    /// known.
+    pub fn open_due_date(&self) -> Option<NaiveDate> {
+        match self.closing {
+            None => self.received.map(|r| r.value.due_date),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether the case is open and overdue on local date `today`.
+    pub fn is_overdue(&self, today: Option<NaiveDate>) -> bool {
+        matches!((self.open_due_date(), today), (Some(due), Some(t)) if t > due)
+    }
+
+    /// Calls `add(day, counters)` for each day this case contributes to.
+    pub fn contributions(&self, today: Option<NaiveDate>, mut add: impl FnMut(NaiveDate, DayCounters)) {
+        if let Some(r) = &self.received {
+            add(
+                r.day(),
+                DayCounters {
+                    received: 1,
+                    received_online: r.value.counts_online() as i64,
+                    received_electronic: r.value.registered_electronically as i64,
+                    ..DayCounters::default()
+                },
+            );
+        }
+        match &self.closing {
+            Some(c @ Fact { value: Closing::Resolved(res), .. }) => {
+                let day = c.day();
+                add(day, DayCounters { due: 1, on_time: (day <= res.due_date) as i64, ..DayCounters::default() });
+            }
+            Some(Fact { value: Closing::Withdrawn, .. }) => {}
+            None => {
+                if self.is_overdue(today) {
+                    let due = self.open_due_date().expect("overdue implies a due date");
+                    add(first_overdue_day(due), DayCounters { due: 1, ..DayCounters::default() });
+                }
+            }
+        }
+        if let Some(r) = &self.rating {
+            let satisfied = r.value.rating.is_satisfied() as i64;
+            add(r.day(), DayCounters { ratings: 1, satisfied, ..DayCounters::default() });
+        }
+    }
+}
+
+/// The day an open case starts counting as late: the day after its due date.
+pub fn first_overdue_day(due: NaiveDate) -> NaiveDate {
+    due.checked_add_days(Days::new(1)).unwrap_or(due)
+}
+
+/// The winning signature of one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentState {
+    pub signed: Fact<Signature>,
+}
+
+impl DocumentState {
+    fn contribution(&self) -> (NaiveDate, DayCounters) {
+        let digital = (self.signed.value == Signature::Digital) as i64;
+        (self.signed.day(), DayCounters { signatures: 1, digital, ..DayCounters::default() })
+    }
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The event's facts won and the case or document changed.
+    Changed,
+    /// A newer fact of the same kind was already known; the event is kept as
+    /// seen but changes nothing.
+    Superseded,
+    /// The `event_id` was seen before: the first arrival wins.
+    Duplicate,
+}
+
+/// A commune and a local day: the unit every counter is kept in.
+pub type DayKey = (UnitCode, NaiveDate);
+
+/// A working set of case and document facts, the ids seen, and the counter
+/// changes made so far.
+#[derive(Debug, Default, Clone)]
+pub struct Fold {
+    today: Option<NaiveDate>,
+    cases: HashMap<CaseKey, CaseState>,
+    documents: HashMap<DocumentKey, DocumentState>,
+    seen: HashSet<String>,
+    deltas: HashMap<DayKey, DayCounters>,
+}
+
+impl Fold {
+    /// An empty working set whose clock stands at `now` (`None`: the clock
+    /// has never ticked, so no open case is overdue yet).
+    pub fn new(now: Option<DateTime<Utc>>) -> Self {
+        Fold { today: now.map(local_date), ..Fold::default() }
+    }
+
+    /// The clock's local date.
+    pub fn today(&self) -> Option<NaiveDate> {
+        self.today
+    }
+
+    /// Adds a case as stored, without counting it (its contribution is
+    /// already in the stored counters).
+    pub fn load_case(&mut self, key: CaseKey, state: CaseState) {
+        self.cases.insert(key, state);
+    }
+
+    /// Adds a document as stored, without counting it.
+    pub fn load_document(&mut self, key: DocumentKey, state: DocumentState) {
+        self.documents.insert(key, state);
+    }
+
+    /// Records that an `event_id` was already applied.
+    pub fn load_seen(&mut self, event_id: String) {
+        self.seen.insert(event_id);
+    }
+
+    pub fn case(&self, key: &CaseKey) -> Option<&CaseState> {
+        self.cases.get(key)
+    }
+
+    pub fn cases(&self) -> impl Iterator<Item = (&CaseKey, &CaseState)> {
+        self.cases.iter()
+    }
+
+    pub fn document(&self, key: &DocumentKey) -> Option<&DocumentState> {
+        self.documents.get(key)
+    }
+
+    pub fn is_seen(&self, event_id: &str) -> bool {
+        self.seen.contains(event_id)
+    }
+
+    /// Counter changes since this working set was created (for an in-memory
+    /// fold started empty: the counters themselves). Entries may be zero.
+    pub fn deltas(&self) -> &HashMap<DayKey, DayCounters> {
+        &self.deltas
+    }
+
+    /// Consumes the fold, returning its counter changes.
+    pub fn into_deltas(self) -> HashMap<DayKey, DayCounters> {
+        self.deltas
+    }
+
+    /// Applies one valid event.
+    pub fn apply(&mut self, event: &CaseEvent) -> Applied {
+        if self.seen.contains(&event.event_id) {
+            return Applied::Duplicate;
+        }
+        self.seen.insert(event.event_id.clone());
+        let at = event.occurred_at;
+        match &event.kind {
+            EventKind::DocumentSigned(signed) => {
+                let key = DocumentKey { commune: event.commune.clone(), document_id: signed.document_id.clone() };
+                let new = DocumentState { signed: Fact { at, value: signed.signature } };
+                match self.documents.get(&key) {
+                    Some(old) if old.signed.at > at => Applied::Superseded,
+                    old => {
+                        if let Some(old) = old {
+                            let (day, c) = old.contribution();
+                            self.add(&key.commune, day, c.scaled(-1));
+                        }
+                        let (day, c) = new.contribution();
+                        self.add(&key.commune, day, c);
+                        self.documents.insert(key, new);
+                        Applied::Changed
+                    }
+                }
+            }
+            kind => {
+                let case_id = event.case_id.as_deref().expect("decode guarantees a case_id on case events");
+                let key = CaseKey { commune: event.commune.clone(), case_id: case_id.to_string() };
+                let mut case = self.cases.remove(&key).unwrap_or_default();
+                let changed = match kind {
+                    EventKind::Received(r) => would_replace(&case.received, at, *r),
+                    EventKind::Resolved(r) => would_replace(&case.closing, at, Closing::Resolved(*r)),
+                    EventKind::Withdrawn => would_replace(&case.closing, at, Closing::Withdrawn),
+                    EventKind::Rated(r) => would_replace(&case.rating, at, *r),
+                    EventKind::DocumentSigned(_) => unreachable!("handled above"),
+                };
+                let outcome = match changed {
+                    Change::None => Applied::Superseded,
+                    Change::Received(new) => self.update(&key, &mut case, |c| c.received = Some(new)),
+                    Change::Closing(new) => self.update(&key, &mut case, |c| c.closing = Some(new)),
+                    Change::Rating(new) => self.update(&key, &mut case, |c| c.rating = Some(new)),
+                };
+                self.cases.insert(key, case);
+                outcome
+            }
+        }
+    }
+
+    /// Moves the clock to `now`: open cases whose due date has passed start
+    /// counting as late. The clock never goes back; an earlier `now` is
+    /// ignored.
+    pub fn advance_clock(&mut self, now: DateTime<Utc>) {
+        let new_today = local_date(now);
+        let old_today = self.today;
+        if old_today.is_some_and(|t| t >= new_today) {
+            return;
+        }
+        self.today = Some(new_today);
+        let mut changes = Vec::new();
+        for (key, case) in &self.cases {
+            if case.is_overdue(old_today) != case.is_overdue(Some(new_today)) {
+                let due = case.open_due_date().expect("overdue implies a due date");
+                changes.push((key.commune.clone(), first_overdue_day(due)));
+            }
+        }
+        for (commune, day) in changes {
+            self.add(&commune, day, DayCounters { due: 1, ..DayCounters::default() });
+        }
+    }
+
+    fn update(&mut self, key: &CaseKey, case: &mut CaseState, change: impl FnOnce(&mut CaseState)) -> Applied {
+        let today = self.today;
+        case.contributions(today, |day, c| self.add(&key.commune, day, c.scaled(-1)));
+        change(case);
+        case.contributions(today, |day, c| self.add(&key.commune, day, c));
+        Applied::Changed
+    }
+
+    fn add(&mut self, commune: &UnitCode, day: NaiveDate, c: DayCounters) {
+        *self.deltas.entry((commune.clone(), day)).or_default() += c;
+    }
+}
+
+enum Change {
+    None,
+    Received(Fact<Received>),
+    Closing(Fact<Closing>),
+    Rating(Fact<Rated>),
+}
+
+trait IntoChange: Sized {
+    fn into_change(fact: Fact<Self>) -> Change;
+}
+
+impl IntoChange for Received {
+    fn into_change(fact: Fact<Self>) -> Change {
+        Change::Received(fact)
+    }
+}
+
+impl IntoChange for Rated {
+    fn into_change(fact: Fact<Self>) -> Change {
+        Change::Rating(fact)
+    }
+}
+
+impl IntoChange for Closing {
+    fn into_change(fact: Fact<Self>) -> Change {
+        Change::Closing(fact)
+    }
+}
+
+/// The change a new fact makes to a slot: it wins unless the slot holds a
+/// strictly later one.
+fn would_replace<T: IntoChange + Copy>(slot: &Option<Fact<T>>, at: DateTime<Utc>, value: T) -> Change {
+    match slot {
+        Some(old) if old.at > at => Change::None,
+        _ => T::into_change(Fact { at, value }),
+    }
+}
+
+#[cfg(test)]
+#[path = "fold_tests.rs"]
+mod tests;

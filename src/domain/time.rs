@@ -1,0 +1,44 @@
+//! Local time for the indicators: days are counted in Asia/Ho_Chi_Minh.
+//!
+//! Vietnam has kept UTC+07:00 all year since 1975 (no daylight saving), so a
+//! fixed offset is exact for every date the pipeline will see and needs no
+//! time-zone database.
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
+
+/// Seconds east of UTC of Asia/Ho_Chi_Minh.
+pub const LOCAL_OFFSET_SECONDS: i32 = 7 * 3600;
+
+/// The fixed offset of Asia/Ho_Chi_Minh.
+pub fn local_offset() -> FixedOffset {
+    FixedOffset::east_opt(LOCAL_OFFSET_SECONDS).expect("UTC+7 is a valid offset")
+}
+
+/// The local (Asia/Ho_Chi_Minh) calendar date of an instant.
+pub fn local_date(at: DateTime<Utc>) -> NaiveDate {
+    (at.naive_utc() + Duration::seconds(LOCAL_OFFSET_SECONDS as i64)).date()
+}
+
+/// The local date of an instant given with any offset.
+pub fn local_date_of(at: &DateTime<FixedOffset>) -> NaiveDate {
+    local_date(at.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_evening_in_utc_is_the_next_morning_in_vietnam() {
+        let at = DateTime::parse_from_rfc3339("2023-03-30T18:30:00Z").unwrap();
+        assert_eq!(local_date_of(&at), NaiveDate::from_ymd_opt(2023, 3, 31).unwrap());
+    }
+
+    #[test]
+    fn local_midnight_belongs_to_the_new_day() {
+        let at = DateTime::parse_from_rfc3339("2023-03-31T00:00:00+07:00").unwrap();
+        assert_eq!(local_date_of(&at), NaiveDate::from_ymd_opt(2023, 3, 31).unwrap());
+        let before = DateTime::parse_from_rfc3339("2023-03-30T23:59:59.999+07:00").unwrap();
+        assert_eq!(local_date_of(&before), NaiveDate::from_ymd_opt(2023, 3, 30).unwrap());
+    }
+}

@@ -1,0 +1,12 @@
+//! cchc-pipeline: live one-stop-shop indicators per commune.
+//!
+//! Data flow:
+//!
+//! ```text
+//! Kafka cchc.case-events.v1 ──► ingest (consumer, batches, stored offsets)
+//!        ──► domain::decode ──► dead letters
+//!        ──► domain::Fold (pure) ──► store (one transaction per batch)
+//! ```
+//!
+//! - [`domain`]: pure; imports nothing else of the crate.
+pub mod domain;
