@@ -10,3 +10,10 @@
 //!
 //! - [`domain`]: pure; imports nothing else of the crate.
 pub mod domain;
+pub mod config;
+pub mod store;
+pub mod projector;
+pub mod ingest;
+pub mod startup;
+pub mod telemetry;
+pub mod simulator;

@@ -1,0 +1,277 @@
+//! Settings: a TOML file (default `config/default.toml`) with environment
+//! overrides `CCHC_<SECTION>__<KEY>`, validated into typed settings. Every
+//! error names the file (or variable) and the key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::domain::{Comparator, Indicator, Rule, Target, Targets, UnitSpec, Units};
+
+/// The default configuration file, relative to the working directory.
+pub const DEFAULT_FILE: &str = "config/default.toml";
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "CCHC_";
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid { file: String, key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub session_timeout_ms: u32,
+    pub max_poll_interval_ms: u32,
+    /// Extra librdkafka properties, passed through as they are.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    pub max_records: usize,
+    pub max_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSettings {
+    pub tick_seconds: u64,
+    /// Shifts the pipeline's clock, for drills and tests of overdue cases.
+    #[serde(default)]
+    pub skew_seconds: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndicatorSettings {
+    comparator: Comparator,
+    target_percent: f64,
+    min_sample: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideSettings {
+    commune: String,
+    indicator: String,
+    #[serde(default)]
+    comparator: Option<Comparator>,
+    #[serde(default)]
+    target_percent: Option<f64>,
+    #[serde(default)]
+    min_sample: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    kafka: KafkaSettings,
+    database: DatabaseSettings,
+    batch: BatchSettings,
+    clock: ClockSettings,
+    indicators: BTreeMap<String, IndicatorSettings>,
+    #[serde(default)]
+    overrides: Vec<OverrideSettings>,
+    units: Vec<UnitSpec>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub file: PathBuf,
+    pub kafka: KafkaSettings,
+    pub database: DatabaseSettings,
+    pub batch: BatchSettings,
+    pub clock: ClockSettings,
+    pub units: Units,
+    pub targets: Targets,
+}
+
+impl Settings {
+    /// Reads `file` and the `CCHC_` environment.
+    pub fn load(file: &Path) -> Result<Settings, ConfigError> {
+        Self::load_with(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// Reads `file` only, ignoring the environment (for checks and tests).
+    pub fn load_file(file: &Path) -> Result<Settings, ConfigError> {
+        Self::load_with(file, Figment::new())
+    }
+
+    fn load_with(file: &Path, overrides: impl figment::Provider) -> Result<Settings, ConfigError> {
+        let name = file.display().to_string();
+        std::fs::metadata(file).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
+        let raw: RawSettings = Figment::new()
+            .merge(Toml::file(file))
+            .merge(overrides)
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(&name, e)))?;
+        raw.validate(file)
+    }
+}
+
+fn describe(file: &str, err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { "(top level)".to_string() } else { e.path.join(".") };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(figment::Source::File(p)) => p.display().to_string(),
+                    Some(other) => format!("{} ({other})", m.name),
+                    None => m.name.to_string(),
+                })
+                .unwrap_or_else(|| file.to_string());
+            format!("{source}: key `{key}`: {}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl RawSettings {
+    fn validate(self, file: &Path) -> Result<Settings, ConfigError> {
+        let name = file.display().to_string();
+        let invalid = |key: &str, reason: String| ConfigError::Invalid { file: name.clone(), key: key.into(), reason };
+        if self.batch.max_records == 0 {
+            return Err(invalid("batch.max_records", "must be at least 1".into()));
+        }
+        if self.clock.tick_seconds == 0 {
+            return Err(invalid("clock.tick_seconds", "must be at least 1".into()));
+        }
+        if self.kafka.topic.is_empty() {
+            return Err(invalid("kafka.topic", "must not be empty".into()));
+        }
+        let units = Units::parse(&self.units).map_err(|e| invalid("units", e.to_string()))?;
+        if units.communes().next().is_none() {
+            return Err(invalid("units", "no unit of kind ward, commune or township".into()));
+        }
+        let mut defaults = HashMap::new();
+        for (id, s) in &self.indicators {
+            let key = format!("indicators.{id}");
+            let indicator: Indicator = id.parse().map_err(|e| invalid(&key, e))?;
+            let target = Target::from_percent(s.comparator, s.target_percent)
+                .map_err(|e| invalid(&format!("{key}.target_percent"), e))?;
+            if s.min_sample < 0 {
+                return Err(invalid(&format!("{key}.min_sample"), "must not be negative".into()));
+            }
+            defaults.insert(indicator, Rule { target, min_sample: s.min_sample });
+        }
+        if let Some(missing) = Indicator::ALL.into_iter().find(|i| !defaults.contains_key(i)) {
+            return Err(invalid(&format!("indicators.{missing}"), "missing: every indicator needs a target".into()));
+        }
+        let mut overrides = HashMap::new();
+        for (n, o) in self.overrides.iter().enumerate() {
+            let key = format!("overrides[{n}]");
+            let commune = units
+                .commune(&o.commune)
+                .cloned()
+                .ok_or_else(|| invalid(&format!("{key}.commune"), format!("`{}` is not a configured commune", o.commune)))?;
+            let indicator: Indicator = o.indicator.parse().map_err(|e| invalid(&format!("{key}.indicator"), e))?;
+            let base: Rule = defaults[&indicator];
+            let target = match o.target_percent {
+                Some(p) => Target::from_percent(o.comparator.unwrap_or(base.target.comparator), p)
+                    .map_err(|e| invalid(&format!("{key}.target_percent"), e))?,
+                None => Target { comparator: o.comparator.unwrap_or(base.target.comparator), ..base.target },
+            };
+            overrides.insert((commune, indicator), Rule { target, min_sample: o.min_sample.unwrap_or(base.min_sample) });
+        }
+        let targets = Targets::new(defaults, overrides).map_err(|e| invalid("indicators", e))?;
+        Ok(Settings {
+            file: file.to_path_buf(),
+            kafka: self.kafka,
+            database: self.database,
+            batch: self.batch,
+            clock: self.clock,
+            units,
+            targets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_file() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_FILE)
+    }
+
+    fn with_text(text: &str) -> Result<Settings, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("cchc-config-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, text).unwrap();
+        Settings::load_file(&file)
+    }
+
+    #[test]
+    fn the_default_file_holds_the_long_my_targets_and_units() {
+        let s = Settings::load_file(&repo_file()).unwrap();
+        assert_eq!(s.units.communes().count(), 9);
+        assert_eq!(s.units.communes_under("937").count(), 9);
+        assert_eq!(s.targets, Targets::long_my_2023());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_and_the_file() {
+        let text = std::fs::read_to_string(repo_file()).unwrap().replace("max_records = 5000", "max_records = \"many\"");
+        let err = with_text(&text).unwrap_err().to_string();
+        assert!(err.contains("batch.max_records"), "{err}");
+        assert!(err.contains("bad.toml"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_indicator_is_refused_with_its_key() {
+        let text = std::fs::read_to_string(repo_file()).unwrap().replace("[indicators.online_rate]", "[indicators.online_ratio]");
+        let err = with_text(&text).unwrap_err().to_string();
+        assert!(err.contains("indicators.online_ratio"), "{err}");
+        assert!(err.contains("bad.toml"), "{err}");
+    }
+
+    #[test]
+    fn an_override_for_an_unknown_commune_is_refused() {
+        let text = std::fs::read_to_string(repo_file()).unwrap()
+            + "\n[[overrides]]\ncommune = \"99999\"\nindicator = \"online_rate\"\ntarget_percent = 60.0\n";
+        let err = with_text(&text).unwrap_err().to_string();
+        assert!(err.contains("overrides[0].commune"), "{err}");
+    }
+
+    #[test]
+    fn an_override_changes_only_its_commune() {
+        let text = std::fs::read_to_string(repo_file()).unwrap()
+            + "\n[[overrides]]\ncommune = \"31474\"\nindicator = \"online_rate\"\ntarget_percent = 60.0\n";
+        let s = with_text(&text).unwrap();
+        let c = |code| s.units.commune(code).unwrap().clone();
+        assert_eq!(s.targets.rule(&c("31474"), Indicator::OnlineRate).target.percent(), 60.0);
+        assert_eq!(s.targets.rule(&c("31471"), Indicator::OnlineRate).target.percent(), 70.0);
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Settings::load_file(Path::new("no/such.toml")).unwrap_err().to_string();
+        assert!(err.contains("no/such.toml"), "{err}");
+    }
+}

@@ -1,0 +1,366 @@
+//! The Kafka consumer: a consumer-group member whose offsets live in the
+//! projection database, not in Kafka.
+//!
+//! Why this shape: the exactly-once effect comes from writing each batch's
+//! projections and its next offsets in one database transaction. On
+//! assignment, the member *claims* each partition in the database (bumping
+//! its owner generation) and starts fetching at the stored offset; every
+//! commit checks the generation, so a member that lost a partition (expelled
+//! while stuck, or a zombie after a rebalance) cannot write for it again.
+//! Kafka's own committed offsets are never used.
+//!
+//! The consumer runs on its own thread with a blocking `BaseConsumer`, so the
+//! rebalance callback can claim partitions synchronously before fetching
+//! starts; database calls are driven on the tokio runtime through a handle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tracing::{error, info, info_span, warn};
+
+use crate::config::Settings;
+use crate::domain::time::local_date;
+use crate::projector::{PartitionBatch, Projector, Record};
+use crate::store::{Claim, StoreError};
+
+/// Raised to stop the consumer; it finishes or abandons its batch and leaves
+/// the group.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The partitions this member owns, as claimed in the database.
+#[derive(Debug, Default)]
+struct Ownership {
+    claims: BTreeMap<i32, Claim>,
+    /// Set by every rebalance: records fetched before it are dropped.
+    rebalanced: bool,
+}
+
+struct IngestContext {
+    projector: Projector,
+    runtime: Handle,
+    owned: Arc<Mutex<Ownership>>,
+    shutdown: Shutdown,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut claims = BTreeMap::new();
+                for elem in tpl.elements() {
+                    let partition = elem.partition();
+                    match self.claim(partition) {
+                        Some(claim) => {
+                            claims.insert(partition, claim);
+                        }
+                        None => return, // shutting down
+                    }
+                }
+                let topic = self.projector.store().topic().to_string();
+                for (partition, claim) in &claims {
+                    let offset = claim.next_offset.map(Offset::Offset).unwrap_or(Offset::Beginning);
+                    if let Err(e) = tpl.set_partition_offset(&topic, *partition, offset) {
+                        error!(partition, error = %e, "cannot set the start offset");
+                    }
+                }
+                info!(partitions = ?claims.keys().collect::<Vec<_>>(), "partitions assigned and claimed");
+                {
+                    let mut owned = self.owned.lock().expect("ownership lock");
+                    owned.claims.extend(claims);
+                    owned.rebalanced = true;
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    error!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                info!(partitions = ?revoked, "partitions revoked");
+                {
+                    let mut owned = self.owned.lock().expect("ownership lock");
+                    owned.claims.clear();
+                    owned.rebalanced = true;
+                }
+                if let Err(e) = consumer.unassign() {
+                    error!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                warn!(error = ?other, "rebalance error");
+                let mut owned = self.owned.lock().expect("ownership lock");
+                owned.claims.clear();
+                owned.rebalanced = true;
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl IngestContext {
+    /// Claims a partition, retrying while the database is unreachable.
+    fn claim(&self, partition: i32) -> Option<Claim> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.runtime.block_on(self.projector.store().claim(partition)) {
+                Ok(claim) => return Some(claim),
+                Err(e) => {
+                    warn!(partition, error = %e, "cannot claim partition; retrying");
+                    if self.shutdown.is_triggered() {
+                        return None;
+                    }
+                    backoff.sleep();
+                }
+            }
+        }
+    }
+}
+
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(50))
+    }
+    fn sleep(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// How the clock is read: wall time plus a configured skew.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub skew: chrono::Duration,
+}
+
+impl Clock {
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.skew
+    }
+}
+
+/// Starts the consumer thread. It runs until `shutdown` is triggered or a
+/// non-recoverable error occurs.
+pub fn spawn(
+    settings: &Settings,
+    projector: Projector,
+    runtime: Handle,
+    shutdown: Shutdown,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let k = &settings.kafka;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &k.bootstrap_servers)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", k.max_poll_interval_ms.to_string())
+        .set("enable.partition.eof", "false");
+    for (key, value) in &k.properties {
+        config.set(key, value);
+    }
+    let owned = Arc::new(Mutex::new(Ownership::default()));
+    let context = IngestContext { projector: projector.clone(), runtime: runtime.clone(), owned: owned.clone(), shutdown: shutdown.clone() };
+    let consumer: BaseConsumer<IngestContext> = config.create_with_context(context)?;
+    consumer.subscribe(&[k.topic.as_str()])?;
+    let batch = settings.batch.clone();
+    let tick = Duration::from_secs(settings.clock.tick_seconds);
+    let clock = Clock { skew: chrono::Duration::seconds(settings.clock.skew_seconds) };
+    let handle = std::thread::Builder::new().name("ingest".into()).spawn(move || {
+        let worker = Worker {
+            consumer,
+            projector,
+            runtime,
+            owned,
+            shutdown,
+            max_records: batch.max_records,
+            max_wait: Duration::from_millis(batch.max_wait_ms),
+            tick,
+            clock,
+        };
+        worker.run()
+    })?;
+    Ok(handle)
+}
+
+struct Worker {
+    consumer: BaseConsumer<IngestContext>,
+    projector: Projector,
+    runtime: Handle,
+    owned: Arc<Mutex<Ownership>>,
+    shutdown: Shutdown,
+    max_records: usize,
+    max_wait: Duration,
+    tick: Duration,
+    clock: Clock,
+}
+
+impl Worker {
+    fn run(self) -> anyhow::Result<()> {
+        let mut pending: HashMap<i32, Vec<Record>> = HashMap::new();
+        let mut pending_count = 0usize;
+        let mut first_at: Option<Instant> = None;
+        let mut last_tick = Instant::now();
+        while !self.shutdown.is_triggered() {
+            let wait = match first_at {
+                Some(t) => self.max_wait.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(100),
+            };
+            let polled = self.consumer.poll(wait);
+            if std::mem::take(&mut self.owned.lock().expect("ownership lock").rebalanced) {
+                // Fetching restarts at the stored offsets: drop what was read.
+                pending.clear();
+                pending_count = 0;
+                first_at = None;
+            }
+            match polled {
+                Some(Ok(m)) => {
+                    let owned = self.owned.lock().expect("ownership lock");
+                    let expected = owned.claims.get(&m.partition()).map(|c| c.next_offset.unwrap_or(0));
+                    drop(owned);
+                    match expected {
+                        Some(next) if m.offset() >= next => {
+                            pending.entry(m.partition()).or_default().push(Record {
+                                partition: m.partition(),
+                                offset: m.offset(),
+                                key: m.key().map(<[u8]>::to_vec),
+                                value: m.payload().map(<[u8]>::to_vec),
+                            });
+                            pending_count += 1;
+                            first_at.get_or_insert_with(Instant::now);
+                        }
+                        _ => {} // not ours any more, or already applied
+                    }
+                }
+                Some(Err(e)) => warn!(error = %e, "consumer error"),
+                None => {}
+            }
+            let full = pending_count >= self.max_records;
+            let timed_out = first_at.is_some_and(|t| t.elapsed() >= self.max_wait);
+            let tick_due = last_tick.elapsed() >= self.tick;
+            if !(full || timed_out || tick_due) {
+                continue;
+            }
+            let now = self.clock.now();
+            let batches = self.take_batches(&mut pending, now, tick_due);
+            pending_count = 0;
+            first_at = None;
+            if tick_due {
+                last_tick = Instant::now();
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            self.commit(batches, now)?;
+        }
+        info!("ingest stopping: uncommitted records will be read again after a restart");
+        Ok(())
+    }
+
+    /// The batches to write now: every partition with records, and on a tick
+    /// every owned partition whose clock has passed a local midnight.
+    fn take_batches(&self, pending: &mut HashMap<i32, Vec<Record>>, now: DateTime<Utc>, tick: bool) -> Vec<PartitionBatch> {
+        let owned = self.owned.lock().expect("ownership lock");
+        let mut batches = Vec::new();
+        for (&partition, claim) in &owned.claims {
+            let records = pending.remove(&partition).unwrap_or_default();
+            let clock_moved = claim.clock.map(local_date) != Some(local_date(now));
+            if !records.is_empty() || (tick && clock_moved) {
+                batches.push(PartitionBatch { partition, claim: *claim, records });
+            }
+        }
+        pending.clear();
+        batches
+    }
+
+    fn commit(&self, batches: Vec<PartitionBatch>, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let span = info_span!("ingest.batch", records = batches.iter().map(|b| b.records.len()).sum::<usize>());
+        let _entered = span.enter();
+        let mut backoff = Backoff::new();
+        loop {
+            match self.runtime.block_on(self.projector.project(&batches, now)) {
+                Ok(report) => {
+                    let mut owned = self.owned.lock().expect("ownership lock");
+                    for b in &batches {
+                        if let Some(claim) = owned.claims.get_mut(&b.partition) {
+                            if claim.generation == b.claim.generation {
+                                if let Some(last) = b.records.last() {
+                                    claim.next_offset = Some(last.offset + 1);
+                                }
+                                claim.clock = Some(now);
+                            }
+                        }
+                    }
+                    info!(
+                        records = report.records,
+                        applied = report.applied,
+                        duplicates = report.duplicates,
+                        dead_letters = report.dead_letters,
+                        "batch committed"
+                    );
+                    return Ok(());
+                }
+                Err(StoreError::Fenced { partition, generation }) => {
+                    warn!(partition, generation, "fenced: another member owns the partition; batch abandoned");
+                    self.owned.lock().expect("ownership lock").claims.remove(&partition);
+                    return self.rewind(&batches);
+                }
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, "database unavailable; retrying the same batch");
+                    if self.shutdown.is_triggered() {
+                        return Ok(());
+                    }
+                    backoff.sleep();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// After an abandoned batch, fetch the still-owned partitions again from
+    /// their stored offsets.
+    /// A partition that cannot be rewound would go on past the abandoned
+    /// records, so that is fatal: the process restarts from stored offsets.
+    fn rewind(&self, batches: &[PartitionBatch]) -> anyhow::Result<()> {
+        let owned = self.owned.lock().expect("ownership lock");
+        let topic = self.projector.store().topic();
+        for b in batches {
+            if let Some(claim) = owned.claims.get(&b.partition) {
+                let offset = claim.next_offset.map(Offset::Offset).unwrap_or(Offset::Beginning);
+                self.seek(topic, b.partition, offset).map_err(|e| {
+                    error!(partition = b.partition, error = %e, "cannot rewind after an abandoned batch");
+                    anyhow::anyhow!("cannot rewind partition {} after an abandoned batch: {e}", b.partition)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn seek(&self, topic: &str, partition: i32, offset: Offset) -> KafkaResult<()> {
+        self.consumer.seek(topic, partition, offset, Duration::from_secs(5))
+    }
+}

@@ -1,0 +1,172 @@
+//! One batch, end to end: decode each record (or keep it as a dead letter),
+//! load the facts it touches, move the clock, fold, and write everything in
+//! one transaction together with the partitions' next offsets.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, instrument};
+
+use crate::domain::{decode, Applied, CaseEvent, CaseKey, DocumentKey, EventKind, Units};
+use crate::store::{Claim, DeadLetter, PartitionWrite, PgStore, StoreError};
+
+/// One Kafka record, copied out of the consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The records of one partition in a batch (possibly none: a clock tick).
+#[derive(Debug, Clone)]
+pub struct PartitionBatch {
+    pub partition: i32,
+    pub claim: Claim,
+    pub records: Vec<Record>,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub records: usize,
+    pub applied: usize,
+    pub superseded: usize,
+    pub duplicates: usize,
+    pub dead_letters: usize,
+}
+
+/// Folds batches into the store.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    store: PgStore,
+    units: Units,
+}
+
+impl Projector {
+    pub fn new(store: PgStore, units: Units) -> Self {
+        Projector { store, units }
+    }
+
+    pub fn store(&self) -> &PgStore {
+        &self.store
+    }
+
+    /// Projects one batch with the clock at `now`, in one transaction.
+    /// Nothing is written unless everything is; on error the same batch can
+    /// be tried again.
+    #[instrument(name = "projector.batch", skip_all, fields(partitions = batches.len()), err)]
+    pub async fn project(&self, batches: &[PartitionBatch], now: DateTime<Utc>) -> Result<BatchReport, StoreError> {
+        let mut report = BatchReport::default();
+        let mut writes = Vec::with_capacity(batches.len());
+        let mut batch_seen: Vec<String> = Vec::new();
+        for batch in batches {
+            let mut events: Vec<CaseEvent> = Vec::with_capacity(batch.records.len());
+            let mut dead_letters = Vec::new();
+            for r in &batch.records {
+                match decode(r.value.as_deref(), &self.units) {
+                    Ok(e) => events.push(e),
+                    Err(why) => dead_letters.push(DeadLetter {
+                        partition: r.partition,
+                        offset: r.offset,
+                        key: r.key.clone(),
+                        value: r.value.clone(),
+                        reason_code: why.code(),
+                        reason: why.to_string(),
+                    }),
+                }
+            }
+            let (cases, documents) = keys(&events);
+            let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+            let mut fold = self
+                .store
+                .load(&self.units, batch.partition, batch.claim.clock, now, &cases, &documents, &ids)
+                .await?;
+            for id in &batch_seen {
+                fold.load_seen(id.clone());
+            }
+            fold.advance_clock(now);
+            let mut changed_cases = HashSet::new();
+            let mut changed_documents = HashSet::new();
+            let mut seen = Vec::new();
+            for e in &events {
+                match fold.apply(e) {
+                    Applied::Duplicate => report.duplicates += 1,
+                    outcome => {
+                        seen.push(e.event_id.clone());
+                        if outcome == Applied::Superseded {
+                            report.superseded += 1;
+                            continue;
+                        }
+                        report.applied += 1;
+                        match &e.kind {
+                            EventKind::DocumentSigned(d) => {
+                                changed_documents.insert(DocumentKey {
+                                    commune: e.commune.clone(),
+                                    document_id: d.document_id.clone(),
+                                });
+                            }
+                            _ => {
+                                changed_cases.insert(CaseKey {
+                                    commune: e.commune.clone(),
+                                    case_id: e.case_id.clone().unwrap_or_default(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            report.records += batch.records.len();
+            report.dead_letters += dead_letters.len();
+            let cases = changed_cases
+                .into_iter()
+                .map(|k| {
+                    let state = fold.case(&k).cloned().expect("a changed case is in the working set");
+                    (k, state)
+                })
+                .collect();
+            let documents = changed_documents
+                .into_iter()
+                .map(|k| {
+                    let state = *fold.document(&k).expect("a changed document is in the working set");
+                    (k, state)
+                })
+                .collect();
+            batch_seen.extend(seen.iter().cloned());
+            writes.push(PartitionWrite {
+                partition: batch.partition,
+                generation: batch.claim.generation,
+                next_offset: batch.records.last().map(|r| r.offset + 1),
+                clock: Some(now),
+                deltas: fold.into_deltas().into_iter().collect(),
+                cases,
+                documents,
+                seen,
+                dead_letters,
+            });
+        }
+        self.store.commit(&writes).await?;
+        debug!(?report, "batch committed");
+        Ok(report)
+    }
+}
+
+/// The distinct cases and documents a batch names.
+fn keys(events: &[CaseEvent]) -> (Vec<CaseKey>, Vec<DocumentKey>) {
+    let mut cases = HashSet::new();
+    let mut documents = HashSet::new();
+    for e in events {
+        match &e.kind {
+            EventKind::DocumentSigned(d) => {
+                documents.insert(DocumentKey { commune: e.commune.clone(), document_id: d.document_id.clone() });
+            }
+            _ => {
+                if let Some(id) = &e.case_id {
+                    cases.insert(CaseKey { commune: e.commune.clone(), case_id: id.clone() });
+                }
+            }
+        }
+    }
+    (cases.into_iter().collect(), documents.into_iter().collect())
+}

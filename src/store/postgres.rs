@@ -1,0 +1,397 @@
+//! PostgreSQL store. Batches are written with one statement per table, each
+//! binding whole columns as arrays (`UNNEST`), inside one transaction whose
+//! first statement checks the owner generation of every partition written.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
+use tracing::instrument;
+
+use super::codec::{decode_document, encode_document, CaseRow};
+use super::{Claim, PartitionWrite, StoreError};
+use crate::domain::time::local_date;
+use crate::domain::{CaseKey, DayCounters, DocumentKey, Fold, Units};
+
+/// The PostgreSQL projection store for one topic.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    topic: String,
+}
+
+impl PgStore {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str, max_connections: u32, topic: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool, topic: topic.to_string() })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Takes ownership of a partition: bumps its generation, so that any
+    /// earlier owner's commits are refused from now on, and returns where
+    /// the partition's projections stand.
+    #[instrument(name = "store.claim", skip(self), err)]
+    pub async fn claim(&self, partition: i32) -> Result<Claim, StoreError> {
+        let (generation, next_offset, clock): (i64, Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
+            "INSERT INTO partition_offsets (topic, partition, next_offset, generation) VALUES ($1, $2, NULL, 1)
+             ON CONFLICT (topic, partition) DO UPDATE
+               SET generation = partition_offsets.generation + 1, updated_at = now()
+             RETURNING generation, next_offset, clock",
+        )
+        .bind(&self.topic)
+        .bind(partition)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Claim { generation, next_offset, clock })
+    }
+
+    /// The stored next offset of every partition of the topic.
+    pub async fn offsets(&self) -> Result<Vec<(i32, Option<i64>)>, StoreError> {
+        Ok(sqlx::query_as("SELECT partition, next_offset FROM partition_offsets WHERE topic = $1 ORDER BY partition")
+            .bind(&self.topic)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// A working set for one partition's batch: the stored facts of the
+    /// cases and documents the batch names, which of its event ids were
+    /// already applied, and the open cases that become overdue when the clock
+    /// moves from `claim_clock` to `now`.
+    #[instrument(name = "store.load", skip_all, fields(partition, cases = cases.len()), err)]
+    pub async fn load(
+        &self,
+        units: &Units,
+        partition: i32,
+        claim_clock: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        cases: &[CaseKey],
+        documents: &[DocumentKey],
+        event_ids: &[String],
+    ) -> Result<Fold, StoreError> {
+        let mut fold = Fold::new(claim_clock);
+        let mut conn = self.pool.acquire().await?;
+        if !event_ids.is_empty() {
+            let seen: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM seen_events WHERE event_id = ANY($1)")
+                .bind(event_ids)
+                .fetch_all(&mut *conn)
+                .await?;
+            for (id,) in seen {
+                fold.load_seen(id);
+            }
+        }
+        let intern = |code: &str| {
+            units.commune(code).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!("stored commune `{code}` is no longer configured"))
+            })
+        };
+        let add_rows = |fold: &mut Fold, rows: Vec<KeyedCaseRow>| -> Result<(), StoreError> {
+            for row in rows {
+                let state = row.row.decode().map_err(StoreError::Corrupt)?;
+                fold.load_case(CaseKey { commune: intern(&row.commune)?, case_id: row.case_id }, state);
+            }
+            Ok(())
+        };
+        if !cases.is_empty() {
+            let communes: Vec<&str> = cases.iter().map(|k| k.commune.as_str()).collect();
+            let ids: Vec<&str> = cases.iter().map(|k| k.case_id.as_str()).collect();
+            let rows: Vec<KeyedCaseRow> = sqlx::query_as(&format!(
+                "SELECT {CASE_COLUMNS} FROM cases
+                 WHERE (commune, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+            ))
+            .bind(&communes)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            add_rows(&mut fold, rows)?;
+        }
+        let new_today = local_date(now);
+        let old_today = claim_clock.map(local_date).unwrap_or(NaiveDate::MIN);
+        if new_today > old_today {
+            let rows: Vec<KeyedCaseRow> = sqlx::query_as(&format!(
+                "SELECT {CASE_COLUMNS} FROM cases
+                 WHERE partition = $1 AND open_due >= $2 AND open_due < $3"
+            ))
+            .bind(partition)
+            .bind(old_today)
+            .bind(new_today)
+            .fetch_all(&mut *conn)
+            .await?;
+            let rows = rows
+                .into_iter()
+                .filter(|r| !cases.iter().any(|k| k.commune.as_str() == r.commune && k.case_id == r.case_id))
+                .collect();
+            add_rows(&mut fold, rows)?;
+        }
+        if !documents.is_empty() {
+            let communes: Vec<&str> = documents.iter().map(|k| k.commune.as_str()).collect();
+            let ids: Vec<&str> = documents.iter().map(|k| k.document_id.as_str()).collect();
+            let rows: Vec<(String, String, DateTime<Utc>, bool)> = sqlx::query_as(
+                "SELECT commune, document_id, signed_at, digital FROM documents
+                 WHERE (commune, document_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            )
+            .bind(&communes)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (commune, document_id, at, digital) in rows {
+                fold.load_document(DocumentKey { commune: intern(&commune)?, document_id }, decode_document(at, digital));
+            }
+        }
+        Ok(fold)
+    }
+
+    /// Writes a batch, all partitions in one transaction. Fails with
+    /// [`StoreError::Fenced`], writing nothing, if any partition has been
+    /// claimed by another owner since.
+    #[instrument(name = "store.commit", skip_all, fields(partitions = writes.len()), err)]
+    pub async fn commit(&self, writes: &[PartitionWrite]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for w in writes {
+            let updated = sqlx::query(
+                "UPDATE partition_offsets SET next_offset = COALESCE($3, next_offset), clock = COALESCE($4, clock), updated_at = now()
+                 WHERE topic = $1 AND partition = $2 AND generation = $5",
+            )
+            .bind(&self.topic)
+            .bind(w.partition)
+            .bind(w.next_offset)
+            .bind(w.clock)
+            .bind(w.generation)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Fenced { partition: w.partition, generation: w.generation });
+            }
+        }
+        for w in writes {
+            write_counters(&mut tx, w).await?;
+            write_cases(&mut tx, w).await?;
+            write_documents(&mut tx, w).await?;
+            if !w.seen.is_empty() {
+                sqlx::query("INSERT INTO seen_events (event_id) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING")
+                    .bind(&w.seen)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            write_dead_letters(&mut tx, &self.topic, w).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every stored day counter, by commune and day.
+    pub async fn day_counters(&self) -> Result<Vec<(String, NaiveDate, DayCounters)>, StoreError> {
+        let rows: Vec<CounterRow> = sqlx::query_as(
+            "SELECT commune, day, received, received_online, received_electronic, due, on_time,
+                    ratings, satisfied, signatures, digital
+             FROM day_counters ORDER BY commune, day",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(CounterRow::into_parts).collect())
+    }
+
+    /// Dead letters as (partition, offset, reason code), in offset order.
+    pub async fn dead_letter_reasons(&self) -> Result<Vec<(i32, i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT partition, \"offset\", reason_code FROM dead_letters WHERE topic = $1 ORDER BY partition, \"offset\"",
+        )
+        .bind(&self.topic)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+const CASE_COLUMNS: &str = "commune, case_id, received_at, received_channel, received_level, received_electronic,
+    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
+    rating_at, rating, rating_score";
+
+#[derive(sqlx::FromRow)]
+struct KeyedCaseRow {
+    commune: String,
+    case_id: String,
+    #[sqlx(flatten)]
+    row: CaseRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct CounterRow {
+    commune: String,
+    day: NaiveDate,
+    received: i64,
+    received_online: i64,
+    received_electronic: i64,
+    due: i64,
+    on_time: i64,
+    ratings: i64,
+    satisfied: i64,
+    signatures: i64,
+    digital: i64,
+}
+
+impl CounterRow {
+    fn into_parts(self) -> (String, NaiveDate, DayCounters) {
+        let c = DayCounters {
+            received: self.received,
+            received_online: self.received_online,
+            received_electronic: self.received_electronic,
+            due: self.due,
+            on_time: self.on_time,
+            ratings: self.ratings,
+            satisfied: self.satisfied,
+            signatures: self.signatures,
+            digital: self.digital,
+        };
+        (self.commune, self.day, c)
+    }
+}
+
+async fn write_counters(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite) -> Result<(), StoreError> {
+    let deltas: Vec<_> = w.deltas.iter().filter(|(_, c)| !c.is_zero()).collect();
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&DayCounters) -> i64| deltas.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
+    sqlx::query(
+        "INSERT INTO day_counters AS d (commune, day, received, received_online, received_electronic, due, on_time,
+                                        ratings, satisfied, signatures, digital)
+         SELECT * FROM UNNEST($1::text[], $2::date[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[],
+                              $8::int8[], $9::int8[], $10::int8[], $11::int8[])
+         ON CONFLICT (commune, day) DO UPDATE SET
+            received = d.received + EXCLUDED.received,
+            received_online = d.received_online + EXCLUDED.received_online,
+            received_electronic = d.received_electronic + EXCLUDED.received_electronic,
+            due = d.due + EXCLUDED.due,
+            on_time = d.on_time + EXCLUDED.on_time,
+            ratings = d.ratings + EXCLUDED.ratings,
+            satisfied = d.satisfied + EXCLUDED.satisfied,
+            signatures = d.signatures + EXCLUDED.signatures,
+            digital = d.digital + EXCLUDED.digital",
+    )
+    .bind(deltas.iter().map(|((c, _), _)| c.as_str()).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|((_, d), _)| *d).collect::<Vec<_>>())
+    .bind(col(|c| c.received))
+    .bind(col(|c| c.received_online))
+    .bind(col(|c| c.received_electronic))
+    .bind(col(|c| c.due))
+    .bind(col(|c| c.on_time))
+    .bind(col(|c| c.ratings))
+    .bind(col(|c| c.satisfied))
+    .bind(col(|c| c.signatures))
+    .bind(col(|c| c.digital))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_cases(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite) -> Result<(), StoreError> {
+    if w.cases.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<CaseRow> = w.cases.iter().map(|(_, s)| CaseRow::encode(s)).collect();
+    let open_due: Vec<Option<NaiveDate>> = w.cases.iter().map(|(_, s)| s.open_due_date()).collect();
+    macro_rules! col {
+        ($f:ident) => {
+            rows.iter().map(|r| r.$f).collect::<Vec<_>>()
+        };
+    }
+    sqlx::query(
+        "INSERT INTO cases AS c (commune, case_id, partition, received_at, received_channel, received_level,
+                                 received_electronic, received_digitized, received_due, closing_at, closing_kind,
+                                 closing_due, closing_outcome, rating_at, rating, rating_score, open_due)
+         SELECT u.commune, u.case_id, $3, u.received_at, u.received_channel, u.received_level,
+                u.received_electronic, u.received_digitized, u.received_due, u.closing_at, u.closing_kind,
+                u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due
+         FROM UNNEST($1::text[], $2::text[], $4::timestamptz[], $5::int2[], $6::int2[], $7::bool[], $8::bool[],
+                     $9::date[], $10::timestamptz[], $11::int2[], $12::date[], $13::int2[], $14::timestamptz[],
+                     $15::int2[], $16::int2[], $17::date[])
+              AS u(commune, case_id, received_at, received_channel, received_level, received_electronic,
+                   received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
+                   rating_at, rating, rating_score, open_due)
+         ON CONFLICT (commune, case_id) DO UPDATE SET
+            partition = EXCLUDED.partition,
+            received_at = EXCLUDED.received_at, received_channel = EXCLUDED.received_channel,
+            received_level = EXCLUDED.received_level, received_electronic = EXCLUDED.received_electronic,
+            received_digitized = EXCLUDED.received_digitized, received_due = EXCLUDED.received_due,
+            closing_at = EXCLUDED.closing_at, closing_kind = EXCLUDED.closing_kind,
+            closing_due = EXCLUDED.closing_due, closing_outcome = EXCLUDED.closing_outcome,
+            rating_at = EXCLUDED.rating_at, rating = EXCLUDED.rating, rating_score = EXCLUDED.rating_score,
+            open_due = EXCLUDED.open_due",
+    )
+    .bind(w.cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
+    .bind(w.cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
+    .bind(w.partition)
+    .bind(col!(received_at))
+    .bind(col!(received_channel))
+    .bind(col!(received_level))
+    .bind(col!(received_electronic))
+    .bind(col!(received_digitized))
+    .bind(col!(received_due))
+    .bind(col!(closing_at))
+    .bind(col!(closing_kind))
+    .bind(col!(closing_due))
+    .bind(col!(closing_outcome))
+    .bind(col!(rating_at))
+    .bind(col!(rating))
+    .bind(col!(rating_score))
+    .bind(open_due)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_documents(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite) -> Result<(), StoreError> {
+    if w.documents.is_empty() {
+        return Ok(());
+    }
+    let encoded: Vec<_> = w.documents.iter().map(|(_, d)| encode_document(d)).collect();
+    sqlx::query(
+        "INSERT INTO documents AS d (commune, document_id, signed_at, digital)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::bool[])
+         ON CONFLICT (commune, document_id) DO UPDATE SET signed_at = EXCLUDED.signed_at, digital = EXCLUDED.digital",
+    )
+    .bind(w.documents.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
+    .bind(w.documents.iter().map(|(k, _)| k.document_id.as_str()).collect::<Vec<_>>())
+    .bind(encoded.iter().map(|e| e.0).collect::<Vec<_>>())
+    .bind(encoded.iter().map(|e| e.1).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_dead_letters(tx: &mut Transaction<'_, Postgres>, topic: &str, w: &PartitionWrite) -> Result<(), StoreError> {
+    if w.dead_letters.is_empty() {
+        return Ok(());
+    }
+    let d = &w.dead_letters;
+    sqlx::query(
+        "INSERT INTO dead_letters (topic, partition, \"offset\", record_key, value, reason_code, reason)
+         SELECT $1, * FROM UNNEST($2::int4[], $3::int8[], $4::bytea[], $5::bytea[], $6::text[], $7::text[])
+         ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+    )
+    .bind(topic)
+    .bind(d.iter().map(|x| x.partition).collect::<Vec<_>>())
+    .bind(d.iter().map(|x| x.offset).collect::<Vec<_>>())
+    .bind(d.iter().map(|x| x.key.clone()).collect::<Vec<_>>())
+    .bind(d.iter().map(|x| x.value.clone()).collect::<Vec<_>>())
+    .bind(d.iter().map(|x| x.reason_code).collect::<Vec<_>>())
+    .bind(d.iter().map(|x| x.reason.clone()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
