@@ -120,11 +120,11 @@ impl PgStore {
             add_rows(&mut fold, rows)?;
         }
         let new_today = local_date(now);
-        let old_today = claim_clock.map(local_date).unwrap_or(NaiveDate::MIN);
-        if new_today > old_today {
+        let old_today = claim_clock.map(local_date);
+        if old_today.is_none_or(|old| new_today > old) {
             let rows: Vec<KeyedCaseRow> = sqlx::query_as(&format!(
                 "SELECT {CASE_COLUMNS} FROM cases
-                 WHERE partition = $1 AND open_due >= $2 AND open_due < $3"
+                 WHERE partition = $1 AND ($2::date IS NULL OR open_due >= $2) AND open_due < $3"
             ))
             .bind(partition)
             .bind(old_today)

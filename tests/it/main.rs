@@ -1,0 +1,9 @@
+//! The one integration-test binary: every module here runs against a real
+//! Apache Kafka broker and a real PostgreSQL, which `bash scripts/test.sh`
+//! starts (or `bash scripts/kafka.sh start` and `bash scripts/postgres.sh start`
+//! by hand). Tests never skip when a service is missing: they fail and say how
+//! to start it. Shared helpers live in `support`.
+
+mod support;
+mod testbed;
+mod pipeline;

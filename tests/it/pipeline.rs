@@ -1,0 +1,398 @@
+//! The exactly-once consumer against the real broker and database: the
+//! pipeline runs as its own process (`cchc run`), is killed, restarted,
+//! joined, stopped and starved of its database, while the final projections
+//! must equal the fold of every valid event counted once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use futures::future::join_all;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use cchc_pipeline::config::Settings;
+use cchc_pipeline::domain::{decode, CaseKey, CaseState, DayCounters, Fold, Units};
+use cchc_pipeline::simulator::Simulator;
+use cchc_pipeline::store::{PartitionWrite, PgStore, StoreError};
+
+use crate::support::{create_topic, fresh_database, kafka_bootstrap, unique_name, PrivatePostgres, RestartMode};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn units() -> Units {
+    Settings::load_file(&repo().join("config/default.toml")).expect("default config").units
+}
+
+/// One `cchc run` process with its log in `var/test-logs/`.
+struct Pipeline {
+    child: Child,
+    log: PathBuf,
+}
+
+struct Setup {
+    topic: String,
+    group: String,
+    database_url: String,
+}
+
+impl Pipeline {
+    fn start(setup: &Setup, name: &str) -> Pipeline {
+        let dir = repo().join("var/test-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{}-{name}.log", setup.topic));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cchc"))
+            .args(["run", "--config"])
+            .arg(repo().join("config/default.toml"))
+            .env("CCHC_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap())
+            .env("CCHC_KAFKA__TOPIC", &setup.topic)
+            .env("CCHC_KAFKA__GROUP_ID", &setup.group)
+            .env("CCHC_KAFKA__SESSION_TIMEOUT_MS", "6000")
+            .env("CCHC_KAFKA__MAX_POLL_INTERVAL_MS", "20000")
+            .env("CCHC_DATABASE__URL", &setup.database_url)
+            .env("CCHC_BATCH__MAX_RECORDS", "2000")
+            .env("CCHC_BATCH__MAX_WAIT_MS", "50")
+            .env("CCHC_CLOCK__TICK_SECONDS", "1")
+            .env("RUST_LOG", "info,cchc_pipeline::projector=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting cchc run");
+        Pipeline { child, log }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<_> = log.lines().rev().take(30).collect();
+            panic!("pipeline exited with {status}; log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What was produced: every record in order, and the dead letters expected
+/// at (partition, offset) with their reason codes.
+#[derive(Default)]
+struct Produced {
+    values: Vec<Option<Vec<u8>>>,
+    dead: BTreeMap<(i32, i64), &'static str>,
+}
+
+fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .expect("producer")
+}
+
+/// Sends records in order, waiting for each chunk's delivery.
+async fn send_all(topic: &str, records: Vec<(String, Option<Vec<u8>>, Option<&'static str>)>, produced: &mut Produced) {
+    let producer = producer();
+    for chunk in records.chunks(5_000) {
+        let sends = chunk.iter().map(|(key, value, _)| {
+            let mut record = FutureRecord::<str, [u8]>::to(topic).key(key.as_str());
+            if let Some(v) = value {
+                record = record.payload(v.as_slice());
+            }
+            producer.send(record, Duration::from_secs(30))
+        });
+        let results = join_all(sends).await;
+        for ((_, value, dead), result) in chunk.iter().zip(results) {
+            let delivery = result.map_err(|(e, _)| e).expect("delivery");
+            produced.values.push(value.clone());
+            if let Some(code) = dead {
+                produced.dead.insert((delivery.partition, delivery.offset), code);
+            }
+        }
+    }
+}
+
+/// A malformed record of every kind the decoder knows, made from a valid one.
+fn malformed(valid: &str, n: usize) -> (Option<Vec<u8>>, &'static str) {
+    let mut v: serde_json::Value = serde_json::from_str(valid).unwrap();
+    let set = |v: &mut serde_json::Value, k: &str, x: serde_json::Value| {
+        v[k] = x;
+        Some(v.to_string().into_bytes())
+    };
+    match n % 15 {
+        0 => (Some(b"{\"event_id\": oops".to_vec()), "not_json"),
+        1 => (Some(b"[1,2,3]".to_vec()), "not_an_object"),
+        2 => (Some(vec![0xff, 0xfe, 0x00]), "not_utf8"),
+        3 => (None, "no_value"),
+        4 => {
+            v.as_object_mut().unwrap().remove("occurred_at");
+            (Some(v.to_string().into_bytes()), "missing_field")
+        }
+        5 => (set(&mut v, "schema_version", "one".into()), "wrong_type"),
+        6 => (set(&mut v, "event_type", "case.reopened".into()), "unknown_event_type"),
+        7 => (set(&mut v, "commune_code", "99999".into()), "unknown_commune"),
+        8 => (set(&mut v, "occurred_at", "2023-03-30T10:44:00".into()), "timestamp_without_offset"),
+        9 => (set(&mut v, "schema_version", 2.into()), "future_schema_version"),
+        10 => (set(&mut v, "event_id", "x".repeat(129).into()), "event_id_length"),
+        11 => (set(&mut v, "occurred_at", "30/03/2023".into()), "bad_timestamp"),
+        12 => (set(&mut v, "schema_version", 0.into()), "bad_schema_version"),
+        13 => {
+            v.as_object_mut().unwrap().remove("case_id");
+            v["event_type"] = "case.withdrawn".into();
+            (Some(v.to_string().into_bytes()), "case_id_missing")
+        }
+        _ => {
+            v["event_type"] = "case.resolved".into();
+            v["data"] = serde_json::json!({"outcome": "completed"});
+            (Some(v.to_string().into_bytes()), "due_at_missing")
+        }
+    }
+}
+
+/// `count` simulated events, each sent one to three times (repeats later in
+/// the stream), plus about `garbage` malformed records in between.
+fn workload(seed: u64, count: usize, garbage: f64) -> Vec<(String, Option<Vec<u8>>, Option<&'static str>)> {
+    let units = units();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let sim = Simulator::new(&units, seed, NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(), 20.0);
+    let mut out: Vec<(String, Option<Vec<u8>>, Option<&'static str>)> = Vec::with_capacity(count * 2);
+    let mut repeats: Vec<(usize, String, Vec<u8>)> = Vec::new();
+    for (n, r) in sim.take(count).enumerate() {
+        out.push((r.key.clone(), Some(r.value.clone().into_bytes()), None));
+        for _ in 0..rng.gen_range(0..=2) {
+            repeats.push((out.len() + rng.gen_range(0..2_000), r.key.clone(), r.value.clone().into_bytes()));
+        }
+        if rng.gen::<f64>() < garbage {
+            let (bytes, code) = malformed(&r.value, n);
+            out.push((r.key.clone(), bytes, Some(code)));
+        }
+    }
+    // Splice the repeats in at their (later) positions, from the back.
+    repeats.sort_by_key(|(at, ..)| std::cmp::Reverse(*at));
+    for (at, key, value) in repeats {
+        out.insert(at.min(out.len()), (key, Some(value), None));
+    }
+    out
+}
+
+/// The fold of every valid produced record, in production order (which is
+/// each commune's partition order), with the clock at `now`.
+fn expected(produced: &Produced, units: &Units) -> BTreeMap<(String, NaiveDate), DayCounters> {
+    let mut fold = Fold::new(None);
+    for value in &produced.values {
+        if let Ok(e) = decode(value.as_deref(), units) {
+            fold.apply(&e);
+        }
+    }
+    fold.advance_clock(Utc::now());
+    fold.deltas()
+        .iter()
+        .filter(|(_, c)| !c.is_zero())
+        .map(|((c, d), v)| ((c.to_string(), *d), *v))
+        .collect()
+}
+
+async fn stored(store: &PgStore) -> BTreeMap<(String, NaiveDate), DayCounters> {
+    store
+        .day_counters()
+        .await
+        .expect("reading counters")
+        .into_iter()
+        .filter(|(_, _, c)| !c.is_zero())
+        .map(|(c, d, v)| ((c, d), v))
+        .collect()
+}
+
+fn high_watermarks(topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", kafka_bootstrap()).create().unwrap();
+    (0..partitions)
+        .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks").1))
+        .collect()
+}
+
+/// Waits until every partition's stored offset reaches its high watermark,
+/// keeping the pipelines alive.
+async fn wait_caught_up(store: &PgStore, topic: &str, partitions: i32, pipelines: &mut [&mut Pipeline], limit: Duration) {
+    let marks = high_watermarks(topic, partitions);
+    let deadline = Instant::now() + limit;
+    loop {
+        for p in pipelines.iter_mut() {
+            p.assert_running();
+        }
+        let stored: HashMap<i32, i64> =
+            store.offsets().await.unwrap_or_default().into_iter().map(|(p, o)| (p, o.unwrap_or(0))).collect();
+        if marks.iter().all(|(p, m)| stored.get(p).copied().unwrap_or(0) >= *m) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not caught up within {limit:?}: stored {stored:?}, marks {marks:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn assert_projections(store: &PgStore, produced: &Produced) {
+    let units = units();
+    // The clock may pass a local midnight between the two reads: try again.
+    for attempt in 0..3 {
+        let want = expected(produced, &units);
+        let got = stored(store).await;
+        if want == got {
+            break;
+        }
+        if attempt == 2 {
+            let diffs: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(*v))
+                .take(5)
+                .map(|(k, v)| format!("{k:?}: want {v:?}, got {:?}", got.get(k)))
+                .collect();
+            panic!("projections differ ({} vs {} days): {diffs:#?}", want.len(), got.len());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let dead: BTreeMap<(i32, i64), String> =
+        store.dead_letter_reasons().await.unwrap().into_iter().map(|(p, o, c)| ((p, o), c)).collect();
+    let want_dead: BTreeMap<(i32, i64), String> = produced.dead.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    assert_eq!(dead, want_dead, "every malformed record is a dead letter with its reason, and nothing else is");
+}
+
+async fn setup(partitions: i32, database_url: Option<String>) -> (Setup, PgStore) {
+    let topic = unique_name("events");
+    create_topic(&topic, partitions).await;
+    let database_url = match database_url {
+        Some(url) => url,
+        None => fresh_database().await.1,
+    };
+    let store = PgStore::connect(&database_url, 2, &topic).await.expect("store");
+    (Setup { topic, group: unique_name("group"), database_url }, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_garbage() {
+    let (setup, store) = setup(3, None).await;
+    let records = workload(11, 200_000, 0.1);
+    let mut produced = Produced::default();
+    let mut pipeline = Pipeline::start(&setup, "a");
+    let producing = {
+        let topic = setup.topic.clone();
+        tokio::spawn(async move {
+            send_all(&topic, records, &mut produced).await;
+            produced
+        })
+    };
+    let mut rng = SmallRng::seed_from_u64(5);
+    for kill in 0..10 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(400..2_500))).await;
+        pipeline.assert_running();
+        pipeline.kill();
+        eprintln!("SIGKILL {} of 10", kill + 1);
+        pipeline = Pipeline::start(&setup, "a");
+    }
+    let produced = producing.await.unwrap();
+    wait_caught_up(&store, &setup.topic, 3, &mut [&mut pipeline], Duration::from_secs(300)).await;
+    assert_projections(&store, &produced).await;
+    assert!(produced.dead.len() > 15_000, "about 10% malformed: {}", produced.dead.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_run_loses_and_doubles_nothing() {
+    let postgres = PrivatePostgres::start().await;
+    let (setup, store) = setup(3, Some(postgres.url().to_string())).await;
+    let records = workload(12, 60_000, 0.02);
+    let mut produced = Produced::default();
+    let mut pipeline = Pipeline::start(&setup, "a");
+    let producing = {
+        let topic = setup.topic.clone();
+        tokio::spawn(async move {
+            send_all(&topic, records, &mut produced).await;
+            produced
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    postgres.restart(RestartMode::Immediate).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    postgres.restart(RestartMode::Fast).await;
+    let produced = producing.await.unwrap();
+    wait_caught_up(&store, &setup.topic, 3, &mut [&mut pipeline], Duration::from_secs(300)).await;
+    pipeline.assert_running();
+    assert_projections(&store, &produced).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
+    let (setup, store) = setup(4, None).await;
+    let records = workload(13, 80_000, 0.02);
+    let mut produced = Produced::default();
+    let mut a = Pipeline::start(&setup, "a");
+    let producing = {
+        let topic = setup.topic.clone();
+        tokio::spawn(async move {
+            send_all(&topic, records, &mut produced).await;
+            produced
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut b = Pipeline::start(&setup, "b"); // join: rebalance
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Stop A without telling anyone, long past its session timeout: the group
+    // expels it and B takes its partitions. A then wakes up as a zombie with
+    // whatever batch it was holding; its commit must be refused.
+    a.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    a.signal("-CONT");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    b.kill(); // leave without a goodbye: A takes everything back
+    let produced = producing.await.unwrap();
+    wait_caught_up(&store, &setup.topic, 4, &mut [&mut a], Duration::from_secs(300)).await;
+    assert_projections(&store, &produced).await;
+}
+
+#[tokio::test]
+async fn a_commit_from_an_older_owner_generation_is_refused_and_writes_nothing() {
+    let (pool, url) = fresh_database().await;
+    let store = PgStore::connect(&url, 2, "t").await.unwrap();
+    let old = store.claim(0).await.unwrap();
+    let new = store.claim(0).await.unwrap();
+    assert!(new.generation > old.generation);
+    let units = units();
+    let key = CaseKey { commune: units.commune("31471").unwrap().clone(), case_id: "c".into() };
+    let write = |generation| PartitionWrite {
+        partition: 0,
+        generation,
+        next_offset: Some(10),
+        cases: vec![(key.clone(), CaseState::default())],
+        seen: vec!["e1".into()],
+        ..PartitionWrite::default()
+    };
+    match store.commit(&[write(old.generation)]).await {
+        Err(StoreError::Fenced { partition: 0, .. }) => {}
+        other => panic!("expected a fenced commit, got {other:?}"),
+    }
+    let (cases, seen): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM cases), (SELECT count(*) FROM seen_events)").fetch_one(&pool).await.unwrap();
+    assert_eq!((cases, seen), (0, 0));
+    assert_eq!(store.offsets().await.unwrap(), vec![(0, None)]);
+    store.commit(&[write(new.generation)]).await.unwrap();
+    assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
+}
