@@ -20,11 +20,18 @@ pub const ENV_PREFIX: &str = "CCHC_";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Parse(String),
     #[error("{file}: key `{key}`: {reason}")]
-    Invalid { file: String, key: String, reason: String },
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,7 +129,10 @@ impl Settings {
 
     fn load_with(file: &Path, overrides: impl figment::Provider) -> Result<Settings, ConfigError> {
         let name = file.display().to_string();
-        std::fs::metadata(file).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
+        std::fs::metadata(file).map_err(|source| ConfigError::Read {
+            file: name.clone(),
+            source,
+        })?;
         let raw: RawSettings = Figment::new()
             .merge(Toml::file(file))
             .merge(overrides)
@@ -135,7 +145,11 @@ impl Settings {
 fn describe(file: &str, err: figment::Error) -> String {
     err.into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() { "(top level)".to_string() } else { e.path.join(".") };
+            let key = if e.path.is_empty() {
+                "(top level)".to_string()
+            } else {
+                e.path.join(".")
+            };
             let source = e
                 .metadata
                 .as_ref()
@@ -154,7 +168,11 @@ fn describe(file: &str, err: figment::Error) -> String {
 impl RawSettings {
     fn validate(self, file: &Path) -> Result<Settings, ConfigError> {
         let name = file.display().to_string();
-        let invalid = |key: &str, reason: String| ConfigError::Invalid { file: name.clone(), key: key.into(), reason };
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: name.clone(),
+            key: key.into(),
+            reason,
+        };
         if self.batch.max_records == 0 {
             return Err(invalid("batch.max_records", "must be at least 1".into()));
         }
@@ -166,7 +184,10 @@ impl RawSettings {
         }
         let units = Units::parse(&self.units).map_err(|e| invalid("units", e.to_string()))?;
         if units.communes().next().is_none() {
-            return Err(invalid("units", "no unit of kind ward, commune or township".into()));
+            return Err(invalid(
+                "units",
+                "no unit of kind ward, commune or township".into(),
+            ));
         }
         let mut defaults = HashMap::new();
         for (id, s) in &self.indicators {
@@ -175,28 +196,57 @@ impl RawSettings {
             let target = Target::from_percent(s.comparator, s.target_percent)
                 .map_err(|e| invalid(&format!("{key}.target_percent"), e))?;
             if s.min_sample < 0 {
-                return Err(invalid(&format!("{key}.min_sample"), "must not be negative".into()));
+                return Err(invalid(
+                    &format!("{key}.min_sample"),
+                    "must not be negative".into(),
+                ));
             }
-            defaults.insert(indicator, Rule { target, min_sample: s.min_sample });
+            defaults.insert(
+                indicator,
+                Rule {
+                    target,
+                    min_sample: s.min_sample,
+                },
+            );
         }
-        if let Some(missing) = Indicator::ALL.into_iter().find(|i| !defaults.contains_key(i)) {
-            return Err(invalid(&format!("indicators.{missing}"), "missing: every indicator needs a target".into()));
+        if let Some(missing) = Indicator::ALL
+            .into_iter()
+            .find(|i| !defaults.contains_key(i))
+        {
+            return Err(invalid(
+                &format!("indicators.{missing}"),
+                "missing: every indicator needs a target".into(),
+            ));
         }
         let mut overrides = HashMap::new();
         for (n, o) in self.overrides.iter().enumerate() {
             let key = format!("overrides[{n}]");
-            let commune = units
-                .commune(&o.commune)
-                .cloned()
-                .ok_or_else(|| invalid(&format!("{key}.commune"), format!("`{}` is not a configured commune", o.commune)))?;
-            let indicator: Indicator = o.indicator.parse().map_err(|e| invalid(&format!("{key}.indicator"), e))?;
+            let commune = units.commune(&o.commune).cloned().ok_or_else(|| {
+                invalid(
+                    &format!("{key}.commune"),
+                    format!("`{}` is not a configured commune", o.commune),
+                )
+            })?;
+            let indicator: Indicator = o
+                .indicator
+                .parse()
+                .map_err(|e| invalid(&format!("{key}.indicator"), e))?;
             let base: Rule = defaults[&indicator];
             let target = match o.target_percent {
                 Some(p) => Target::from_percent(o.comparator.unwrap_or(base.target.comparator), p)
                     .map_err(|e| invalid(&format!("{key}.target_percent"), e))?,
-                None => Target { comparator: o.comparator.unwrap_or(base.target.comparator), ..base.target },
+                None => Target {
+                    comparator: o.comparator.unwrap_or(base.target.comparator),
+                    ..base.target
+                },
             };
-            overrides.insert((commune, indicator), Rule { target, min_sample: o.min_sample.unwrap_or(base.min_sample) });
+            overrides.insert(
+                (commune, indicator),
+                Rule {
+                    target,
+                    min_sample: o.min_sample.unwrap_or(base.min_sample),
+                },
+            );
         }
         let targets = Targets::new(defaults, overrides).map_err(|e| invalid("indicators", e))?;
         Ok(Settings {
@@ -237,7 +287,9 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_the_key_and_the_file() {
-        let text = std::fs::read_to_string(repo_file()).unwrap().replace("max_records = 5000", "max_records = \"many\"");
+        let text = std::fs::read_to_string(repo_file())
+            .unwrap()
+            .replace("max_records = 5000", "max_records = \"many\"");
         let err = with_text(&text).unwrap_err().to_string();
         assert!(err.contains("batch.max_records"), "{err}");
         assert!(err.contains("bad.toml"), "{err}");
@@ -245,7 +297,9 @@ mod tests {
 
     #[test]
     fn an_unknown_indicator_is_refused_with_its_key() {
-        let text = std::fs::read_to_string(repo_file()).unwrap().replace("[indicators.online_rate]", "[indicators.online_ratio]");
+        let text = std::fs::read_to_string(repo_file())
+            .unwrap()
+            .replace("[indicators.online_rate]", "[indicators.online_ratio]");
         let err = with_text(&text).unwrap_err().to_string();
         assert!(err.contains("indicators.online_ratio"), "{err}");
         assert!(err.contains("bad.toml"), "{err}");
@@ -265,13 +319,27 @@ mod tests {
             + "\n[[overrides]]\ncommune = \"31474\"\nindicator = \"online_rate\"\ntarget_percent = 60.0\n";
         let s = with_text(&text).unwrap();
         let c = |code| s.units.commune(code).unwrap().clone();
-        assert_eq!(s.targets.rule(&c("31474"), Indicator::OnlineRate).target.percent(), 60.0);
-        assert_eq!(s.targets.rule(&c("31471"), Indicator::OnlineRate).target.percent(), 70.0);
+        assert_eq!(
+            s.targets
+                .rule(&c("31474"), Indicator::OnlineRate)
+                .target
+                .percent(),
+            60.0
+        );
+        assert_eq!(
+            s.targets
+                .rule(&c("31471"), Indicator::OnlineRate)
+                .target
+                .percent(),
+            70.0
+        );
     }
 
     #[test]
     fn a_missing_file_is_named() {
-        let err = Settings::load_file(Path::new("no/such.toml")).unwrap_err().to_string();
+        let err = Settings::load_file(Path::new("no/such.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no/such.toml"), "{err}");
     }
 }

@@ -65,7 +65,12 @@ struct IngestContext {
 impl ClientContext for IngestContext {}
 
 impl ConsumerContext for IngestContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut claims = BTreeMap::new();
@@ -80,7 +85,10 @@ impl ConsumerContext for IngestContext {
                 }
                 let topic = self.projector.store().topic().to_string();
                 for (partition, claim) in &claims {
-                    let offset = claim.next_offset.map(Offset::Offset).unwrap_or(Offset::Beginning);
+                    let offset = claim
+                        .next_offset
+                        .map(Offset::Offset)
+                        .unwrap_or(Offset::Beginning);
                     if let Err(e) = tpl.set_partition_offset(&topic, *partition, offset) {
                         error!(partition, error = %e, "cannot set the start offset");
                     }
@@ -123,7 +131,10 @@ impl IngestContext {
     fn claim(&self, partition: i32) -> Option<Claim> {
         let mut backoff = Backoff::new();
         loop {
-            match self.runtime.block_on(self.projector.store().claim(partition)) {
+            match self
+                .runtime
+                .block_on(self.projector.store().claim(partition))
+            {
                 Ok(claim) => return Some(claim),
                 Err(e) => {
                     warn!(partition, error = %e, "cannot claim partition; retrying");
@@ -184,26 +195,35 @@ pub fn spawn(
         config.set(key, value);
     }
     let owned = Arc::new(Mutex::new(Ownership::default()));
-    let context = IngestContext { projector: projector.clone(), runtime: runtime.clone(), owned: owned.clone(), shutdown: shutdown.clone() };
+    let context = IngestContext {
+        projector: projector.clone(),
+        runtime: runtime.clone(),
+        owned: owned.clone(),
+        shutdown: shutdown.clone(),
+    };
     let consumer: BaseConsumer<IngestContext> = config.create_with_context(context)?;
     consumer.subscribe(&[k.topic.as_str()])?;
     let batch = settings.batch.clone();
     let tick = Duration::from_secs(settings.clock.tick_seconds);
-    let clock = Clock { skew: chrono::Duration::seconds(settings.clock.skew_seconds) };
-    let handle = std::thread::Builder::new().name("ingest".into()).spawn(move || {
-        let worker = Worker {
-            consumer,
-            projector,
-            runtime,
-            owned,
-            shutdown,
-            max_records: batch.max_records,
-            max_wait: Duration::from_millis(batch.max_wait_ms),
-            tick,
-            clock,
-        };
-        worker.run()
-    })?;
+    let clock = Clock {
+        skew: chrono::Duration::seconds(settings.clock.skew_seconds),
+    };
+    let handle = std::thread::Builder::new()
+        .name("ingest".into())
+        .spawn(move || {
+            let worker = Worker {
+                consumer,
+                projector,
+                runtime,
+                owned,
+                shutdown,
+                max_records: batch.max_records,
+                max_wait: Duration::from_millis(batch.max_wait_ms),
+                tick,
+                clock,
+            };
+            worker.run()
+        })?;
     Ok(handle)
 }
 
@@ -240,7 +260,10 @@ impl Worker {
             match polled {
                 Some(Ok(m)) => {
                     let owned = self.owned.lock().expect("ownership lock");
-                    let expected = owned.claims.get(&m.partition()).map(|c| c.next_offset.unwrap_or(0));
+                    let expected = owned
+                        .claims
+                        .get(&m.partition())
+                        .map(|c| c.next_offset.unwrap_or(0));
                     drop(owned);
                     match expected {
                         Some(next) if m.offset() >= next => {
@@ -283,14 +306,23 @@ impl Worker {
 
     /// The batches to write now: every partition with records, and on a tick
     /// every owned partition whose clock has passed a local midnight.
-    fn take_batches(&self, pending: &mut HashMap<i32, Vec<Record>>, now: DateTime<Utc>, tick: bool) -> Vec<PartitionBatch> {
+    fn take_batches(
+        &self,
+        pending: &mut HashMap<i32, Vec<Record>>,
+        now: DateTime<Utc>,
+        tick: bool,
+    ) -> Vec<PartitionBatch> {
         let owned = self.owned.lock().expect("ownership lock");
         let mut batches = Vec::new();
         for (&partition, claim) in &owned.claims {
             let records = pending.remove(&partition).unwrap_or_default();
             let clock_moved = claim.clock.map(local_date) != Some(local_date(now));
             if !records.is_empty() || (tick && clock_moved) {
-                batches.push(PartitionBatch { partition, claim: *claim, records });
+                batches.push(PartitionBatch {
+                    partition,
+                    claim: *claim,
+                    records,
+                });
             }
         }
         pending.clear();
@@ -298,7 +330,10 @@ impl Worker {
     }
 
     fn commit(&self, batches: Vec<PartitionBatch>, now: DateTime<Utc>) -> anyhow::Result<()> {
-        let span = info_span!("ingest.batch", records = batches.iter().map(|b| b.records.len()).sum::<usize>());
+        let span = info_span!(
+            "ingest.batch",
+            records = batches.iter().map(|b| b.records.len()).sum::<usize>()
+        );
         let _entered = span.enter();
         let mut backoff = Backoff::new();
         loop {
@@ -324,9 +359,19 @@ impl Worker {
                     );
                     return Ok(());
                 }
-                Err(StoreError::Fenced { partition, generation }) => {
-                    warn!(partition, generation, "fenced: another member owns the partition; batch abandoned");
-                    self.owned.lock().expect("ownership lock").claims.remove(&partition);
+                Err(StoreError::Fenced {
+                    partition,
+                    generation,
+                }) => {
+                    warn!(
+                        partition,
+                        generation, "fenced: another member owns the partition; batch abandoned"
+                    );
+                    self.owned
+                        .lock()
+                        .expect("ownership lock")
+                        .claims
+                        .remove(&partition);
                     return self.rewind(&batches);
                 }
                 Err(e) if e.is_transient() => {
@@ -350,7 +395,10 @@ impl Worker {
         let topic = self.projector.store().topic();
         for b in batches {
             if let Some(claim) = owned.claims.get(&b.partition) {
-                let offset = claim.next_offset.map(Offset::Offset).unwrap_or(Offset::Beginning);
+                let offset = claim
+                    .next_offset
+                    .map(Offset::Offset)
+                    .unwrap_or(Offset::Beginning);
                 self.seek(topic, b.partition, offset).map_err(|e| {
                     error!(partition = b.partition, error = %e, "cannot rewind after an abandoned batch");
                     anyhow::anyhow!("cannot rewind partition {} after an abandoned batch: {e}", b.partition)
@@ -361,6 +409,7 @@ impl Worker {
     }
 
     fn seek(&self, topic: &str, partition: i32, offset: Offset) -> KafkaResult<()> {
-        self.consumer.seek(topic, partition, offset, Duration::from_secs(5))
+        self.consumer
+            .seek(topic, partition, offset, Duration::from_secs(5))
     }
 }

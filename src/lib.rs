@@ -9,11 +9,11 @@
 //! ```
 //!
 //! - [`domain`]: pure; imports nothing else of the crate.
-pub mod domain;
 pub mod config;
-pub mod store;
-pub mod projector;
+pub mod domain;
 pub mod ingest;
-pub mod startup;
-pub mod telemetry;
+pub mod projector;
 pub mod simulator;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -12,7 +12,10 @@ use cchc_pipeline::startup;
 use cchc_pipeline::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(version, about = "Live one-stop-shop indicators per commune, from Kafka into PostgreSQL")]
+#[command(
+    version,
+    about = "Live one-stop-shop indicators per commune, from Kafka into PostgreSQL"
+)]
 struct Cli {
     /// Log format on standard error.
     #[arg(long, value_enum, default_value = "text", global = true)]
@@ -28,6 +31,33 @@ enum Command {
         /// Configuration file (environment overrides: CCHC_<SECTION>__<KEY>).
         #[arg(long, short, default_value = DEFAULT_FILE)]
         config: PathBuf,
+    },
+    /// Produce a simulated year of one-stop-shop events into the configured topic.
+    Simulate {
+        #[arg(long, short, default_value = DEFAULT_FILE)]
+        config: PathBuf,
+        /// How many events.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// First local day of the simulation (default: 1 January of this year).
+        #[arg(long)]
+        start: Option<chrono::NaiveDate>,
+        /// New cases per commune per day.
+        #[arg(long, default_value_t = 20.0)]
+        cases_per_day: f64,
+        /// Partitions of the topic, if it has to be created.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
+    /// Print every commune's indicators from the projection store.
+    Report {
+        #[arg(long, short, default_value = DEFAULT_FILE)]
+        config: PathBuf,
+        /// ytd, qtd, mtd, rolling_30d or FROM..TO (dates, TO excluded).
+        #[arg(long, default_value = "ytd")]
+        window: cchc_pipeline::domain::Window,
     },
     /// Check a configuration file and explain what is wrong with it.
     CheckConfig {
@@ -56,13 +86,50 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Simulate {
+            config,
+            events,
+            seed,
+            start,
+            cases_per_day,
+            partitions,
+        } => {
+            let Some(settings) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            let start = start.unwrap_or_else(|| {
+                use chrono::Datelike;
+                let today = chrono::Utc::now().date_naive();
+                chrono::NaiveDate::from_ymd_opt(today.year(), 1, 1).expect("1 January")
+            });
+            let options = startup::SimulateOptions {
+                events,
+                seed,
+                start,
+                cases_per_day,
+                partitions,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            finish(
+                runtime
+                    .block_on(startup::simulate(&settings, &options))
+                    .map(|_| ()),
+            )
+        }
+        Command::Report { config, window } => {
+            let Some(settings) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            finish(
+                runtime
+                    .block_on(startup::report(&settings, window))
+                    .map(|table| print!("{table}")),
+            )
+        }
         Command::Run { config } => {
-            let settings = match Settings::load(&config) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(settings) = load(&config) else {
+                return ExitCode::FAILURE;
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             let result = runtime.block_on(async {
@@ -75,13 +142,21 @@ fn main() -> ExitCode {
                 });
                 startup::run_until_stopped(settings, shutdown).await
             });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    error!(error = format!("{e:#}"), "pipeline stopped");
-                    ExitCode::FAILURE
-                }
-            }
+            finish(result)
+        }
+    }
+}
+
+fn load(config: &std::path::Path) -> Option<Settings> {
+    Settings::load(config).map_err(|e| eprintln!("{e}")).ok()
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "stopped");
+            ExitCode::FAILURE
         }
     }
 }

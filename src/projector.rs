@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, instrument};
 
 use crate::domain::{decode, Applied, CaseEvent, CaseKey, DocumentKey, EventKind, Units};
-use crate::store::{Claim, DeadLetter, PartitionWrite, PgStore, StoreError};
+use crate::store::{BatchKeys, Claim, DeadLetter, PartitionWrite, PgStore, StoreError};
 
 /// One Kafka record, copied out of the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,11 @@ impl Projector {
     /// Nothing is written unless everything is; on error the same batch can
     /// be tried again.
     #[instrument(name = "projector.batch", skip_all, fields(partitions = batches.len()), err)]
-    pub async fn project(&self, batches: &[PartitionBatch], now: DateTime<Utc>) -> Result<BatchReport, StoreError> {
+    pub async fn project(
+        &self,
+        batches: &[PartitionBatch],
+        now: DateTime<Utc>,
+    ) -> Result<BatchReport, StoreError> {
         let mut report = BatchReport::default();
         let mut writes = Vec::with_capacity(batches.len());
         let mut batch_seen: Vec<String> = Vec::new();
@@ -81,7 +85,17 @@ impl Projector {
             let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
             let mut fold = self
                 .store
-                .load(&self.units, batch.partition, batch.claim.clock, now, &cases, &documents, &ids)
+                .load(
+                    &self.units,
+                    batch.partition,
+                    batch.claim.clock,
+                    now,
+                    &BatchKeys {
+                        cases: &cases,
+                        documents: &documents,
+                        event_ids: &ids,
+                    },
+                )
                 .await?;
             for id in &batch_seen {
                 fold.load_seen(id.clone());
@@ -122,14 +136,19 @@ impl Projector {
             let cases = changed_cases
                 .into_iter()
                 .map(|k| {
-                    let state = fold.case(&k).cloned().expect("a changed case is in the working set");
+                    let state = fold
+                        .case(&k)
+                        .cloned()
+                        .expect("a changed case is in the working set");
                     (k, state)
                 })
                 .collect();
             let documents = changed_documents
                 .into_iter()
                 .map(|k| {
-                    let state = *fold.document(&k).expect("a changed document is in the working set");
+                    let state = *fold
+                        .document(&k)
+                        .expect("a changed document is in the working set");
                     (k, state)
                 })
                 .collect();
@@ -159,11 +178,17 @@ fn keys(events: &[CaseEvent]) -> (Vec<CaseKey>, Vec<DocumentKey>) {
     for e in events {
         match &e.kind {
             EventKind::DocumentSigned(d) => {
-                documents.insert(DocumentKey { commune: e.commune.clone(), document_id: d.document_id.clone() });
+                documents.insert(DocumentKey {
+                    commune: e.commune.clone(),
+                    document_id: d.document_id.clone(),
+                });
             }
             _ => {
                 if let Some(id) = &e.case_id {
-                    cases.insert(CaseKey { commune: e.commune.clone(), case_id: id.clone() });
+                    cases.insert(CaseKey {
+                        commune: e.commune.clone(),
+                        case_id: id.clone(),
+                    });
                 }
             }
         }

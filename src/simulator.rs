@@ -32,11 +32,51 @@ impl Profile {
     /// some targets, so alerts have something to say.
     pub fn nth(n: usize) -> Profile {
         const PROFILES: [Profile; 5] = [
-            Profile { online: 0.85, on_time: 0.998, satisfied: 0.99, electronic: 1.0, digital: 1.0, withdrawn: 0.01, rated: 0.6 },
-            Profile { online: 0.75, on_time: 0.995, satisfied: 0.97, electronic: 1.0, digital: 0.995, withdrawn: 0.01, rated: 0.5 },
-            Profile { online: 0.62, on_time: 0.99, satisfied: 0.96, electronic: 0.998, digital: 1.0, withdrawn: 0.02, rated: 0.4 },
-            Profile { online: 0.72, on_time: 0.97, satisfied: 0.92, electronic: 1.0, digital: 0.98, withdrawn: 0.02, rated: 0.5 },
-            Profile { online: 0.45, on_time: 0.95, satisfied: 0.88, electronic: 0.97, digital: 0.9, withdrawn: 0.03, rated: 0.3 },
+            Profile {
+                online: 0.85,
+                on_time: 0.998,
+                satisfied: 0.99,
+                electronic: 1.0,
+                digital: 1.0,
+                withdrawn: 0.01,
+                rated: 0.6,
+            },
+            Profile {
+                online: 0.75,
+                on_time: 0.995,
+                satisfied: 0.97,
+                electronic: 1.0,
+                digital: 0.995,
+                withdrawn: 0.01,
+                rated: 0.5,
+            },
+            Profile {
+                online: 0.62,
+                on_time: 0.99,
+                satisfied: 0.96,
+                electronic: 0.998,
+                digital: 1.0,
+                withdrawn: 0.02,
+                rated: 0.4,
+            },
+            Profile {
+                online: 0.72,
+                on_time: 0.97,
+                satisfied: 0.92,
+                electronic: 1.0,
+                digital: 0.98,
+                withdrawn: 0.02,
+                rated: 0.5,
+            },
+            Profile {
+                online: 0.45,
+                on_time: 0.95,
+                satisfied: 0.88,
+                electronic: 0.97,
+                digital: 0.9,
+                withdrawn: 0.03,
+                rated: 0.3,
+            },
         ];
         PROFILES[n % PROFILES.len()]
     }
@@ -75,7 +115,10 @@ impl Simulator {
         let communes = units
             .communes()
             .enumerate()
-            .map(|(n, u)| Commune { code: u.code.to_string(), profile: Profile::nth(n) })
+            .map(|(n, u)| Commune {
+                code: u.code.to_string(),
+                profile: Profile::nth(n),
+            })
             .collect();
         Simulator {
             rng: SmallRng::seed_from_u64(seed),
@@ -99,7 +142,12 @@ impl Simulator {
 
     fn schedule(&mut self, at: DateTime<Utc>, commune: usize, value: serde_json::Value) {
         self.seq += 1;
-        self.pending.push(Reverse((at.timestamp_micros(), self.seq, commune, value.to_string())));
+        self.pending.push(Reverse((
+            at.timestamp_micros(),
+            self.seq,
+            commune,
+            value.to_string(),
+        )));
     }
 
     fn next_id(&mut self) -> String {
@@ -113,13 +161,21 @@ impl Simulator {
         for c in 0..self.communes.len() {
             let p = self.communes[c].profile;
             let code = self.communes[c].code.clone();
-            let n = self.cases_per_day.floor() as usize + (self.rng.gen::<f64>() < self.cases_per_day.fract()) as usize;
+            let n = self.cases_per_day.floor() as usize
+                + (self.rng.gen::<f64>() < self.cases_per_day.fract()) as usize;
             for _ in 0..n {
                 self.case_seq += 1;
-                let case_id = format!("000.00.{}.H37-{}-{:05}", &code[code.len().saturating_sub(2)..], day.format("%y%m%d"), self.case_seq);
+                let case_id = format!(
+                    "000.00.{}.H37-{}-{:05}",
+                    &code[code.len().saturating_sub(2)..],
+                    day.format("%y%m%d"),
+                    self.case_seq
+                );
                 let received_at = Self::at(day, self.rng.gen_range(0..600));
                 let online = self.rng.gen::<f64>() < p.online;
-                let due_days = *[3i64, 5, 7, 10, 15].get(self.rng.gen_range(0..5)).expect("in range");
+                let due_days = *[3i64, 5, 7, 10, 15]
+                    .get(self.rng.gen_range(0..5))
+                    .expect("in range");
                 let due_at = Self::at(day, due_days * 24 * 60 + 600);
                 let id = self.next_id();
                 let value = json!({
@@ -175,7 +231,15 @@ impl Simulator {
                 if self.rng.gen::<f64>() < p.rated {
                     let at = resolved_at + Duration::hours(self.rng.gen_range(1..72));
                     let satisfied = self.rng.gen::<f64>() < p.satisfied;
-                    let rating = if satisfied { if self.rng.gen::<f64>() < 0.6 { "very_satisfied" } else { "satisfied" } } else { "dissatisfied" };
+                    let rating = if satisfied {
+                        if self.rng.gen::<f64>() < 0.6 {
+                            "very_satisfied"
+                        } else {
+                            "satisfied"
+                        }
+                    } else {
+                        "dissatisfied"
+                    };
                     let id = self.next_id();
                     let value = json!({
                         "event_id": id, "event_type": "case.rated", "schema_version": 1,
@@ -220,9 +284,12 @@ mod tests {
     use crate::domain::{decode, Fold, Indicator};
 
     fn units() -> Units {
-        crate::config::Settings::load_file(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml")))
-            .unwrap()
-            .units
+        crate::config::Settings::load_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/default.toml"
+        )))
+        .unwrap()
+        .units
     }
 
     #[test]
@@ -251,7 +318,14 @@ mod tests {
     fn profiles_make_some_communes_miss_the_online_target() {
         let units = units();
         let mut fold = Fold::new(None);
-        for r in Simulator::new(&units, 3, NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(), 10.0).take(50_000) {
+        for r in Simulator::new(
+            &units,
+            3,
+            NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(),
+            10.0,
+        )
+        .take(50_000)
+        {
             fold.apply(&decode(Some(r.value.as_bytes()), &units).unwrap());
         }
         let mut rates = std::collections::BTreeMap::<String, (i64, i64)>::new();
@@ -261,7 +335,10 @@ mod tests {
             e.0 += r.numerator;
             e.1 += r.denominator;
         }
-        let missing = rates.values().filter(|(n, d)| (*n as f64) < 0.7 * *d as f64).count();
+        let missing = rates
+            .values()
+            .filter(|(n, d)| (*n as f64) < 0.7 * *d as f64)
+            .count();
         assert!(missing >= 2 && missing < rates.len(), "{rates:?}");
     }
 }

@@ -154,7 +154,11 @@ pub enum Rejection {
     #[error("field `{field}` has the wrong type: {detail}")]
     WrongType { field: String, detail: String },
     #[error("field `{field}` is `{value}`, expected {expected}")]
-    InvalidValue { field: &'static str, value: String, expected: &'static str },
+    InvalidValue {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("unknown event type `{0}`")]
     UnknownEventType(String),
     #[error("unknown commune code `{0}`")]
@@ -163,7 +167,9 @@ pub enum Rejection {
     TimestampWithoutOffset { field: &'static str, value: String },
     #[error("timestamp `{field}` is not RFC 3339: `{value}`")]
     BadTimestamp { field: &'static str, value: String },
-    #[error("schema version {0} is newer than this pipeline knows ({SCHEMA_VERSION}); not guessed at")]
+    #[error(
+        "schema version {0} is newer than this pipeline knows ({SCHEMA_VERSION}); not guessed at"
+    )]
     FutureSchemaVersion(i64),
     #[error("schema version {0} does not exist")]
     BadSchemaVersion(i64),
@@ -318,10 +324,16 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
     if id_chars == 0 || id_chars > MAX_EVENT_ID_CHARS {
         return Err(Rejection::EventIdLength(id_chars));
     }
-    let event_type = raw.event_type.ok_or(Rejection::MissingField("event_type"))?;
-    let occurred_at = raw.occurred_at.ok_or(Rejection::MissingField("occurred_at"))?;
+    let event_type = raw
+        .event_type
+        .ok_or(Rejection::MissingField("event_type"))?;
+    let occurred_at = raw
+        .occurred_at
+        .ok_or(Rejection::MissingField("occurred_at"))?;
     let occurred_at = timestamp("occurred_at", &occurred_at)?;
-    let commune_code = raw.commune_code.ok_or(Rejection::MissingField("commune_code"))?;
+    let commune_code = raw
+        .commune_code
+        .ok_or(Rejection::MissingField("commune_code"))?;
     let commune = units
         .commune(&commune_code)
         .cloned()
@@ -329,7 +341,10 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
     let case_id = raw.case_id.filter(|c| !c.is_empty());
     let data = raw.data.map(RawValue::get).unwrap_or("{}");
     if !data.starts_with('{') {
-        return Err(Rejection::WrongType { field: "data".into(), detail: "expected an object".into() });
+        return Err(Rejection::WrongType {
+            field: "data".into(),
+            detail: "expected an object".into(),
+        });
     }
 
     let kind = match &*event_type {
@@ -358,13 +373,20 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
 
 fn received(data: &str) -> Result<Received, Rejection> {
     let raw: RawReceived = parse(data, "data")?;
-    raw.procedure_code.ok_or(Rejection::MissingField("data.procedure_code"))?;
+    raw.procedure_code
+        .ok_or(Rejection::MissingField("data.procedure_code"))?;
     let channel = match raw.channel.as_deref() {
         None => return Err(Rejection::MissingField("data.channel")),
         Some("in_person") => Channel::InPerson,
         Some("online") => Channel::Online,
         Some("postal") => Channel::Postal,
-        Some(other) => return Err(invalid("data.channel", other, "in_person, online or postal")),
+        Some(other) => {
+            return Err(invalid(
+                "data.channel",
+                other,
+                "in_person, online or postal",
+            ))
+        }
     };
     let online_level = match raw.online_level.as_deref() {
         None => return Err(Rejection::MissingField("data.online_level")),
@@ -408,13 +430,23 @@ fn rated(data: &str) -> Result<Rated, Rejection> {
         Some("satisfied") => Rating::Satisfied,
         Some("dissatisfied") => Rating::Dissatisfied,
         Some(other) => {
-            return Err(invalid("data.rating", other, "very_satisfied, satisfied or dissatisfied"))
+            return Err(invalid(
+                "data.rating",
+                other,
+                "very_satisfied, satisfied or dissatisfied",
+            ))
         }
     };
     let score = match raw.score {
         None => None,
         Some(s) if (0..=MAX_SCORE as i64).contains(&s) => Some(s as u8),
-        Some(s) => return Err(invalid("data.score", &s.to_string(), "an integer from 0 to 18")),
+        Some(s) => {
+            return Err(invalid(
+                "data.score",
+                &s.to_string(),
+                "an integer from 0 to 18",
+            ))
+        }
     };
     Ok(Rated { rating, score })
 }
@@ -457,12 +489,22 @@ fn classify(err: serde_json::Error, at: &str, path: &str) -> Rejection {
             if at.is_empty() {
                 Rejection::NotAnObject
             } else {
-                Rejection::WrongType { field: at.to_string(), detail: strip_position(&err) }
+                Rejection::WrongType {
+                    field: at.to_string(),
+                    detail: strip_position(&err),
+                }
             }
         }
         Category::Data => {
-            let field = if at.is_empty() { path.to_string() } else { format!("{at}.{path}") };
-            Rejection::WrongType { field, detail: strip_position(&err) }
+            let field = if at.is_empty() {
+                path.to_string()
+            } else {
+                format!("{at}.{path}")
+            };
+            Rejection::WrongType {
+                field,
+                detail: strip_position(&err),
+            }
         }
     }
 }
@@ -491,15 +533,25 @@ fn timestamp(field: &'static str, value: &str) -> Result<DateTime<FixedOffset>, 
         let naive = NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f")
             .or_else(|_| NaiveDateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%.f"));
         if naive.is_ok() {
-            Rejection::TimestampWithoutOffset { field, value: clip(value) }
+            Rejection::TimestampWithoutOffset {
+                field,
+                value: clip(value),
+            }
         } else {
-            Rejection::BadTimestamp { field, value: clip(value) }
+            Rejection::BadTimestamp {
+                field,
+                value: clip(value),
+            }
         }
     })
 }
 
 fn invalid(field: &'static str, value: &str, expected: &'static str) -> Rejection {
-    Rejection::InvalidValue { field, value: clip(value), expected }
+    Rejection::InvalidValue {
+        field,
+        value: clip(value),
+        expected,
+    }
 }
 
 /// Keeps reasons short whatever the input: at most 64 characters of a value.
@@ -546,7 +598,9 @@ mod tests {
         assert_eq!(e.commune.as_str(), "31471");
         assert_eq!(e.day, NaiveDate::from_ymd_opt(2023, 3, 30).unwrap());
         assert_eq!(e.case_id.as_deref(), Some("000.00.31.H37-230330-0001"));
-        let EventKind::Received(r) = e.kind else { panic!("not received") };
+        let EventKind::Received(r) = e.kind else {
+            panic!("not received")
+        };
         assert!(r.counts_online());
         assert!(r.registered_electronically);
         assert!(!r.digitized, "digitized defaults to false");
@@ -564,13 +618,22 @@ mod tests {
     fn each_kind_of_bad_input_has_its_own_reason() {
         let units = long_my();
         assert_eq!(decode(None, &units).unwrap_err().code(), "no_value");
-        assert_eq!(decode(Some(&[0xff, 0xfe]), &units).unwrap_err().code(), "not_utf8");
+        assert_eq!(
+            decode(Some(&[0xff, 0xfe]), &units).unwrap_err().code(),
+            "not_utf8"
+        );
         assert_eq!(err("{\"event_id\":").code(), "not_json");
         assert_eq!(err("{} trailing").code(), "not_json");
         assert_eq!(err("[1,2]").code(), "not_an_object");
         assert_eq!(err("42").code(), "not_an_object");
-        assert_eq!(err(&with("event_id", "<absent>")), Rejection::MissingField("event_id"));
-        assert_eq!(err(&with("occurred_at", "null")), Rejection::MissingField("occurred_at"));
+        assert_eq!(
+            err(&with("event_id", "<absent>")),
+            Rejection::MissingField("event_id")
+        );
+        assert_eq!(
+            err(&with("occurred_at", "null")),
+            Rejection::MissingField("occurred_at")
+        );
         assert!(matches!(
             err(&with("event_id", "17")),
             Rejection::WrongType { field, .. } if field == "event_id"
@@ -583,19 +646,53 @@ mod tests {
             err(&with("data", "[]")),
             Rejection::WrongType { field, .. } if field == "data"
         ));
-        assert_eq!(err(&with("event_type", r#""case.reopened""#)), Rejection::UnknownEventType("case.reopened".into()));
-        assert_eq!(err(&with("commune_code", r#""99999""#)), Rejection::UnknownCommune("99999".into()));
-        assert_eq!(err(&with("commune_code", r#""937""#)).code(), "unknown_commune", "a town is not a commune");
-        assert_eq!(err(&with("occurred_at", r#""2023-03-30T10:44:00""#)).code(), "timestamp_without_offset");
-        assert_eq!(err(&with("data.due_at", r#""2023-04-04 17:00:00""#)).code(), "timestamp_without_offset");
-        assert_eq!(err(&with("occurred_at", r#""yesterday""#)).code(), "bad_timestamp");
-        assert_eq!(err(&with("schema_version", "2")), Rejection::FutureSchemaVersion(2));
-        assert_eq!(err(&with("schema_version", "0")), Rejection::BadSchemaVersion(0));
-        assert_eq!(err(&with("data.due_at", "<absent>")), Rejection::DueAtMissing);
+        assert_eq!(
+            err(&with("event_type", r#""case.reopened""#)),
+            Rejection::UnknownEventType("case.reopened".into())
+        );
+        assert_eq!(
+            err(&with("commune_code", r#""99999""#)),
+            Rejection::UnknownCommune("99999".into())
+        );
+        assert_eq!(
+            err(&with("commune_code", r#""937""#)).code(),
+            "unknown_commune",
+            "a town is not a commune"
+        );
+        assert_eq!(
+            err(&with("occurred_at", r#""2023-03-30T10:44:00""#)).code(),
+            "timestamp_without_offset"
+        );
+        assert_eq!(
+            err(&with("data.due_at", r#""2023-04-04 17:00:00""#)).code(),
+            "timestamp_without_offset"
+        );
+        assert_eq!(
+            err(&with("occurred_at", r#""yesterday""#)).code(),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            err(&with("schema_version", "2")),
+            Rejection::FutureSchemaVersion(2)
+        );
+        assert_eq!(
+            err(&with("schema_version", "0")),
+            Rejection::BadSchemaVersion(0)
+        );
+        assert_eq!(
+            err(&with("data.due_at", "<absent>")),
+            Rejection::DueAtMissing
+        );
         assert_eq!(err(&with("event_id", r#""""#)), Rejection::EventIdLength(0));
-        assert_eq!(err(&with("event_id", &format!("\"{}\"", "é".repeat(129)))), Rejection::EventIdLength(129));
+        assert_eq!(
+            err(&with("event_id", &format!("\"{}\"", "é".repeat(129)))),
+            Rejection::EventIdLength(129)
+        );
         assert_eq!(err(&with("case_id", "<absent>")), Rejection::CaseIdMissing);
-        assert_eq!(err(&with("data.channel", r#""fax""#)).code(), "invalid_value");
+        assert_eq!(
+            err(&with("data.channel", r#""fax""#)).code(),
+            "invalid_value"
+        );
     }
 
     #[test]
@@ -612,17 +709,52 @@ mod tests {
     #[test]
     fn each_event_type_decodes() {
         let base = |t: &str, data: &str| {
-            format!(r#"{{"event_id":"e","event_type":"{t}","schema_version":1,"occurred_at":"2023-05-01T08:00:00+07:00","commune_code":"31474","case_id":"c1","data":{data}}}"#)
+            format!(
+                r#"{{"event_id":"e","event_type":"{t}","schema_version":1,"occurred_at":"2023-05-01T08:00:00+07:00","commune_code":"31474","case_id":"c1","data":{data}}}"#
+            )
         };
-        let resolved = ok(&base("case.resolved", r#"{"due_at":"2023-05-02T00:00:00Z","outcome":"rejected"}"#));
-        assert!(matches!(resolved.kind, EventKind::Resolved(Resolved { outcome: Outcome::Rejected, .. })));
-        assert!(matches!(ok(&base("case.withdrawn", "{}")).kind, EventKind::Withdrawn));
+        let resolved = ok(&base(
+            "case.resolved",
+            r#"{"due_at":"2023-05-02T00:00:00Z","outcome":"rejected"}"#,
+        ));
+        assert!(matches!(
+            resolved.kind,
+            EventKind::Resolved(Resolved {
+                outcome: Outcome::Rejected,
+                ..
+            })
+        ));
+        assert!(matches!(
+            ok(&base("case.withdrawn", "{}")).kind,
+            EventKind::Withdrawn
+        ));
         let rated = ok(&base("case.rated", r#"{"rating":"satisfied","score":17}"#));
-        assert_eq!(rated.kind, EventKind::Rated(Rated { rating: Rating::Satisfied, score: Some(17) }));
-        assert_eq!(err(&base("case.rated", r#"{"rating":"satisfied","score":19}"#)).code(), "invalid_value");
-        let signed = ok(&base("document.signed", r#"{"document_id":"d1","signature":"digital","document_kind":"case_result"}"#));
-        assert!(matches!(signed.kind, EventKind::DocumentSigned(DocumentSigned { signature: Signature::Digital, .. })));
-        assert_eq!(err(&base("case.resolved", r#"{"outcome":"completed"}"#)), Rejection::DueAtMissing);
+        assert_eq!(
+            rated.kind,
+            EventKind::Rated(Rated {
+                rating: Rating::Satisfied,
+                score: Some(17)
+            })
+        );
+        assert_eq!(
+            err(&base("case.rated", r#"{"rating":"satisfied","score":19}"#)).code(),
+            "invalid_value"
+        );
+        let signed = ok(&base(
+            "document.signed",
+            r#"{"document_id":"d1","signature":"digital","document_kind":"case_result"}"#,
+        ));
+        assert!(matches!(
+            signed.kind,
+            EventKind::DocumentSigned(DocumentSigned {
+                signature: Signature::Digital,
+                ..
+            })
+        ));
+        assert_eq!(
+            err(&base("case.resolved", r#"{"outcome":"completed"}"#)),
+            Rejection::DueAtMissing
+        );
     }
 
     #[test]
@@ -633,7 +765,10 @@ mod tests {
 
     #[test]
     fn long_garbage_is_clipped_in_the_reason() {
-        let r = err(&with("commune_code", &format!("\"{}\"", "9".repeat(10_000))));
+        let r = err(&with(
+            "commune_code",
+            &format!("\"{}\"", "9".repeat(10_000)),
+        ));
         assert!(r.to_string().len() < 200);
     }
 

@@ -148,7 +148,11 @@ impl CaseState {
     }
 
     /// Calls `add(day, counters)` for each day this case contributes to.
-    pub fn contributions(&self, today: Option<NaiveDate>, mut add: impl FnMut(NaiveDate, DayCounters)) {
+    pub fn contributions(
+        &self,
+        today: Option<NaiveDate>,
+        mut add: impl FnMut(NaiveDate, DayCounters),
+    ) {
         if let Some(r) = &self.received {
             add(
                 r.day(),
@@ -161,21 +165,49 @@ impl CaseState {
             );
         }
         match &self.closing {
-            Some(c @ Fact { value: Closing::Resolved(res), .. }) => {
+            Some(
+                c @ Fact {
+                    value: Closing::Resolved(res),
+                    ..
+                },
+            ) => {
                 let day = c.day();
-                add(day, DayCounters { due: 1, on_time: (day <= res.due_date) as i64, ..DayCounters::default() });
+                add(
+                    day,
+                    DayCounters {
+                        due: 1,
+                        on_time: (day <= res.due_date) as i64,
+                        ..DayCounters::default()
+                    },
+                );
             }
-            Some(Fact { value: Closing::Withdrawn, .. }) => {}
+            Some(Fact {
+                value: Closing::Withdrawn,
+                ..
+            }) => {}
             None => {
                 if self.is_overdue(today) {
                     let due = self.open_due_date().expect("overdue implies a due date");
-                    add(first_overdue_day(due), DayCounters { due: 1, ..DayCounters::default() });
+                    add(
+                        first_overdue_day(due),
+                        DayCounters {
+                            due: 1,
+                            ..DayCounters::default()
+                        },
+                    );
                 }
             }
         }
         if let Some(r) = &self.rating {
             let satisfied = r.value.rating.is_satisfied() as i64;
-            add(r.day(), DayCounters { ratings: 1, satisfied, ..DayCounters::default() });
+            add(
+                r.day(),
+                DayCounters {
+                    ratings: 1,
+                    satisfied,
+                    ..DayCounters::default()
+                },
+            );
         }
     }
 }
@@ -194,7 +226,14 @@ pub struct DocumentState {
 impl DocumentState {
     fn contribution(&self) -> (NaiveDate, DayCounters) {
         let digital = (self.signed.value == Signature::Digital) as i64;
-        (self.signed.day(), DayCounters { signatures: 1, digital, ..DayCounters::default() })
+        (
+            self.signed.day(),
+            DayCounters {
+                signatures: 1,
+                digital,
+                ..DayCounters::default()
+            },
+        )
     }
 }
 
@@ -228,7 +267,10 @@ impl Fold {
     /// An empty working set whose clock stands at `now` (`None`: the clock
     /// has never ticked, so no open case is overdue yet).
     pub fn new(now: Option<DateTime<Utc>>) -> Self {
-        Fold { today: now.map(local_date), ..Fold::default() }
+        Fold {
+            today: now.map(local_date),
+            ..Fold::default()
+        }
     }
 
     /// The clock's local date.
@@ -288,8 +330,16 @@ impl Fold {
         let at = event.occurred_at;
         match &event.kind {
             EventKind::DocumentSigned(signed) => {
-                let key = DocumentKey { commune: event.commune.clone(), document_id: signed.document_id.clone() };
-                let new = DocumentState { signed: Fact { at, value: signed.signature } };
+                let key = DocumentKey {
+                    commune: event.commune.clone(),
+                    document_id: signed.document_id.clone(),
+                };
+                let new = DocumentState {
+                    signed: Fact {
+                        at,
+                        value: signed.signature,
+                    },
+                };
                 match self.documents.get(&key) {
                     Some(old) if old.signed.at > at => Applied::Superseded,
                     old => {
@@ -305,19 +355,29 @@ impl Fold {
                 }
             }
             kind => {
-                let case_id = event.case_id.as_deref().expect("decode guarantees a case_id on case events");
-                let key = CaseKey { commune: event.commune.clone(), case_id: case_id.to_string() };
+                let case_id = event
+                    .case_id
+                    .as_deref()
+                    .expect("decode guarantees a case_id on case events");
+                let key = CaseKey {
+                    commune: event.commune.clone(),
+                    case_id: case_id.to_string(),
+                };
                 let mut case = self.cases.remove(&key).unwrap_or_default();
                 let changed = match kind {
                     EventKind::Received(r) => would_replace(&case.received, at, *r),
-                    EventKind::Resolved(r) => would_replace(&case.closing, at, Closing::Resolved(*r)),
+                    EventKind::Resolved(r) => {
+                        would_replace(&case.closing, at, Closing::Resolved(*r))
+                    }
                     EventKind::Withdrawn => would_replace(&case.closing, at, Closing::Withdrawn),
                     EventKind::Rated(r) => would_replace(&case.rating, at, *r),
                     EventKind::DocumentSigned(_) => unreachable!("handled above"),
                 };
                 let outcome = match changed {
                     Change::None => Applied::Superseded,
-                    Change::Received(new) => self.update(&key, &mut case, |c| c.received = Some(new)),
+                    Change::Received(new) => {
+                        self.update(&key, &mut case, |c| c.received = Some(new))
+                    }
                     Change::Closing(new) => self.update(&key, &mut case, |c| c.closing = Some(new)),
                     Change::Rating(new) => self.update(&key, &mut case, |c| c.rating = Some(new)),
                 };
@@ -345,11 +405,23 @@ impl Fold {
             }
         }
         for (commune, day) in changes {
-            self.add(&commune, day, DayCounters { due: 1, ..DayCounters::default() });
+            self.add(
+                &commune,
+                day,
+                DayCounters {
+                    due: 1,
+                    ..DayCounters::default()
+                },
+            );
         }
     }
 
-    fn update(&mut self, key: &CaseKey, case: &mut CaseState, change: impl FnOnce(&mut CaseState)) -> Applied {
+    fn update(
+        &mut self,
+        key: &CaseKey,
+        case: &mut CaseState,
+        change: impl FnOnce(&mut CaseState),
+    ) -> Applied {
         let today = self.today;
         case.contributions(today, |day, c| self.add(&key.commune, day, c.scaled(-1)));
         change(case);
@@ -393,7 +465,11 @@ impl IntoChange for Closing {
 
 /// The change a new fact makes to a slot: it wins unless the slot holds a
 /// strictly later one.
-fn would_replace<T: IntoChange + Copy>(slot: &Option<Fact<T>>, at: DateTime<Utc>, value: T) -> Change {
+fn would_replace<T: IntoChange + Copy>(
+    slot: &Option<Fact<T>>,
+    at: DateTime<Utc>,
+    value: T,
+) -> Change {
     match slot {
         Some(old) if old.at > at => Change::None,
         _ => T::into_change(Fact { at, value }),

@@ -21,16 +21,39 @@ fn event(id: &str, kind: &str, at: &str, case: Option<&str>, data: serde_json::V
     decode(Some(v.to_string().as_bytes()), &long_my()).unwrap()
 }
 
-fn received(id: &str, case: &str, at: &str, due: &str, online: bool, electronic: bool) -> CaseEvent {
-    let (channel, level) = if online { ("online", "full") } else { ("in_person", "none") };
-    event(id, "case.received", at, Some(case), json!({
-        "procedure_code": "1.0001", "channel": channel, "online_level": level,
-        "due_at": due, "registered_electronically": electronic,
-    }))
+fn received(
+    id: &str,
+    case: &str,
+    at: &str,
+    due: &str,
+    online: bool,
+    electronic: bool,
+) -> CaseEvent {
+    let (channel, level) = if online {
+        ("online", "full")
+    } else {
+        ("in_person", "none")
+    };
+    event(
+        id,
+        "case.received",
+        at,
+        Some(case),
+        json!({
+            "procedure_code": "1.0001", "channel": channel, "online_level": level,
+            "due_at": due, "registered_electronically": electronic,
+        }),
+    )
 }
 
 fn resolved(id: &str, case: &str, at: &str, due: &str) -> CaseEvent {
-    event(id, "case.resolved", at, Some(case), json!({"due_at": due, "outcome": "completed"}))
+    event(
+        id,
+        "case.resolved",
+        at,
+        Some(case),
+        json!({"due_at": due, "outcome": "completed"}),
+    )
 }
 
 fn withdrawn(id: &str, case: &str, at: &str) -> CaseEvent {
@@ -42,7 +65,13 @@ fn rated(id: &str, case: &str, at: &str, rating: &str) -> CaseEvent {
 }
 
 fn signed(id: &str, doc: &str, at: &str, signature: &str) -> CaseEvent {
-    event(id, "document.signed", at, None, json!({"document_id": doc, "signature": signature, "document_kind": "case_result"}))
+    event(
+        id,
+        "document.signed",
+        at,
+        None,
+        json!({"document_id": doc, "signature": signature, "document_kind": "case_result"}),
+    )
 }
 
 fn day(s: &str) -> NaiveDate {
@@ -55,7 +84,11 @@ fn now(s: &str) -> DateTime<Utc> {
 
 /// The counters of commune C on a day, zero when absent.
 fn on(fold: &Fold, d: &str) -> DayCounters {
-    fold.deltas().iter().find(|((c, dd), _)| c.as_str() == C && *dd == day(d)).map(|(_, v)| *v).unwrap_or_default()
+    fold.deltas()
+        .iter()
+        .find(|((c, dd), _)| c.as_str() == C && *dd == day(d))
+        .map(|(_, v)| *v)
+        .unwrap_or_default()
 }
 
 fn ratio(fold: &Fold, d: &str, i: Indicator) -> (i64, i64) {
@@ -66,15 +99,41 @@ fn ratio(fold: &Fold, d: &str, i: Indicator) -> (i64, i64) {
 #[test]
 fn online_rate_counts_online_partial_or_full_on_the_day_received() {
     let mut f = Fold::new(None);
-    f.apply(&received("a", "1", "2023-03-30T10:00:00+07:00", "2023-04-04T17:00:00+07:00", true, true));
-    f.apply(&received("b", "2", "2023-03-30T11:00:00+07:00", "2023-04-04T17:00:00+07:00", false, true));
-    let partial = event("c", "case.received", "2023-03-30T12:00:00+07:00", Some("3"), json!({
+    f.apply(&received(
+        "a",
+        "1",
+        "2023-03-30T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+        true,
+        true,
+    ));
+    f.apply(&received(
+        "b",
+        "2",
+        "2023-03-30T11:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+        false,
+        true,
+    ));
+    let partial = event(
+        "c",
+        "case.received",
+        "2023-03-30T12:00:00+07:00",
+        Some("3"),
+        json!({
         "procedure_code": "x", "channel": "online", "online_level": "partial",
-        "due_at": "2023-04-04T17:00:00+07:00", "registered_electronically": true}));
+        "due_at": "2023-04-04T17:00:00+07:00", "registered_electronically": true}),
+    );
     f.apply(&partial);
-    let online_but_none = event("d", "case.received", "2023-03-30T12:00:00+07:00", Some("4"), json!({
+    let online_but_none = event(
+        "d",
+        "case.received",
+        "2023-03-30T12:00:00+07:00",
+        Some("4"),
+        json!({
         "procedure_code": "x", "channel": "online", "online_level": "none",
-        "due_at": "2023-04-04T17:00:00+07:00", "registered_electronically": true}));
+        "due_at": "2023-04-04T17:00:00+07:00", "registered_electronically": true}),
+    );
     f.apply(&online_but_none);
     assert_eq!(ratio(&f, "2023-03-30", Indicator::OnlineRate), (2, 4));
 }
@@ -82,7 +141,14 @@ fn online_rate_counts_online_partial_or_full_on_the_day_received() {
 #[test]
 fn a_case_received_late_at_night_utc_counts_on_the_local_day() {
     let mut f = Fold::new(None);
-    f.apply(&received("a", "1", "2023-03-30T18:00:00Z", "2023-04-04T17:00:00+07:00", true, true));
+    f.apply(&received(
+        "a",
+        "1",
+        "2023-03-30T18:00:00Z",
+        "2023-04-04T17:00:00+07:00",
+        true,
+        true,
+    ));
     assert_eq!(on(&f, "2023-03-31").received, 1);
     assert_eq!(on(&f, "2023-03-30").received, 0);
 }
@@ -90,18 +156,45 @@ fn a_case_received_late_at_night_utc_counts_on_the_local_day() {
 #[test]
 fn electronic_registration_counts_cases_recorded_in_the_software_at_intake() {
     let mut f = Fold::new(None);
-    f.apply(&received("a", "1", "2023-03-30T10:00:00+07:00", "2023-04-04T17:00:00+07:00", false, true));
-    f.apply(&received("b", "2", "2023-03-30T10:00:00+07:00", "2023-04-04T17:00:00+07:00", false, false));
-    assert_eq!(ratio(&f, "2023-03-30", Indicator::ElectronicRegistrationRate), (1, 2));
+    f.apply(&received(
+        "a",
+        "1",
+        "2023-03-30T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+        false,
+        true,
+    ));
+    f.apply(&received(
+        "b",
+        "2",
+        "2023-03-30T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+        false,
+        false,
+    ));
+    assert_eq!(
+        ratio(&f, "2023-03-30", Indicator::ElectronicRegistrationRate),
+        (1, 2)
+    );
 }
 
 #[test]
 fn on_time_compares_local_dates_and_counts_on_the_resolution_day() {
     let mut f = Fold::new(None);
     // Due 4 April 17:00; resolved 4 April 23:00 local: same local date, on time.
-    f.apply(&resolved("a", "1", "2023-04-04T16:00:00Z", "2023-04-04T17:00:00+07:00"));
+    f.apply(&resolved(
+        "a",
+        "1",
+        "2023-04-04T16:00:00Z",
+        "2023-04-04T17:00:00+07:00",
+    ));
     // Resolved 5 April 00:30 local, which is still 4 April in UTC: late.
-    f.apply(&resolved("b", "2", "2023-04-04T17:30:00Z", "2023-04-04T17:00:00+07:00"));
+    f.apply(&resolved(
+        "b",
+        "2",
+        "2023-04-04T17:30:00Z",
+        "2023-04-04T17:00:00+07:00",
+    ));
     assert_eq!(ratio(&f, "2023-04-04", Indicator::OnTimeRate), (1, 1));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 1));
 }
@@ -109,16 +202,40 @@ fn on_time_compares_local_dates_and_counts_on_the_resolution_day() {
 #[test]
 fn an_open_case_counts_late_from_the_day_after_its_due_date_once_the_clock_says_so() {
     let mut f = Fold::new(Some(now("2023-04-04T12:00:00+07:00")));
-    f.apply(&received("a", "1", "2023-04-01T09:00:00+07:00", "2023-04-04T17:00:00+07:00", false, true));
-    assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 0), "not overdue on its due date");
+    f.apply(&received(
+        "a",
+        "1",
+        "2023-04-01T09:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+        false,
+        true,
+    ));
+    assert_eq!(
+        ratio(&f, "2023-04-05", Indicator::OnTimeRate),
+        (0, 0),
+        "not overdue on its due date"
+    );
     f.advance_clock(now("2023-04-04T23:59:59+07:00"));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 0));
     f.advance_clock(now("2023-04-05T00:00:00+07:00"));
-    assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 1), "late from the first day after");
+    assert_eq!(
+        ratio(&f, "2023-04-05", Indicator::OnTimeRate),
+        (0, 1),
+        "late from the first day after"
+    );
     f.advance_clock(now("2023-04-20T00:00:00+07:00"));
-    assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 1), "counted once, not once a day");
+    assert_eq!(
+        ratio(&f, "2023-04-05", Indicator::OnTimeRate),
+        (0, 1),
+        "counted once, not once a day"
+    );
     // Resolved late: the late count moves to the resolution day.
-    f.apply(&resolved("b", "1", "2023-04-21T10:00:00+07:00", "2023-04-04T17:00:00+07:00"));
+    f.apply(&resolved(
+        "b",
+        "1",
+        "2023-04-21T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+    ));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 0));
     assert_eq!(ratio(&f, "2023-04-21", Indicator::OnTimeRate), (0, 1));
 }
@@ -126,17 +243,39 @@ fn an_open_case_counts_late_from_the_day_after_its_due_date_once_the_clock_says_
 #[test]
 fn an_overdue_case_withdrawn_leaves_the_on_time_count() {
     let mut f = Fold::new(Some(now("2023-05-01T00:00:00+07:00")));
-    f.apply(&received("a", "1", "2023-04-01T09:00:00+07:00", "2023-04-04T17:00:00+07:00", false, true));
-    assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 1), "already overdue when it arrives");
+    f.apply(&received(
+        "a",
+        "1",
+        "2023-04-01T09:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+        false,
+        true,
+    ));
+    assert_eq!(
+        ratio(&f, "2023-04-05", Indicator::OnTimeRate),
+        (0, 1),
+        "already overdue when it arrives"
+    );
     f.apply(&withdrawn("b", "1", "2023-05-02T09:00:00+07:00"));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 0));
-    assert_eq!(on(&f, "2023-04-01").received, 1, "withdrawal does not undo the receipt");
+    assert_eq!(
+        on(&f, "2023-04-01").received,
+        1,
+        "withdrawal does not undo the receipt"
+    );
 }
 
 #[test]
 fn the_clock_never_goes_back() {
     let mut f = Fold::new(Some(now("2023-05-01T00:00:00+07:00")));
-    f.apply(&received("a", "1", "2023-04-01T09:00:00+07:00", "2023-04-04T17:00:00+07:00", false, true));
+    f.apply(&received(
+        "a",
+        "1",
+        "2023-04-01T09:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+        false,
+        true,
+    ));
     f.advance_clock(now("2023-04-02T00:00:00+07:00"));
     assert_eq!(f.today(), Some(day("2023-05-01")));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::OnTimeRate), (0, 1));
@@ -145,8 +284,18 @@ fn the_clock_never_goes_back() {
 #[test]
 fn a_later_resolution_replaces_an_earlier_one_on_its_own_day() {
     let mut f = Fold::new(None);
-    f.apply(&resolved("a", "1", "2023-04-03T10:00:00+07:00", "2023-04-04T17:00:00+07:00"));
-    f.apply(&resolved("b", "1", "2023-04-06T10:00:00+07:00", "2023-04-04T17:00:00+07:00"));
+    f.apply(&resolved(
+        "a",
+        "1",
+        "2023-04-03T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+    ));
+    f.apply(&resolved(
+        "b",
+        "1",
+        "2023-04-06T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+    ));
     assert_eq!(ratio(&f, "2023-04-03", Indicator::OnTimeRate), (0, 0));
     assert_eq!(ratio(&f, "2023-04-06", Indicator::OnTimeRate), (0, 1));
 }
@@ -154,8 +303,21 @@ fn a_later_resolution_replaces_an_earlier_one_on_its_own_day() {
 #[test]
 fn an_earlier_event_arriving_after_a_later_one_changes_nothing() {
     let mut f = Fold::new(None);
-    f.apply(&rated("b", "1", "2023-04-06T10:00:00+07:00", "dissatisfied"));
-    assert_eq!(f.apply(&rated("a", "1", "2023-04-05T10:00:00+07:00", "very_satisfied")), Applied::Superseded);
+    f.apply(&rated(
+        "b",
+        "1",
+        "2023-04-06T10:00:00+07:00",
+        "dissatisfied",
+    ));
+    assert_eq!(
+        f.apply(&rated(
+            "a",
+            "1",
+            "2023-04-05T10:00:00+07:00",
+            "very_satisfied"
+        )),
+        Applied::Superseded
+    );
     assert_eq!(ratio(&f, "2023-04-06", Indicator::SatisfactionRate), (0, 1));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::SatisfactionRate), (0, 0));
 }
@@ -163,7 +325,12 @@ fn an_earlier_event_arriving_after_a_later_one_changes_nothing() {
 #[test]
 fn a_new_rating_replaces_the_old_one_on_the_days_each_belongs_to() {
     let mut f = Fold::new(None);
-    f.apply(&rated("a", "1", "2023-04-05T10:00:00+07:00", "dissatisfied"));
+    f.apply(&rated(
+        "a",
+        "1",
+        "2023-04-05T10:00:00+07:00",
+        "dissatisfied",
+    ));
     f.apply(&rated("b", "1", "2023-04-07T10:00:00+07:00", "satisfied"));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::SatisfactionRate), (0, 0));
     assert_eq!(ratio(&f, "2023-04-07", Indicator::SatisfactionRate), (1, 1));
@@ -172,18 +339,49 @@ fn a_new_rating_replaces_the_old_one_on_the_days_each_belongs_to() {
 #[test]
 fn on_equal_times_the_last_arrival_wins() {
     let mut f = Fold::new(None);
-    f.apply(&rated("a", "1", "2023-04-05T10:00:00+07:00", "dissatisfied"));
-    f.apply(&rated("b", "1", "2023-04-05T10:00:00+07:00", "very_satisfied"));
+    f.apply(&rated(
+        "a",
+        "1",
+        "2023-04-05T10:00:00+07:00",
+        "dissatisfied",
+    ));
+    f.apply(&rated(
+        "b",
+        "1",
+        "2023-04-05T10:00:00+07:00",
+        "very_satisfied",
+    ));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::SatisfactionRate), (1, 1));
 }
 
 #[test]
 fn a_repeated_event_id_changes_nothing_even_with_other_content() {
     let mut f = Fold::new(None);
-    f.apply(&rated("a", "1", "2023-04-05T10:00:00+07:00", "dissatisfied"));
+    f.apply(&rated(
+        "a",
+        "1",
+        "2023-04-05T10:00:00+07:00",
+        "dissatisfied",
+    ));
     f.apply(&rated("b", "1", "2023-04-05T10:00:00+07:00", "satisfied"));
-    assert_eq!(f.apply(&rated("a", "1", "2023-04-05T10:00:00+07:00", "dissatisfied")), Applied::Duplicate);
-    assert_eq!(f.apply(&rated("b", "1", "2023-04-09T10:00:00+07:00", "dissatisfied")), Applied::Duplicate);
+    assert_eq!(
+        f.apply(&rated(
+            "a",
+            "1",
+            "2023-04-05T10:00:00+07:00",
+            "dissatisfied"
+        )),
+        Applied::Duplicate
+    );
+    assert_eq!(
+        f.apply(&rated(
+            "b",
+            "1",
+            "2023-04-09T10:00:00+07:00",
+            "dissatisfied"
+        )),
+        Applied::Duplicate
+    );
     assert_eq!(ratio(&f, "2023-04-05", Indicator::SatisfactionRate), (1, 1));
 }
 
@@ -191,8 +389,20 @@ fn a_repeated_event_id_changes_nothing_even_with_other_content() {
 fn a_rating_before_the_resolution_still_counts() {
     let mut f = Fold::new(None);
     f.apply(&rated("r", "1", "2023-04-05T10:00:00+07:00", "satisfied"));
-    f.apply(&resolved("s", "1", "2023-04-04T10:00:00+07:00", "2023-04-04T17:00:00+07:00"));
-    f.apply(&received("t", "1", "2023-04-01T10:00:00+07:00", "2023-04-04T17:00:00+07:00", true, true));
+    f.apply(&resolved(
+        "s",
+        "1",
+        "2023-04-04T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+    ));
+    f.apply(&received(
+        "t",
+        "1",
+        "2023-04-01T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+        true,
+        true,
+    ));
     assert_eq!(ratio(&f, "2023-04-05", Indicator::SatisfactionRate), (1, 1));
     assert_eq!(ratio(&f, "2023-04-04", Indicator::OnTimeRate), (1, 1));
     assert_eq!(ratio(&f, "2023-04-01", Indicator::OnlineRate), (1, 1));
@@ -201,34 +411,80 @@ fn a_rating_before_the_resolution_still_counts() {
 #[test]
 fn a_repeated_signature_of_a_document_replaces_the_earlier_one() {
     let mut f = Fold::new(None);
-    f.apply(&signed("a", "doc-1", "2023-04-05T10:00:00+07:00", "handwritten"));
-    f.apply(&signed("b", "doc-2", "2023-04-05T10:00:00+07:00", "digital"));
-    assert_eq!(ratio(&f, "2023-04-05", Indicator::DigitalSignatureRate), (1, 2));
-    f.apply(&signed("c", "doc-1", "2023-04-06T10:00:00+07:00", "digital"));
-    assert_eq!(ratio(&f, "2023-04-05", Indicator::DigitalSignatureRate), (1, 1));
-    assert_eq!(ratio(&f, "2023-04-06", Indicator::DigitalSignatureRate), (1, 1));
+    f.apply(&signed(
+        "a",
+        "doc-1",
+        "2023-04-05T10:00:00+07:00",
+        "handwritten",
+    ));
+    f.apply(&signed(
+        "b",
+        "doc-2",
+        "2023-04-05T10:00:00+07:00",
+        "digital",
+    ));
+    assert_eq!(
+        ratio(&f, "2023-04-05", Indicator::DigitalSignatureRate),
+        (1, 2)
+    );
+    f.apply(&signed(
+        "c",
+        "doc-1",
+        "2023-04-06T10:00:00+07:00",
+        "digital",
+    ));
+    assert_eq!(
+        ratio(&f, "2023-04-05", Indicator::DigitalSignatureRate),
+        (1, 1)
+    );
+    assert_eq!(
+        ratio(&f, "2023-04-06", Indicator::DigitalSignatureRate),
+        (1, 1)
+    );
 }
 
 #[test]
 fn a_withdrawal_later_replaced_by_a_resolution_counts_the_resolution() {
     let mut f = Fold::new(None);
     f.apply(&withdrawn("a", "1", "2023-04-03T10:00:00+07:00"));
-    f.apply(&resolved("b", "1", "2023-04-04T10:00:00+07:00", "2023-04-04T17:00:00+07:00"));
+    f.apply(&resolved(
+        "b",
+        "1",
+        "2023-04-04T10:00:00+07:00",
+        "2023-04-04T17:00:00+07:00",
+    ));
     assert_eq!(ratio(&f, "2023-04-04", Indicator::OnTimeRate), (1, 1));
     // ... and a withdrawal dated before the resolution changes nothing.
-    assert_eq!(f.apply(&withdrawn("c", "1", "2023-04-03T11:00:00+07:00")), Applied::Superseded);
+    assert_eq!(
+        f.apply(&withdrawn("c", "1", "2023-04-03T11:00:00+07:00")),
+        Applied::Superseded
+    );
     assert_eq!(ratio(&f, "2023-04-04", Indicator::OnTimeRate), (1, 1));
 }
 
 #[test]
 fn a_fold_of_loaded_state_produces_only_the_difference() {
     let mut whole = Fold::new(None);
-    whole.apply(&rated("a", "1", "2023-04-05T10:00:00+07:00", "dissatisfied"));
-    let key = CaseKey { commune: long_my().commune(C).unwrap().clone(), case_id: "1".into() };
+    whole.apply(&rated(
+        "a",
+        "1",
+        "2023-04-05T10:00:00+07:00",
+        "dissatisfied",
+    ));
+    let key = CaseKey {
+        commune: long_my().commune(C).unwrap().clone(),
+        case_id: "1".into(),
+    };
     let mut part = Fold::new(None);
     part.load_case(key.clone(), whole.case(&key).unwrap().clone());
     part.load_seen("a".into());
     part.apply(&rated("b", "1", "2023-04-07T10:00:00+07:00", "satisfied"));
-    assert_eq!(ratio(&part, "2023-04-05", Indicator::SatisfactionRate), (0, -1));
-    assert_eq!(ratio(&part, "2023-04-07", Indicator::SatisfactionRate), (1, 1));
+    assert_eq!(
+        ratio(&part, "2023-04-05", Indicator::SatisfactionRate),
+        (0, -1)
+    );
+    assert_eq!(
+        ratio(&part, "2023-04-07", Indicator::SatisfactionRate),
+        (1, 1)
+    );
 }

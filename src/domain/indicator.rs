@@ -48,7 +48,9 @@ impl Indicator {
             Indicator::OnlineRate => "Tỷ lệ hồ sơ trực tuyến",
             Indicator::OnTimeRate => "Tỷ lệ giải quyết đúng hạn",
             Indicator::SatisfactionRate => "Tỷ lệ hài lòng",
-            Indicator::ElectronicRegistrationRate => "Tỷ lệ tiếp nhận trên phần mềm một cửa điện tử",
+            Indicator::ElectronicRegistrationRate => {
+                "Tỷ lệ tiếp nhận trên phần mềm một cửa điện tử"
+            }
             Indicator::DigitalSignatureRate => "Tỷ lệ ký số",
         }
     }
@@ -62,7 +64,10 @@ impl Indicator {
             Indicator::ElectronicRegistrationRate => (c.received_electronic, c.received),
             Indicator::DigitalSignatureRate => (c.digital, c.signatures),
         };
-        Ratio { numerator, denominator }
+        Ratio {
+            numerator,
+            denominator,
+        }
     }
 }
 
@@ -78,7 +83,12 @@ impl FromStr for Indicator {
         Indicator::ALL
             .into_iter()
             .find(|i| i.id() == s)
-            .ok_or_else(|| format!("unknown indicator `{s}`; known: {}", Indicator::ALL.map(|i| i.id()).join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "unknown indicator `{s}`; known: {}",
+                    Indicator::ALL.map(|i| i.id()).join(", ")
+                )
+            })
     }
 }
 
@@ -114,11 +124,16 @@ impl Window {
         let from = match self {
             Window::Range { from, to } => return (from, to),
             Window::YearToDate => today.with_ordinal(1),
-            Window::QuarterToDate => today.with_day(1).and_then(|d| d.with_month(3 * ((today.month() - 1) / 3) + 1)),
+            Window::QuarterToDate => today
+                .with_day(1)
+                .and_then(|d| d.with_month(3 * ((today.month() - 1) / 3) + 1)),
             Window::MonthToDate => today.with_day(1),
             Window::Rolling30Days => today.checked_sub_days(Days::new(29)),
         };
-        (from.expect("first day of a valid date's period exists"), tomorrow)
+        (
+            from.expect("first day of a valid date's period exists"),
+            tomorrow,
+        )
     }
 
     /// The identifier used in the API and in alerts.
@@ -148,7 +163,8 @@ impl FromStr for Window {
                     format!("unknown window `{s}`; use ytd, qtd, mtd, rolling_30d or FROM..TO (dates, TO excluded)")
                 })?;
                 let date = |d: &str| {
-                    NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| format!("`{d}` is not a date (YYYY-MM-DD)"))
+                    NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                        .map_err(|_| format!("`{d}` is not a date (YYYY-MM-DD)"))
                 };
                 let (from, to) = (date(a)?, date(b)?);
                 if from >= to {
@@ -167,7 +183,10 @@ impl fmt::Display for Window {
 }
 
 /// Sums the counters of the days in `[from, to)`.
-pub fn sum_days<'a>(days: impl IntoIterator<Item = (NaiveDate, &'a DayCounters)>, range: (NaiveDate, NaiveDate)) -> DayCounters {
+pub fn sum_days<'a>(
+    days: impl IntoIterator<Item = (NaiveDate, &'a DayCounters)>,
+    range: (NaiveDate, NaiveDate),
+) -> DayCounters {
     let mut total = DayCounters::default();
     for (day, c) in days {
         if day >= range.0 && day < range.1 {
@@ -211,7 +230,10 @@ impl Target {
         if !(0.0..=100.0).contains(&percent) || !percent.is_finite() {
             return Err(format!("target {percent}% is not between 0 and 100"));
         }
-        Ok(Target { comparator, ppm: (percent * 10_000.0).round() as u32 })
+        Ok(Target {
+            comparator,
+            ppm: (percent * 10_000.0).round() as u32,
+        })
     }
 
     pub fn percent(self) -> f64 {
@@ -279,25 +301,46 @@ pub struct Targets {
 
 impl Targets {
     /// Every indicator needs a default rule.
-    pub fn new(defaults: HashMap<Indicator, Rule>, overrides: HashMap<(UnitCode, Indicator), Rule>) -> Result<Self, String> {
-        if let Some(missing) = Indicator::ALL.into_iter().find(|i| !defaults.contains_key(i)) {
+    pub fn new(
+        defaults: HashMap<Indicator, Rule>,
+        overrides: HashMap<(UnitCode, Indicator), Rule>,
+    ) -> Result<Self, String> {
+        if let Some(missing) = Indicator::ALL
+            .into_iter()
+            .find(|i| !defaults.contains_key(i))
+        {
             return Err(format!("indicator `{missing}` has no target"));
         }
-        Ok(Targets { defaults, overrides })
+        Ok(Targets {
+            defaults,
+            overrides,
+        })
     }
 
     /// The targets of the 2023 Long Mỹ reform emulation campaign, each with a
     /// minimum sample of 20.
     pub fn long_my_2023() -> Self {
-        let rule = |c, p| Rule { target: Target::from_percent(c, p).expect("valid"), min_sample: 20 };
+        let rule = |c, p| Rule {
+            target: Target::from_percent(c, p).expect("valid"),
+            min_sample: 20,
+        };
         let defaults = HashMap::from([
             (Indicator::OnlineRate, rule(Comparator::AtLeast, 70.0)),
             (Indicator::OnTimeRate, rule(Comparator::Above, 99.0)),
             (Indicator::SatisfactionRate, rule(Comparator::AtLeast, 95.0)),
-            (Indicator::ElectronicRegistrationRate, rule(Comparator::AtLeast, 100.0)),
-            (Indicator::DigitalSignatureRate, rule(Comparator::AtLeast, 100.0)),
+            (
+                Indicator::ElectronicRegistrationRate,
+                rule(Comparator::AtLeast, 100.0),
+            ),
+            (
+                Indicator::DigitalSignatureRate,
+                rule(Comparator::AtLeast, 100.0),
+            ),
         ]);
-        Targets { defaults, overrides: HashMap::new() }
+        Targets {
+            defaults,
+            overrides: HashMap::new(),
+        }
     }
 
     pub fn rule(&self, commune: &UnitCode, indicator: Indicator) -> Rule {
@@ -324,12 +367,30 @@ mod tests {
     #[test]
     fn windows_cover_the_expected_days() {
         let today = d("2023-08-17");
-        assert_eq!(Window::YearToDate.days(today), (d("2023-01-01"), d("2023-08-18")));
-        assert_eq!(Window::QuarterToDate.days(today), (d("2023-07-01"), d("2023-08-18")));
-        assert_eq!(Window::MonthToDate.days(today), (d("2023-08-01"), d("2023-08-18")));
-        assert_eq!(Window::Rolling30Days.days(today), (d("2023-07-19"), d("2023-08-18")));
-        assert_eq!(Window::QuarterToDate.days(d("2023-03-31")), (d("2023-01-01"), d("2023-04-01")));
-        assert_eq!(Window::QuarterToDate.days(d("2023-12-31")), (d("2023-10-01"), d("2024-01-01")));
+        assert_eq!(
+            Window::YearToDate.days(today),
+            (d("2023-01-01"), d("2023-08-18"))
+        );
+        assert_eq!(
+            Window::QuarterToDate.days(today),
+            (d("2023-07-01"), d("2023-08-18"))
+        );
+        assert_eq!(
+            Window::MonthToDate.days(today),
+            (d("2023-08-01"), d("2023-08-18"))
+        );
+        assert_eq!(
+            Window::Rolling30Days.days(today),
+            (d("2023-07-19"), d("2023-08-18"))
+        );
+        assert_eq!(
+            Window::QuarterToDate.days(d("2023-03-31")),
+            (d("2023-01-01"), d("2023-04-01"))
+        );
+        assert_eq!(
+            Window::QuarterToDate.days(d("2023-12-31")),
+            (d("2023-10-01"), d("2024-01-01"))
+        );
     }
 
     #[test]
@@ -344,31 +405,81 @@ mod tests {
 
     #[test]
     fn a_zero_denominator_is_undefined_not_zero_or_one() {
-        let r = Ratio { numerator: 0, denominator: 0 };
+        let r = Ratio {
+            numerator: 0,
+            denominator: 0,
+        };
         assert_eq!(r.rate(), None);
-        assert_eq!(Targets::long_my_2023().default_rule(Indicator::OnlineRate).standing(r), Standing::NoData);
+        assert_eq!(
+            Targets::long_my_2023()
+                .default_rule(Indicator::OnlineRate)
+                .standing(r),
+            Standing::NoData
+        );
     }
 
     #[test]
     fn above_99_percent_is_strict() {
         let rule = Targets::long_my_2023().default_rule(Indicator::OnTimeRate);
-        assert_eq!(rule.standing(Ratio { numerator: 99, denominator: 100 }), Standing::Breached);
-        assert_eq!(rule.standing(Ratio { numerator: 991, denominator: 1000 }), Standing::Met);
-        assert_eq!(rule.standing(Ratio { numerator: 100, denominator: 100 }), Standing::Met);
+        assert_eq!(
+            rule.standing(Ratio {
+                numerator: 99,
+                denominator: 100
+            }),
+            Standing::Breached
+        );
+        assert_eq!(
+            rule.standing(Ratio {
+                numerator: 991,
+                denominator: 1000
+            }),
+            Standing::Met
+        );
+        assert_eq!(
+            rule.standing(Ratio {
+                numerator: 100,
+                denominator: 100
+            }),
+            Standing::Met
+        );
     }
 
     #[test]
     fn at_least_70_percent_includes_70() {
         let rule = Targets::long_my_2023().default_rule(Indicator::OnlineRate);
-        assert_eq!(rule.standing(Ratio { numerator: 14, denominator: 20 }), Standing::Met);
-        assert_eq!(rule.standing(Ratio { numerator: 13, denominator: 20 }), Standing::Breached);
+        assert_eq!(
+            rule.standing(Ratio {
+                numerator: 14,
+                denominator: 20
+            }),
+            Standing::Met
+        );
+        assert_eq!(
+            rule.standing(Ratio {
+                numerator: 13,
+                denominator: 20
+            }),
+            Standing::Breached
+        );
     }
 
     #[test]
     fn a_miss_below_the_minimum_sample_is_not_a_breach() {
         let rule = Targets::long_my_2023().default_rule(Indicator::SatisfactionRate);
-        assert_eq!(rule.standing(Ratio { numerator: 0, denominator: 19 }), Standing::TooFewCases);
-        assert_eq!(rule.standing(Ratio { numerator: 0, denominator: 20 }), Standing::Breached);
+        assert_eq!(
+            rule.standing(Ratio {
+                numerator: 0,
+                denominator: 19
+            }),
+            Standing::TooFewCases
+        );
+        assert_eq!(
+            rule.standing(Ratio {
+                numerator: 0,
+                denominator: 20
+            }),
+            Standing::Breached
+        );
     }
 
     #[test]
@@ -384,7 +495,10 @@ mod tests {
             signatures: 8,
             digital: 6,
         };
-        let got: Vec<_> = Indicator::ALL.iter().map(|i| (i.ratio(&c).numerator, i.ratio(&c).denominator)).collect();
+        let got: Vec<_> = Indicator::ALL
+            .iter()
+            .map(|i| (i.ratio(&c).numerator, i.ratio(&c).denominator))
+            .collect();
         assert_eq!(got, vec![(7, 10), (4, 5), (2, 3), (9, 10), (6, 8)]);
     }
 }

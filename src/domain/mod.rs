@@ -9,6 +9,8 @@ pub mod time;
 pub mod units;
 
 pub use event::{decode, CaseEvent, EventKind, Rejection};
-pub use fold::{Applied, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold};
+pub use fold::{
+    Applied, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
+};
 pub use indicator::{Comparator, Indicator, Ratio, Rule, Standing, Target, Targets, Window};
 pub use units::{Unit, UnitCode, UnitKind, UnitSpec, Units};

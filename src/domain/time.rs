@@ -31,14 +31,23 @@ mod tests {
     #[test]
     fn an_evening_in_utc_is_the_next_morning_in_vietnam() {
         let at = DateTime::parse_from_rfc3339("2023-03-30T18:30:00Z").unwrap();
-        assert_eq!(local_date_of(&at), NaiveDate::from_ymd_opt(2023, 3, 31).unwrap());
+        assert_eq!(
+            local_date_of(&at),
+            NaiveDate::from_ymd_opt(2023, 3, 31).unwrap()
+        );
     }
 
     #[test]
     fn local_midnight_belongs_to_the_new_day() {
         let at = DateTime::parse_from_rfc3339("2023-03-31T00:00:00+07:00").unwrap();
-        assert_eq!(local_date_of(&at), NaiveDate::from_ymd_opt(2023, 3, 31).unwrap());
+        assert_eq!(
+            local_date_of(&at),
+            NaiveDate::from_ymd_opt(2023, 3, 31).unwrap()
+        );
         let before = DateTime::parse_from_rfc3339("2023-03-30T23:59:59.999+07:00").unwrap();
-        assert_eq!(local_date_of(&before), NaiveDate::from_ymd_opt(2023, 3, 30).unwrap());
+        assert_eq!(
+            local_date_of(&before),
+            NaiveDate::from_ymd_opt(2023, 3, 30).unwrap()
+        );
     }
 }

@@ -65,7 +65,10 @@ impl UnitKind {
     /// Whether events may name a unit of this kind: only the lowest level
     /// runs a one-stop shop in this model.
     pub fn receives_cases(self) -> bool {
-        matches!(self, UnitKind::Ward | UnitKind::Commune | UnitKind::Township)
+        matches!(
+            self,
+            UnitKind::Ward | UnitKind::Commune | UnitKind::Township
+        )
     }
 
     /// The Vietnamese label (for dashboards and alerts).
@@ -156,8 +159,10 @@ impl Units {
                         code: spec.code.clone(),
                         parent: parent.clone(),
                     })?;
-                by_code.get_mut(spec.code.as_str()).expect("inserted above").parent =
-                    Some(parent_code);
+                by_code
+                    .get_mut(spec.code.as_str())
+                    .expect("inserted above")
+                    .parent = Some(parent_code);
             }
         }
         let units = Units { by_code, order };
@@ -231,8 +236,18 @@ pub(crate) mod tests {
     /// The nine Long Mỹ units and their parents, as in config/default.toml.
     pub(crate) fn long_my() -> Units {
         let mut specs = vec![
-            UnitSpec { code: "93".into(), name: "Tỉnh Hậu Giang".into(), kind: UnitKind::Province, parent: None },
-            UnitSpec { code: "937".into(), name: "Thị xã Long Mỹ".into(), kind: UnitKind::Town, parent: Some("93".into()) },
+            UnitSpec {
+                code: "93".into(),
+                name: "Tỉnh Hậu Giang".into(),
+                kind: UnitKind::Province,
+                parent: None,
+            },
+            UnitSpec {
+                code: "937".into(),
+                name: "Thị xã Long Mỹ".into(),
+                kind: UnitKind::Town,
+                parent: Some("93".into()),
+            },
         ];
         for (code, name, kind) in [
             ("31471", "Phường Thuận An", UnitKind::Ward),
@@ -245,7 +260,12 @@ pub(crate) mod tests {
             ("31480", "Xã Long Phú", UnitKind::Commune),
             ("31481", "Xã Tân Phú", UnitKind::Commune),
         ] {
-            specs.push(UnitSpec { code: code.into(), name: name.into(), kind, parent: Some("937".into()) });
+            specs.push(UnitSpec {
+                code: code.into(),
+                name: name.into(),
+                kind,
+                parent: Some("937".into()),
+            });
         }
         Units::parse(&specs).unwrap()
     }
@@ -268,25 +288,51 @@ pub(crate) mod tests {
 
     #[test]
     fn a_parent_missing_from_the_list_is_refused() {
-        let specs = vec![UnitSpec { code: "1".into(), name: "x".into(), kind: UnitKind::Ward, parent: Some("2".into()) }];
+        let specs = vec![UnitSpec {
+            code: "1".into(),
+            name: "x".into(),
+            kind: UnitKind::Ward,
+            parent: Some("2".into()),
+        }];
         assert_eq!(
             Units::parse(&specs).unwrap_err(),
-            UnitsError::UnknownParent { code: "1".into(), parent: "2".into() }
+            UnitsError::UnknownParent {
+                code: "1".into(),
+                parent: "2".into()
+            }
         );
     }
 
     #[test]
     fn a_parent_cycle_is_refused() {
         let specs = vec![
-            UnitSpec { code: "1".into(), name: "a".into(), kind: UnitKind::Town, parent: Some("2".into()) },
-            UnitSpec { code: "2".into(), name: "b".into(), kind: UnitKind::Town, parent: Some("1".into()) },
+            UnitSpec {
+                code: "1".into(),
+                name: "a".into(),
+                kind: UnitKind::Town,
+                parent: Some("2".into()),
+            },
+            UnitSpec {
+                code: "2".into(),
+                name: "b".into(),
+                kind: UnitKind::Town,
+                parent: Some("1".into()),
+            },
         ];
         assert!(matches!(Units::parse(&specs), Err(UnitsError::Cycle(_))));
     }
 
     #[test]
     fn duplicate_codes_are_refused() {
-        let spec = UnitSpec { code: "1".into(), name: "a".into(), kind: UnitKind::Ward, parent: None };
-        assert_eq!(Units::parse(&[spec.clone(), spec]).unwrap_err(), UnitsError::DuplicateCode("1".into()));
+        let spec = UnitSpec {
+            code: "1".into(),
+            name: "a".into(),
+            kind: UnitKind::Ward,
+            parent: None,
+        };
+        assert_eq!(
+            Units::parse(&[spec.clone(), spec]).unwrap_err(),
+            UnitsError::DuplicateCode("1".into())
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::domain::event::{Channel, OnlineLevel, Outcome, Rated, Rating, Received, Resolved, Signature};
+use crate::domain::event::{
+    Channel, OnlineLevel, Outcome, Rated, Rating, Received, Resolved, Signature,
+};
 use crate::domain::fold::{Closing, Fact};
 use crate::domain::{CaseState, DocumentState};
 
@@ -91,7 +93,9 @@ impl CaseRow {
                         Some(2) => OnlineLevel::Full,
                         v => return Err(bad("online level", v)),
                     },
-                    due_date: self.received_due.ok_or("stored received case has no due date")?,
+                    due_date: self
+                        .received_due
+                        .ok_or("stored received case has no due date")?,
                     registered_electronically: self.received_electronic.unwrap_or(false),
                     digitized: self.received_digitized.unwrap_or(false),
                 },
@@ -103,7 +107,9 @@ impl CaseRow {
                 at,
                 value: match self.closing_kind {
                     Some(RESOLVED) => Closing::Resolved(Resolved {
-                        due_date: self.closing_due.ok_or("stored resolution has no due date")?,
+                        due_date: self
+                            .closing_due
+                            .ok_or("stored resolution has no due date")?,
                         outcome: match self.closing_outcome {
                             Some(0) => Outcome::Completed,
                             Some(1) => Outcome::Rejected,
@@ -130,7 +136,11 @@ impl CaseRow {
                 },
             }),
         };
-        Ok(CaseState { received, closing, rating })
+        Ok(CaseState {
+            received,
+            closing,
+            rating,
+        })
     }
 }
 
@@ -139,6 +149,12 @@ pub fn encode_document(d: &DocumentState) -> (DateTime<Utc>, bool) {
 }
 
 pub fn decode_document(at: DateTime<Utc>, digital: bool) -> DocumentState {
-    let value = if digital { Signature::Digital } else { Signature::Handwritten };
-    DocumentState { signed: Fact { at, value } }
+    let value = if digital {
+        Signature::Digital
+    } else {
+        Signature::Handwritten
+    };
+    DocumentState {
+        signed: Fact { at, value },
+    }
 }

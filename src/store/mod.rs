@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState};
 
-pub use postgres::PgStore;
+pub use postgres::{BatchKeys, PgStore};
 
 /// A partition's stored position, as claimed by a new owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,14 @@ use super::{Claim, PartitionWrite, StoreError};
 use crate::domain::time::local_date;
 use crate::domain::{CaseKey, DayCounters, DocumentKey, Fold, Units};
 
+/// What a batch names: the working set to load for it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchKeys<'a> {
+    pub cases: &'a [CaseKey],
+    pub documents: &'a [DocumentKey],
+    pub event_ids: &'a [String],
+}
+
 /// The PostgreSQL projection store for one topic.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -24,14 +32,19 @@ pub struct PgStore {
 impl PgStore {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str, max_connections: u32, topic: &str) -> Result<Self, StoreError> {
-        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.log_statements(tracing::log::LevelFilter::Trace);
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()?
+            .log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool, topic: topic.to_string() })
+        Ok(PgStore {
+            pool,
+            topic: topic.to_string(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -57,7 +70,11 @@ impl PgStore {
         .bind(partition)
         .fetch_one(&self.pool)
         .await?;
-        Ok(Claim { generation, next_offset, clock })
+        Ok(Claim {
+            generation,
+            next_offset,
+            clock,
+        })
     }
 
     /// The stored next offset of every partition of the topic.
@@ -72,24 +89,28 @@ impl PgStore {
     /// cases and documents the batch names, which of its event ids were
     /// already applied, and the open cases that become overdue when the clock
     /// moves from `claim_clock` to `now`.
-    #[instrument(name = "store.load", skip_all, fields(partition, cases = cases.len()), err)]
+    #[instrument(name = "store.load", skip_all, fields(partition, cases = keys.cases.len()), err)]
     pub async fn load(
         &self,
         units: &Units,
         partition: i32,
         claim_clock: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-        cases: &[CaseKey],
-        documents: &[DocumentKey],
-        event_ids: &[String],
+        keys: &BatchKeys<'_>,
     ) -> Result<Fold, StoreError> {
+        let BatchKeys {
+            cases,
+            documents,
+            event_ids,
+        } = *keys;
         let mut fold = Fold::new(claim_clock);
         let mut conn = self.pool.acquire().await?;
         if !event_ids.is_empty() {
-            let seen: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM seen_events WHERE event_id = ANY($1)")
-                .bind(event_ids)
-                .fetch_all(&mut *conn)
-                .await?;
+            let seen: Vec<(String,)> =
+                sqlx::query_as("SELECT event_id FROM seen_events WHERE event_id = ANY($1)")
+                    .bind(event_ids)
+                    .fetch_all(&mut *conn)
+                    .await?;
             for (id,) in seen {
                 fold.load_seen(id);
             }
@@ -102,7 +123,13 @@ impl PgStore {
         let add_rows = |fold: &mut Fold, rows: Vec<KeyedCaseRow>| -> Result<(), StoreError> {
             for row in rows {
                 let state = row.row.decode().map_err(StoreError::Corrupt)?;
-                fold.load_case(CaseKey { commune: intern(&row.commune)?, case_id: row.case_id }, state);
+                fold.load_case(
+                    CaseKey {
+                        commune: intern(&row.commune)?,
+                        case_id: row.case_id,
+                    },
+                    state,
+                );
             }
             Ok(())
         };
@@ -133,7 +160,11 @@ impl PgStore {
             .await?;
             let rows = rows
                 .into_iter()
-                .filter(|r| !cases.iter().any(|k| k.commune.as_str() == r.commune && k.case_id == r.case_id))
+                .filter(|r| {
+                    !cases
+                        .iter()
+                        .any(|k| k.commune.as_str() == r.commune && k.case_id == r.case_id)
+                })
                 .collect();
             add_rows(&mut fold, rows)?;
         }
@@ -149,7 +180,13 @@ impl PgStore {
             .fetch_all(&mut *conn)
             .await?;
             for (commune, document_id, at, digital) in rows {
-                fold.load_document(DocumentKey { commune: intern(&commune)?, document_id }, decode_document(at, digital));
+                fold.load_document(
+                    DocumentKey {
+                        commune: intern(&commune)?,
+                        document_id,
+                    },
+                    decode_document(at, digital),
+                );
             }
         }
         Ok(fold)
@@ -175,7 +212,10 @@ impl PgStore {
             .await?;
             if updated.rows_affected() != 1 {
                 tx.rollback().await?;
-                return Err(StoreError::Fenced { partition: w.partition, generation: w.generation });
+                return Err(StoreError::Fenced {
+                    partition: w.partition,
+                    generation: w.generation,
+                });
             }
         }
         for w in writes {
@@ -217,7 +257,8 @@ impl PgStore {
     }
 }
 
-const CASE_COLUMNS: &str = "commune, case_id, received_at, received_channel, received_level, received_electronic,
+const CASE_COLUMNS: &str =
+    "commune, case_id, received_at, received_channel, received_level, received_electronic,
     received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
     rating_at, rating, rating_score";
 
@@ -261,7 +302,10 @@ impl CounterRow {
     }
 }
 
-async fn write_counters(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite) -> Result<(), StoreError> {
+async fn write_counters(
+    tx: &mut Transaction<'_, Postgres>,
+    w: &PartitionWrite,
+) -> Result<(), StoreError> {
     let deltas: Vec<_> = w.deltas.iter().filter(|(_, c)| !c.is_zero()).collect();
     if deltas.is_empty() {
         return Ok(());
@@ -299,7 +343,10 @@ async fn write_counters(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite) 
     Ok(())
 }
 
-async fn write_cases(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite) -> Result<(), StoreError> {
+async fn write_cases(
+    tx: &mut Transaction<'_, Postgres>,
+    w: &PartitionWrite,
+) -> Result<(), StoreError> {
     if w.cases.is_empty() {
         return Ok(());
     }
@@ -355,11 +402,18 @@ async fn write_cases(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite) -> 
     Ok(())
 }
 
-async fn write_documents(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite) -> Result<(), StoreError> {
+async fn write_documents(
+    tx: &mut Transaction<'_, Postgres>,
+    w: &PartitionWrite,
+) -> Result<(), StoreError> {
     if w.documents.is_empty() {
         return Ok(());
     }
-    let encoded: Vec<_> = w.documents.iter().map(|(_, d)| encode_document(d)).collect();
+    let encoded: Vec<_> = w
+        .documents
+        .iter()
+        .map(|(_, d)| encode_document(d))
+        .collect();
     sqlx::query(
         "INSERT INTO documents AS d (commune, document_id, signed_at, digital)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::bool[])
@@ -374,7 +428,11 @@ async fn write_documents(tx: &mut Transaction<'_, Postgres>, w: &PartitionWrite)
     Ok(())
 }
 
-async fn write_dead_letters(tx: &mut Transaction<'_, Postgres>, topic: &str, w: &PartitionWrite) -> Result<(), StoreError> {
+async fn write_dead_letters(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    w: &PartitionWrite,
+) -> Result<(), StoreError> {
     if w.dead_letters.is_empty() {
         return Ok(());
     }

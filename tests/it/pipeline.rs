@@ -21,14 +21,18 @@ use cchc_pipeline::domain::{decode, CaseKey, CaseState, DayCounters, Fold, Units
 use cchc_pipeline::simulator::Simulator;
 use cchc_pipeline::store::{PartitionWrite, PgStore, StoreError};
 
-use crate::support::{create_topic, fresh_database, kafka_bootstrap, unique_name, PrivatePostgres, RestartMode};
+use crate::support::{
+    create_topic, fresh_database, kafka_bootstrap, unique_name, PrivatePostgres, RestartMode,
+};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn units() -> Units {
-    Settings::load_file(&repo().join("config/default.toml")).expect("default config").units
+    Settings::load_file(&repo().join("config/default.toml"))
+        .expect("default config")
+        .units
 }
 
 /// One `cchc run` process with its log in `var/test-logs/`.
@@ -48,7 +52,11 @@ impl Pipeline {
         let dir = repo().join("var/test-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{}-{name}.log", setup.topic));
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cchc"))
             .args(["run", "--config"])
             .arg(repo().join("config/default.toml"))
@@ -75,7 +83,11 @@ impl Pipeline {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill {sig} failed");
     }
 
@@ -83,7 +95,10 @@ impl Pipeline {
         if let Some(status) = self.child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<_> = log.lines().rev().take(30).collect();
-            panic!("pipeline exited with {status}; log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            panic!(
+                "pipeline exited with {status}; log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
 }
@@ -93,6 +108,10 @@ impl Drop for Pipeline {
         self.kill();
     }
 }
+
+/// A record to produce: key, value, and the reason code it must be kept
+/// under as a dead letter, if malformed.
+type Outgoing = (String, Option<Vec<u8>>, Option<&'static str>);
 
 /// What was produced: every record in order, and the dead letters expected
 /// at (partition, offset) with their reason codes.
@@ -113,7 +132,7 @@ fn producer() -> FutureProducer {
 }
 
 /// Sends records in order, waiting for each chunk's delivery.
-async fn send_all(topic: &str, records: Vec<(String, Option<Vec<u8>>, Option<&'static str>)>, produced: &mut Produced) {
+async fn send_all(topic: &str, records: Vec<Outgoing>, produced: &mut Produced) {
     let producer = producer();
     for chunk in records.chunks(5_000) {
         let sends = chunk.iter().map(|(key, value, _)| {
@@ -128,7 +147,9 @@ async fn send_all(topic: &str, records: Vec<(String, Option<Vec<u8>>, Option<&'s
             let delivery = result.map_err(|(e, _)| e).expect("delivery");
             produced.values.push(value.clone());
             if let Some(code) = dead {
-                produced.dead.insert((delivery.partition, delivery.offset), code);
+                produced
+                    .dead
+                    .insert((delivery.partition, delivery.offset), code);
             }
         }
     }
@@ -151,13 +172,34 @@ fn malformed(valid: &str, n: usize) -> (Option<Vec<u8>>, &'static str) {
             (Some(v.to_string().into_bytes()), "missing_field")
         }
         5 => (set(&mut v, "schema_version", "one".into()), "wrong_type"),
-        6 => (set(&mut v, "event_type", "case.reopened".into()), "unknown_event_type"),
-        7 => (set(&mut v, "commune_code", "99999".into()), "unknown_commune"),
-        8 => (set(&mut v, "occurred_at", "2023-03-30T10:44:00".into()), "timestamp_without_offset"),
-        9 => (set(&mut v, "schema_version", 2.into()), "future_schema_version"),
-        10 => (set(&mut v, "event_id", "x".repeat(129).into()), "event_id_length"),
-        11 => (set(&mut v, "occurred_at", "30/03/2023".into()), "bad_timestamp"),
-        12 => (set(&mut v, "schema_version", 0.into()), "bad_schema_version"),
+        6 => (
+            set(&mut v, "event_type", "case.reopened".into()),
+            "unknown_event_type",
+        ),
+        7 => (
+            set(&mut v, "commune_code", "99999".into()),
+            "unknown_commune",
+        ),
+        8 => (
+            set(&mut v, "occurred_at", "2023-03-30T10:44:00".into()),
+            "timestamp_without_offset",
+        ),
+        9 => (
+            set(&mut v, "schema_version", 2.into()),
+            "future_schema_version",
+        ),
+        10 => (
+            set(&mut v, "event_id", "x".repeat(129).into()),
+            "event_id_length",
+        ),
+        11 => (
+            set(&mut v, "occurred_at", "30/03/2023".into()),
+            "bad_timestamp",
+        ),
+        12 => (
+            set(&mut v, "schema_version", 0.into()),
+            "bad_schema_version",
+        ),
         13 => {
             v.as_object_mut().unwrap().remove("case_id");
             v["event_type"] = "case.withdrawn".into();
@@ -173,16 +215,25 @@ fn malformed(valid: &str, n: usize) -> (Option<Vec<u8>>, &'static str) {
 
 /// `count` simulated events, each sent one to three times (repeats later in
 /// the stream), plus about `garbage` malformed records in between.
-fn workload(seed: u64, count: usize, garbage: f64) -> Vec<(String, Option<Vec<u8>>, Option<&'static str>)> {
+fn workload(seed: u64, count: usize, garbage: f64) -> Vec<Outgoing> {
     let units = units();
     let mut rng = SmallRng::seed_from_u64(seed);
-    let sim = Simulator::new(&units, seed, NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(), 20.0);
-    let mut out: Vec<(String, Option<Vec<u8>>, Option<&'static str>)> = Vec::with_capacity(count * 2);
+    let sim = Simulator::new(
+        &units,
+        seed,
+        NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(),
+        20.0,
+    );
+    let mut out: Vec<Outgoing> = Vec::with_capacity(count * 2);
     let mut repeats: Vec<(usize, String, Vec<u8>)> = Vec::new();
     for (n, r) in sim.take(count).enumerate() {
         out.push((r.key.clone(), Some(r.value.clone().into_bytes()), None));
         for _ in 0..rng.gen_range(0..=2) {
-            repeats.push((out.len() + rng.gen_range(0..2_000), r.key.clone(), r.value.clone().into_bytes()));
+            repeats.push((
+                out.len() + rng.gen_range(0..2_000),
+                r.key.clone(),
+                r.value.clone().into_bytes(),
+            ));
         }
         if rng.gen::<f64>() < garbage {
             let (bytes, code) = malformed(&r.value, n);
@@ -226,27 +277,55 @@ async fn stored(store: &PgStore) -> BTreeMap<(String, NaiveDate), DayCounters> {
 }
 
 fn high_watermarks(topic: &str, partitions: i32) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", kafka_bootstrap()).create().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .create()
+        .unwrap();
     (0..partitions)
-        .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks").1))
+        .map(|p| {
+            (
+                p,
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1,
+            )
+        })
         .collect()
 }
 
 /// Waits until every partition's stored offset reaches its high watermark,
 /// keeping the pipelines alive.
-async fn wait_caught_up(store: &PgStore, topic: &str, partitions: i32, pipelines: &mut [&mut Pipeline], limit: Duration) {
+async fn wait_caught_up(
+    store: &PgStore,
+    topic: &str,
+    partitions: i32,
+    pipelines: &mut [&mut Pipeline],
+    limit: Duration,
+) {
     let marks = high_watermarks(topic, partitions);
     let deadline = Instant::now() + limit;
     loop {
         for p in pipelines.iter_mut() {
             p.assert_running();
         }
-        let stored: HashMap<i32, i64> =
-            store.offsets().await.unwrap_or_default().into_iter().map(|(p, o)| (p, o.unwrap_or(0))).collect();
-        if marks.iter().all(|(p, m)| stored.get(p).copied().unwrap_or(0) >= *m) {
+        let stored: HashMap<i32, i64> = store
+            .offsets()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(p, o)| (p, o.unwrap_or(0)))
+            .collect();
+        if marks
+            .iter()
+            .all(|(p, m)| stored.get(p).copied().unwrap_or(0) >= *m)
+        {
             return;
         }
-        assert!(Instant::now() < deadline, "not caught up within {limit:?}: stored {stored:?}, marks {marks:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not caught up within {limit:?}: stored {stored:?}, marks {marks:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -267,14 +346,30 @@ async fn assert_projections(store: &PgStore, produced: &Produced) {
                 .take(5)
                 .map(|(k, v)| format!("{k:?}: want {v:?}, got {:?}", got.get(k)))
                 .collect();
-            panic!("projections differ ({} vs {} days): {diffs:#?}", want.len(), got.len());
+            panic!(
+                "projections differ ({} vs {} days): {diffs:#?}",
+                want.len(),
+                got.len()
+            );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let dead: BTreeMap<(i32, i64), String> =
-        store.dead_letter_reasons().await.unwrap().into_iter().map(|(p, o, c)| ((p, o), c)).collect();
-    let want_dead: BTreeMap<(i32, i64), String> = produced.dead.iter().map(|(k, v)| (*k, v.to_string())).collect();
-    assert_eq!(dead, want_dead, "every malformed record is a dead letter with its reason, and nothing else is");
+    let dead: BTreeMap<(i32, i64), String> = store
+        .dead_letter_reasons()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(p, o, c)| ((p, o), c))
+        .collect();
+    let want_dead: BTreeMap<(i32, i64), String> = produced
+        .dead
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect();
+    assert_eq!(
+        dead, want_dead,
+        "every malformed record is a dead letter with its reason, and nothing else is"
+    );
 }
 
 async fn setup(partitions: i32, database_url: Option<String>) -> (Setup, PgStore) {
@@ -284,8 +379,17 @@ async fn setup(partitions: i32, database_url: Option<String>) -> (Setup, PgStore
         Some(url) => url,
         None => fresh_database().await.1,
     };
-    let store = PgStore::connect(&database_url, 2, &topic).await.expect("store");
-    (Setup { topic, group: unique_name("group"), database_url }, store)
+    let store = PgStore::connect(&database_url, 2, &topic)
+        .await
+        .expect("store");
+    (
+        Setup {
+            topic,
+            group: unique_name("group"),
+            database_url,
+        },
+        store,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,9 +414,20 @@ async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_gar
         pipeline = Pipeline::start(&setup, "a");
     }
     let produced = producing.await.unwrap();
-    wait_caught_up(&store, &setup.topic, 3, &mut [&mut pipeline], Duration::from_secs(300)).await;
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        3,
+        &mut [&mut pipeline],
+        Duration::from_secs(300),
+    )
+    .await;
     assert_projections(&store, &produced).await;
-    assert!(produced.dead.len() > 15_000, "about 10% malformed: {}", produced.dead.len());
+    assert!(
+        produced.dead.len() > 15_000,
+        "about 10% malformed: {}",
+        produced.dead.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +449,14 @@ async fn a_database_restart_mid_run_loses_and_doubles_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     postgres.restart(RestartMode::Fast).await;
     let produced = producing.await.unwrap();
-    wait_caught_up(&store, &setup.topic, 3, &mut [&mut pipeline], Duration::from_secs(300)).await;
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        3,
+        &mut [&mut pipeline],
+        Duration::from_secs(300),
+    )
+    .await;
     pipeline.assert_running();
     assert_projections(&store, &produced).await;
 }
@@ -364,7 +486,14 @@ async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     b.kill(); // leave without a goodbye: A takes everything back
     let produced = producing.await.unwrap();
-    wait_caught_up(&store, &setup.topic, 4, &mut [&mut a], Duration::from_secs(300)).await;
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        4,
+        &mut [&mut a],
+        Duration::from_secs(300),
+    )
+    .await;
     assert_projections(&store, &produced).await;
 }
 
@@ -376,7 +505,10 @@ async fn a_commit_from_an_older_owner_generation_is_refused_and_writes_nothing()
     let new = store.claim(0).await.unwrap();
     assert!(new.generation > old.generation);
     let units = units();
-    let key = CaseKey { commune: units.commune("31471").unwrap().clone(), case_id: "c".into() };
+    let key = CaseKey {
+        commune: units.commune("31471").unwrap().clone(),
+        case_id: "c".into(),
+    };
     let write = |generation| PartitionWrite {
         partition: 0,
         generation,
@@ -390,7 +522,10 @@ async fn a_commit_from_an_older_owner_generation_is_refused_and_writes_nothing()
         other => panic!("expected a fenced commit, got {other:?}"),
     }
     let (cases, seen): (i64, i64) =
-        sqlx::query_as("SELECT (SELECT count(*) FROM cases), (SELECT count(*) FROM seen_events)").fetch_one(&pool).await.unwrap();
+        sqlx::query_as("SELECT (SELECT count(*) FROM cases), (SELECT count(*) FROM seen_events)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!((cases, seen), (0, 0));
     assert_eq!(store.offsets().await.unwrap(), vec![(0, None)]);
     store.commit(&[write(new.generation)]).await.unwrap();
