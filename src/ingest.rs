@@ -26,11 +26,11 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
-use tracing::{error, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn};
 
 use crate::config::Settings;
 use crate::domain::time::local_date;
-use crate::projector::{PartitionBatch, Projector, Record};
+use crate::projector::{BatchReport, PartitionBatch, Projector, Record};
 use crate::store::{Claim, StoreError};
 
 /// Raised to stop the consumer; it finishes or abandons its batch and leaves
@@ -212,6 +212,10 @@ pub fn spawn(
         .name("ingest".into())
         .spawn(move || {
             let worker = Worker {
+                progress: Mutex::new(Progress {
+                    since: Instant::now(),
+                    total: BatchReport::default(),
+                }),
                 consumer,
                 projector,
                 runtime,
@@ -227,7 +231,44 @@ pub fn spawn(
     Ok(handle)
 }
 
+/// Totals logged every [`PROGRESS_EVERY`], so long work shows progress.
+#[derive(Debug)]
+struct Progress {
+    since: Instant,
+    total: BatchReport,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+impl Progress {
+    fn add(&mut self, r: &BatchReport) {
+        self.total.records += r.records;
+        self.total.applied += r.applied;
+        self.total.superseded += r.superseded;
+        self.total.duplicates += r.duplicates;
+        self.total.dead_letters += r.dead_letters;
+        let elapsed = self.since.elapsed();
+        if elapsed >= PROGRESS_EVERY {
+            let t = self.total;
+            info!(
+                records = t.records,
+                applied = t.applied,
+                superseded = t.superseded,
+                duplicates = t.duplicates,
+                dead_letters = t.dead_letters,
+                records_per_second = (t.records as f64 / elapsed.as_secs_f64()).round(),
+                "ingest progress"
+            );
+            *self = Progress {
+                since: Instant::now(),
+                total: BatchReport::default(),
+            };
+        }
+    }
+}
+
 struct Worker {
+    progress: Mutex<Progress>,
     consumer: BaseConsumer<IngestContext>,
     projector: Projector,
     runtime: Handle,
@@ -350,13 +391,14 @@ impl Worker {
                             }
                         }
                     }
-                    info!(
+                    debug!(
                         records = report.records,
                         applied = report.applied,
                         duplicates = report.duplicates,
                         dead_letters = report.dead_letters,
                         "batch committed"
                     );
+                    self.progress.lock().expect("progress lock").add(&report);
                     return Ok(());
                 }
                 Err(StoreError::Fenced {

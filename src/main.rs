@@ -32,6 +32,20 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_FILE)]
         config: PathBuf,
     },
+    /// The whole pipeline with nothing installed: in-process Kafka (librdkafka's
+    /// mock cluster), SQLite, and a simulated year of the configured communes.
+    Demo {
+        #[arg(long, short, default_value = DEFAULT_FILE)]
+        config: PathBuf,
+        /// How many events to simulate.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// The SQLite file (replaced on every run).
+        #[arg(long, default_value = "var/demo.sqlite")]
+        database: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Produce a simulated year of one-stop-shop events into the configured topic.
     Simulate {
         #[arg(long, short, default_value = DEFAULT_FILE)]
@@ -86,6 +100,42 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo {
+            config,
+            events,
+            database,
+            seed,
+        } => {
+            let Some(settings) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = database.clone().into_os_string();
+                path.push(suffix);
+                let _ = std::fs::remove_file(path);
+            }
+            if let Some(dir) = database.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let options = startup::DemoOptions {
+                events,
+                partitions: 9,
+                database_url: format!("sqlite://{}", database.display()),
+                simulate: startup::SimulateOptions {
+                    events,
+                    seed,
+                    start: first_of_this_year(),
+                    cases_per_day: 20.0,
+                    partitions: 9,
+                },
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            finish(
+                runtime
+                    .block_on(startup::demo(settings, &options))
+                    .map(|table| print!("{table}")),
+            )
+        }
         Command::Simulate {
             config,
             events,
@@ -97,11 +147,7 @@ fn main() -> ExitCode {
             let Some(settings) = load(&config) else {
                 return ExitCode::FAILURE;
             };
-            let start = start.unwrap_or_else(|| {
-                use chrono::Datelike;
-                let today = chrono::Utc::now().date_naive();
-                chrono::NaiveDate::from_ymd_opt(today.year(), 1, 1).expect("1 January")
-            });
+            let start = start.unwrap_or_else(first_of_this_year);
             let options = startup::SimulateOptions {
                 events,
                 seed,
@@ -145,6 +191,12 @@ fn main() -> ExitCode {
             finish(result)
         }
     }
+}
+
+fn first_of_this_year() -> chrono::NaiveDate {
+    use chrono::Datelike;
+    let today = chrono::Utc::now().date_naive();
+    chrono::NaiveDate::from_ymd_opt(today.year(), 1, 1).expect("1 January")
 }
 
 fn load(config: &std::path::Path) -> Option<Settings> {

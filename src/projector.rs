@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, instrument};
 
 use crate::domain::{decode, Applied, CaseEvent, CaseKey, DocumentKey, EventKind, Units};
-use crate::store::{BatchKeys, Claim, DeadLetter, PartitionWrite, PgStore, StoreError};
+use crate::store::{BatchKeys, Claim, DeadLetter, PartitionWrite, Store, StoreError};
 
 /// One Kafka record, copied out of the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,16 +40,16 @@ pub struct BatchReport {
 /// Folds batches into the store.
 #[derive(Debug, Clone)]
 pub struct Projector {
-    store: PgStore,
+    store: Store,
     units: Units,
 }
 
 impl Projector {
-    pub fn new(store: PgStore, units: Units) -> Self {
+    pub fn new(store: Store, units: Units) -> Self {
         Projector { store, units }
     }
 
-    pub fn store(&self) -> &PgStore {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 

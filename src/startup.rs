@@ -1,17 +1,18 @@
 //! Builds the pipeline from settings and runs it until stopped.
 
 use anyhow::Context;
+
 use tracing::info;
 
 use crate::config::Settings;
 use crate::ingest::{self, Shutdown};
 use crate::projector::Projector;
-use crate::store::PgStore;
+use crate::store::Store;
 
 /// Runs the projection consumer against the configured Kafka and PostgreSQL
 /// until `shutdown` is triggered.
 pub async fn run_until_stopped(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    let store = PgStore::connect(
+    let store = Store::connect(
         &settings.database.url,
         settings.database.max_connections,
         &settings.kafka.topic,
@@ -125,12 +126,21 @@ pub async fn simulate(settings: &Settings, options: &SimulateOptions) -> anyhow:
 /// Prints each commune's indicators for `window`, with the roll-up of every
 /// parent unit, from the projection store.
 pub async fn report(settings: &Settings, window: crate::domain::Window) -> anyhow::Result<String> {
+    let store = Store::connect(&settings.database.url, 2, &settings.kafka.topic).await?;
+    report_from(&store, settings, window).await
+}
+
+/// The indicator table of [`report`], from an open store.
+pub async fn report_from(
+    store: &Store,
+    settings: &Settings,
+    window: crate::domain::Window,
+) -> anyhow::Result<String> {
     use crate::domain::time::local_date;
     use crate::domain::{DayCounters, Indicator, Standing};
     use std::collections::HashMap;
     use std::fmt::Write;
 
-    let store = PgStore::connect(&settings.database.url, 2, &settings.kafka.topic).await?;
     let today =
         local_date(chrono::Utc::now() + chrono::Duration::seconds(settings.clock.skew_seconds));
     let range = window.days(today);
@@ -192,5 +202,130 @@ pub async fn report(settings: &Settings, window: crate::domain::Window) -> anyho
         }
         writeln!(out)?;
     }
+    Ok(out)
+}
+
+/// Options of `cchc demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub events: usize,
+    pub partitions: i32,
+    pub database_url: String,
+    pub simulate: SimulateOptions,
+}
+
+/// The whole pipeline with nothing installed: librdkafka's in-process mock
+/// Kafka cluster, a SQLite store, the simulator producing into the topic while
+/// the pipeline consumes it. The mock keeps only the last few megabytes of
+/// each partition, so the producer waits whenever the pipeline falls more
+/// than `MAX_LAG` events behind, and the run checks at the end that every
+/// produced event was projected. Returns the indicator report.
+pub async fn demo(mut settings: Settings, options: &DemoOptions) -> anyhow::Result<String> {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+    use std::time::{Duration, Instant};
+
+    const MAX_LAG: i64 = 6_000;
+    const CHUNK: usize = 2_000;
+
+    let mock = MockCluster::new(1).context("cannot start the in-process Kafka mock cluster")?;
+    mock.create_topic(&settings.kafka.topic, options.partitions, 1)
+        .context("cannot create the demo topic")?;
+    settings.kafka.bootstrap_servers = mock.bootstrap_servers();
+    settings.database.url = options.database_url.clone();
+    info!(bootstrap = %settings.kafka.bootstrap_servers, store = %options.database_url, "embedded Kafka and SQLite ready");
+
+    let store = Store::connect(&settings.database.url, 1, &settings.kafka.topic).await?;
+    let projector = Projector::new(store.clone(), settings.units.clone());
+    let shutdown = Shutdown::default();
+    let handle = ingest::spawn(
+        &settings,
+        projector,
+        tokio::runtime::Handle::current(),
+        shutdown.clone(),
+    )?;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let committed = |store: Store| async move {
+        store
+            .offsets()
+            .await
+            .map(|o| o.into_iter().map(|(_, n)| n.unwrap_or(0)).sum::<i64>())
+    };
+    let started = Instant::now();
+    let sim = crate::simulator::Simulator::new(
+        &settings.units,
+        options.simulate.seed,
+        options.simulate.start,
+        options.simulate.cases_per_day,
+    );
+    let mut produced = 0usize;
+    let mut last_report = Instant::now();
+    let records: Vec<_> = sim.take(options.events).collect();
+    for chunk in records.chunks(CHUNK) {
+        while produced as i64 - committed(store.clone()).await? > MAX_LAG {
+            if handle.is_finished() {
+                anyhow::bail!("the pipeline stopped while the demo was producing");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sends = chunk.iter().map(|r| {
+            producer.send(
+                FutureRecord::to(&settings.kafka.topic)
+                    .key(&r.key)
+                    .payload(&r.value),
+                Duration::from_secs(30),
+            )
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result.map_err(|(e, _)| e)?;
+        }
+        produced += chunk.len();
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            info!(
+                produced,
+                projected = committed(store.clone()).await?,
+                total = options.events,
+                "demo running"
+            );
+            last_report = Instant::now();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(store.clone()).await? < produced as i64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the pipeline did not catch up within 120 s"
+        );
+        anyhow::ensure!(
+            !handle.is_finished(),
+            "the pipeline stopped before catching up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        events = produced,
+        seconds,
+        per_second = produced as f64 / seconds,
+        "every event projected"
+    );
+    shutdown.trigger();
+    tokio::task::spawn_blocking(move || handle.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))??;
+    let dead = store.dead_letter_reasons().await?.len();
+    let mut out = format!(
+        "{produced} events projected in {seconds:.1} s ({:.0} events/s), {dead} dead letters\n",
+        produced as f64 / seconds
+    );
+    out += &report_from(&store, &settings, crate::domain::Window::YearToDate).await?;
+    drop(producer);
+    drop(mock);
     Ok(out)
 }

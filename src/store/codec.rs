@@ -2,11 +2,13 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
+use super::StoreError;
 use crate::domain::event::{
     Channel, OnlineLevel, Outcome, Rated, Rating, Received, Resolved, Signature,
 };
 use crate::domain::fold::{Closing, Fact};
-use crate::domain::{CaseState, DocumentState};
+use crate::domain::time::local_date;
+use crate::domain::{CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, Fold, Units};
 
 /// One row of `cases`, without its key.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -157,4 +159,109 @@ pub fn decode_document(at: DateTime<Utc>, digital: bool) -> DocumentState {
     DocumentState {
         signed: Fact { at, value },
     }
+}
+
+pub const CASE_COLUMNS: &str =
+    "commune, case_id, received_at, received_channel, received_level, received_electronic,
+    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
+    rating_at, rating, rating_score";
+
+#[derive(sqlx::FromRow)]
+pub struct KeyedCaseRow {
+    pub commune: String,
+    pub case_id: String,
+    #[sqlx(flatten)]
+    pub row: CaseRow,
+}
+
+#[derive(sqlx::FromRow)]
+pub struct CounterRow {
+    commune: String,
+    day: NaiveDate,
+    received: i64,
+    received_online: i64,
+    received_electronic: i64,
+    due: i64,
+    on_time: i64,
+    ratings: i64,
+    satisfied: i64,
+    signatures: i64,
+    digital: i64,
+}
+
+impl CounterRow {
+    pub fn into_parts(self) -> (String, NaiveDate, DayCounters) {
+        let c = DayCounters {
+            received: self.received,
+            received_online: self.received_online,
+            received_electronic: self.received_electronic,
+            due: self.due,
+            on_time: self.on_time,
+            ratings: self.ratings,
+            satisfied: self.satisfied,
+            signatures: self.signatures,
+            digital: self.digital,
+        };
+        (self.commune, self.day, c)
+    }
+}
+
+/// The stored rows of a batch's working set, as both stores read them.
+#[derive(Default)]
+pub struct LoadedRows {
+    pub seen: Vec<String>,
+    pub cases: Vec<KeyedCaseRow>,
+    /// Open cases that the clock makes overdue (may repeat `cases`).
+    pub overdue: Vec<KeyedCaseRow>,
+    pub documents: Vec<(String, String, DateTime<Utc>, bool)>,
+}
+
+impl LoadedRows {
+    /// The working set, with the clock where the stored projections left it.
+    pub fn into_fold(
+        self,
+        units: &Units,
+        claim_clock: Option<DateTime<Utc>>,
+    ) -> Result<Fold, StoreError> {
+        let intern = |code: &str| {
+            units.commune(code).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!("stored commune `{code}` is no longer configured"))
+            })
+        };
+        let mut fold = Fold::new(claim_clock);
+        for id in self.seen {
+            fold.load_seen(id);
+        }
+        for row in self.cases.into_iter().chain(self.overdue) {
+            let key = CaseKey {
+                commune: intern(&row.commune)?,
+                case_id: row.case_id,
+            };
+            if fold.case(&key).is_none() {
+                fold.load_case(key, row.row.decode().map_err(StoreError::Corrupt)?);
+            }
+        }
+        for (commune, document_id, at, digital) in self.documents {
+            fold.load_document(
+                DocumentKey {
+                    commune: intern(&commune)?,
+                    document_id,
+                },
+                decode_document(at, digital),
+            );
+        }
+        Ok(fold)
+    }
+}
+
+/// The due dates `[from, to)` of open cases that become overdue when the
+/// clock moves from `claim_clock` to `now` (`from` = `None`: since ever),
+/// or `None` when the local date has not changed.
+pub fn overdue_range(
+    claim_clock: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(Option<NaiveDate>, NaiveDate)> {
+    let to = local_date(now);
+    let from = claim_clock.map(local_date);
+    from.is_none_or(|f| to > f).then_some((from, to))
 }

@@ -9,18 +9,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
 use tracing::instrument;
 
-use super::codec::{decode_document, encode_document, CaseRow};
-use super::{Claim, PartitionWrite, StoreError};
-use crate::domain::time::local_date;
-use crate::domain::{CaseKey, DayCounters, DocumentKey, Fold, Units};
-
-/// What a batch names: the working set to load for it.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchKeys<'a> {
-    pub cases: &'a [CaseKey],
-    pub documents: &'a [DocumentKey],
-    pub event_ids: &'a [String],
-}
+use super::codec::{encode_document, overdue_range, CaseRow, CounterRow, LoadedRows, CASE_COLUMNS};
+use super::{BatchKeys, Claim, PartitionWrite, StoreError};
+use crate::domain::{DayCounters, Fold, Units};
 
 /// The PostgreSQL projection store for one topic.
 #[derive(Debug, Clone)]
@@ -103,40 +94,19 @@ impl PgStore {
             documents,
             event_ids,
         } = *keys;
-        let mut fold = Fold::new(claim_clock);
         let mut conn = self.pool.acquire().await?;
+        let mut rows = LoadedRows::default();
         if !event_ids.is_empty() {
-            let seen: Vec<(String,)> =
-                sqlx::query_as("SELECT event_id FROM seen_events WHERE event_id = ANY($1)")
+            rows.seen =
+                sqlx::query_scalar("SELECT event_id FROM seen_events WHERE event_id = ANY($1)")
                     .bind(event_ids)
                     .fetch_all(&mut *conn)
                     .await?;
-            for (id,) in seen {
-                fold.load_seen(id);
-            }
         }
-        let intern = |code: &str| {
-            units.commune(code).cloned().ok_or_else(|| {
-                StoreError::Corrupt(format!("stored commune `{code}` is no longer configured"))
-            })
-        };
-        let add_rows = |fold: &mut Fold, rows: Vec<KeyedCaseRow>| -> Result<(), StoreError> {
-            for row in rows {
-                let state = row.row.decode().map_err(StoreError::Corrupt)?;
-                fold.load_case(
-                    CaseKey {
-                        commune: intern(&row.commune)?,
-                        case_id: row.case_id,
-                    },
-                    state,
-                );
-            }
-            Ok(())
-        };
         if !cases.is_empty() {
             let communes: Vec<&str> = cases.iter().map(|k| k.commune.as_str()).collect();
             let ids: Vec<&str> = cases.iter().map(|k| k.case_id.as_str()).collect();
-            let rows: Vec<KeyedCaseRow> = sqlx::query_as(&format!(
+            rows.cases = sqlx::query_as(&format!(
                 "SELECT {CASE_COLUMNS} FROM cases
                  WHERE (commune, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
             ))
@@ -144,34 +114,22 @@ impl PgStore {
             .bind(&ids)
             .fetch_all(&mut *conn)
             .await?;
-            add_rows(&mut fold, rows)?;
         }
-        let new_today = local_date(now);
-        let old_today = claim_clock.map(local_date);
-        if old_today.is_none_or(|old| new_today > old) {
-            let rows: Vec<KeyedCaseRow> = sqlx::query_as(&format!(
+        if let Some((from, to)) = overdue_range(claim_clock, now) {
+            rows.overdue = sqlx::query_as(&format!(
                 "SELECT {CASE_COLUMNS} FROM cases
                  WHERE partition = $1 AND ($2::date IS NULL OR open_due >= $2) AND open_due < $3"
             ))
             .bind(partition)
-            .bind(old_today)
-            .bind(new_today)
+            .bind(from)
+            .bind(to)
             .fetch_all(&mut *conn)
             .await?;
-            let rows = rows
-                .into_iter()
-                .filter(|r| {
-                    !cases
-                        .iter()
-                        .any(|k| k.commune.as_str() == r.commune && k.case_id == r.case_id)
-                })
-                .collect();
-            add_rows(&mut fold, rows)?;
         }
         if !documents.is_empty() {
             let communes: Vec<&str> = documents.iter().map(|k| k.commune.as_str()).collect();
             let ids: Vec<&str> = documents.iter().map(|k| k.document_id.as_str()).collect();
-            let rows: Vec<(String, String, DateTime<Utc>, bool)> = sqlx::query_as(
+            rows.documents = sqlx::query_as(
                 "SELECT commune, document_id, signed_at, digital FROM documents
                  WHERE (commune, document_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
             )
@@ -179,17 +137,8 @@ impl PgStore {
             .bind(&ids)
             .fetch_all(&mut *conn)
             .await?;
-            for (commune, document_id, at, digital) in rows {
-                fold.load_document(
-                    DocumentKey {
-                        commune: intern(&commune)?,
-                        document_id,
-                    },
-                    decode_document(at, digital),
-                );
-            }
         }
-        Ok(fold)
+        rows.into_fold(units, claim_clock)
     }
 
     /// Writes a batch, all partitions in one transaction. Fails with
@@ -254,51 +203,6 @@ impl PgStore {
         .bind(&self.topic)
         .fetch_all(&self.pool)
         .await?)
-    }
-}
-
-const CASE_COLUMNS: &str =
-    "commune, case_id, received_at, received_channel, received_level, received_electronic,
-    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
-    rating_at, rating, rating_score";
-
-#[derive(sqlx::FromRow)]
-struct KeyedCaseRow {
-    commune: String,
-    case_id: String,
-    #[sqlx(flatten)]
-    row: CaseRow,
-}
-
-#[derive(sqlx::FromRow)]
-struct CounterRow {
-    commune: String,
-    day: NaiveDate,
-    received: i64,
-    received_online: i64,
-    received_electronic: i64,
-    due: i64,
-    on_time: i64,
-    ratings: i64,
-    satisfied: i64,
-    signatures: i64,
-    digital: i64,
-}
-
-impl CounterRow {
-    fn into_parts(self) -> (String, NaiveDate, DayCounters) {
-        let c = DayCounters {
-            received: self.received,
-            received_online: self.received_online,
-            received_electronic: self.received_electronic,
-            due: self.due,
-            on_time: self.on_time,
-            ratings: self.ratings,
-            satisfied: self.satisfied,
-            signatures: self.signatures,
-            digital: self.digital,
-        };
-        (self.commune, self.day, c)
     }
 }
 
