@@ -9,7 +9,9 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
-use crate::domain::{Comparator, Indicator, Rule, Target, Targets, UnitSpec, Units};
+use crate::domain::{
+    Comparator, Evaluator, Indicator, Rule, Target, Targets, UnitSpec, Units, Window,
+};
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_FILE: &str = "config/default.toml";
@@ -72,6 +74,33 @@ pub struct ClockSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address of the HTTP API (health, alert stream).
+    pub listen: String,
+}
+
+/// Where breach alerts go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Kafka topic of alert events.
+    pub topic: String,
+    /// Windows evaluated for breaches (`ytd`, `qtd`, `mtd`, `rolling_30d`).
+    pub windows: Vec<String>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+/// A URL that receives every alert as an HTTP POST, signed with `secret`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub url: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct IndicatorSettings {
     comparator: Comparator,
     target_percent: f64,
@@ -98,6 +127,8 @@ struct RawSettings {
     database: DatabaseSettings,
     batch: BatchSettings,
     clock: ClockSettings,
+    alerts: AlertSettings,
+    http: HttpSettings,
     indicators: BTreeMap<String, IndicatorSettings>,
     #[serde(default)]
     overrides: Vec<OverrideSettings>,
@@ -112,8 +143,23 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub batch: BatchSettings,
     pub clock: ClockSettings,
+    pub alerts: AlertSettings,
+    pub http: HttpSettings,
+    /// Parsed `alerts.windows`.
+    pub alert_windows: Vec<Window>,
     pub units: Units,
     pub targets: Targets,
+}
+
+impl Settings {
+    /// The breach evaluator these settings describe.
+    pub fn evaluator(&self) -> Evaluator {
+        Evaluator {
+            units: self.units.clone(),
+            targets: self.targets.clone(),
+            windows: self.alert_windows.clone(),
+        }
+    }
 }
 
 impl Settings {
@@ -249,12 +295,36 @@ impl RawSettings {
             );
         }
         let targets = Targets::new(defaults, overrides).map_err(|e| invalid("indicators", e))?;
+        let mut alert_windows = Vec::new();
+        for (n, w) in self.alerts.windows.iter().enumerate() {
+            alert_windows.push(
+                w.parse::<Window>()
+                    .map_err(|e| invalid(&format!("alerts.windows[{n}]"), e))?,
+            );
+        }
+        for (n, hook) in self.alerts.webhooks.iter().enumerate() {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return Err(invalid(
+                    &format!("alerts.webhooks[{n}].url"),
+                    format!("`{}` is not an http(s) URL", hook.url),
+                ));
+            }
+            if hook.secret.len() < 16 {
+                return Err(invalid(
+                    &format!("alerts.webhooks[{n}].secret"),
+                    "must be at least 16 characters".into(),
+                ));
+            }
+        }
         Ok(Settings {
             file: file.to_path_buf(),
             kafka: self.kafka,
             database: self.database,
             batch: self.batch,
             clock: self.clock,
+            alerts: self.alerts,
+            http: self.http,
+            alert_windows,
             units,
             targets,
         })

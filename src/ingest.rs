@@ -249,7 +249,7 @@ impl Progress {
         self.total.dead_letters += r.dead_letters;
         let elapsed = self.since.elapsed();
         if elapsed >= PROGRESS_EVERY {
-            let t = self.total;
+            let t = &self.total;
             info!(
                 records = t.records,
                 applied = t.applied,
@@ -398,6 +398,22 @@ impl Worker {
                         dead_letters = report.dead_letters,
                         "batch committed"
                     );
+                    for a in &report.alerts {
+                        info!(
+                            alert_id = %a.alert_id,
+                            event_type = a.event_type.event_type(),
+                            commune = %a.commune_code,
+                            indicator = a.indicator.id(),
+                            window = %a.window,
+                            value = a.value.map(|v| (v * 10_000.0).round() / 100.0),
+                            numerator = a.numerator,
+                            denominator = a.denominator,
+                            "alert"
+                        );
+                    }
+                    if !report.alerts.is_empty() {
+                        self.projector.alerts_written().notify_one();
+                    }
                     self.progress.lock().expect("progress lock").add(&report);
                     return Ok(());
                 }

@@ -9,8 +9,10 @@
 //! ```
 //!
 //! - [`domain`]: pure; imports nothing else of the crate.
+pub mod alerts;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod ingest;
 pub mod projector;
 pub mod simulator;

@@ -3,11 +3,17 @@
 //! one transaction together with the partitions' next offsets.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use chrono::{DateTime, Utc};
 use tracing::{debug, instrument};
 
-use crate::domain::{decode, Applied, CaseEvent, CaseKey, DocumentKey, EventKind, Units};
+use crate::domain::time::local_date;
+use crate::domain::{
+    decode, Alert, Applied, CaseEvent, CaseKey, DocumentKey, Evaluator, EventKind, Units,
+};
 use crate::store::{BatchKeys, Claim, DeadLetter, PartitionWrite, Store, StoreError};
 
 /// One Kafka record, copied out of the consumer.
@@ -28,13 +34,15 @@ pub struct PartitionBatch {
 }
 
 /// What a committed batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchReport {
     pub records: usize,
     pub applied: usize,
     pub superseded: usize,
     pub duplicates: usize,
     pub dead_letters: usize,
+    /// Breach transitions written to the outbox with this batch.
+    pub alerts: Vec<Alert>,
 }
 
 /// Folds batches into the store.
@@ -42,11 +50,25 @@ pub struct BatchReport {
 pub struct Projector {
     store: Store,
     units: Units,
+    evaluator: Option<Evaluator>,
+    alerts_written: Arc<Notify>,
 }
 
 impl Projector {
-    pub fn new(store: Store, units: Units) -> Self {
-        Projector { store, units }
+    /// A projector; with an evaluator, every batch also evaluates breaches.
+    pub fn new(store: Store, units: Units, evaluator: Option<Evaluator>) -> Self {
+        Projector {
+            store,
+            units,
+            evaluator,
+            alerts_written: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified after a batch that wrote alerts to the outbox, so the relay
+    /// publishes them at once.
+    pub fn alerts_written(&self) -> Arc<Notify> {
+        self.alerts_written.clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -158,6 +180,7 @@ impl Projector {
                 generation: batch.claim.generation,
                 next_offset: batch.records.last().map(|r| r.offset + 1),
                 clock: Some(now),
+                clock_moved: batch.claim.clock.map(local_date) != Some(local_date(now)),
                 deltas: fold.into_deltas().into_iter().collect(),
                 cases,
                 documents,
@@ -165,7 +188,7 @@ impl Projector {
                 dead_letters,
             });
         }
-        self.store.commit(&writes).await?;
+        report.alerts = self.store.commit(&writes, self.evaluator.as_ref()).await?;
         debug!(?report, "batch committed");
         Ok(report)
     }

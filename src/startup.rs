@@ -4,13 +4,15 @@ use anyhow::Context;
 
 use tracing::info;
 
+use crate::alerts::{self, LiveAlerts};
 use crate::config::Settings;
 use crate::ingest::{self, Shutdown};
 use crate::projector::Projector;
 use crate::store::Store;
 
-/// Runs the projection consumer against the configured Kafka and PostgreSQL
-/// until `shutdown` is triggered.
+/// Runs the pipeline against the configured Kafka and database until
+/// `shutdown` is triggered: the projection consumer, the alert relay, the
+/// webhook worker and the HTTP server.
 pub async fn run_until_stopped(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let store = Store::connect(
         &settings.database.url,
@@ -25,16 +27,135 @@ pub async fn run_until_stopped(settings: Settings, shutdown: Shutdown) -> anyhow
         )
     })?;
     info!(topic = %settings.kafka.topic, group = %settings.kafka.group_id, "projection store ready");
-    let projector = Projector::new(store, settings.units.clone());
-    let handle = ingest::spawn(
-        &settings,
-        projector,
-        tokio::runtime::Handle::current(),
-        shutdown,
-    )?;
-    tokio::task::spawn_blocking(move || handle.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))??;
+    ensure_topic(&settings, &settings.alerts.topic, 3).await?;
+    let listener = tokio::net::TcpListener::bind(&settings.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", settings.http.listen))?;
+    let services = Services::start(&settings, store, shutdown.clone())?;
+    let app = crate::http::router(services.app_state());
+    info!(listen = %settings.http.listen, "HTTP server ready");
+    let server_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                while !server_shutdown.is_triggered() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            })
+            .await
+    });
+    let result = services.wait().await;
+    shutdown.trigger();
+    server.await??;
+    result
+}
+
+/// The long-running parts of the pipeline, started together.
+pub struct Services {
+    store: Store,
+    live: LiveAlerts,
+    shutdown: Shutdown,
+    ingest: std::thread::JoinHandle<anyhow::Result<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Services {
+    /// Starts the projection consumer, the alert relay and the webhook
+    /// worker.
+    pub fn start(
+        settings: &Settings,
+        store: Store,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Services> {
+        let projector = Projector::new(
+            store.clone(),
+            settings.units.clone(),
+            Some(settings.evaluator()),
+        );
+        let (live, _) = tokio::sync::broadcast::channel(1024);
+        let relay = tokio::spawn(alerts::run_relay_until_stopped(
+            store.clone(),
+            alerts::producer(settings)?,
+            settings.alerts.topic.clone(),
+            settings
+                .alerts
+                .webhooks
+                .iter()
+                .map(|h| h.url.clone())
+                .collect(),
+            projector.alerts_written(),
+            live.clone(),
+            shutdown.clone(),
+        ));
+        let webhooks = tokio::spawn(alerts::run_webhooks_until_stopped(
+            store.clone(),
+            settings.alerts.webhooks.clone(),
+            shutdown.clone(),
+        ));
+        let ingest = ingest::spawn(
+            settings,
+            projector,
+            tokio::runtime::Handle::current(),
+            shutdown.clone(),
+        )?;
+        Ok(Services {
+            store,
+            live,
+            shutdown,
+            ingest,
+            tasks: vec![relay, webhooks],
+        })
+    }
+
+    pub fn app_state(&self) -> crate::http::AppState {
+        crate::http::AppState {
+            store: self.store.clone(),
+            live: self.live.clone(),
+        }
+    }
+
+    /// Live alerts, as published.
+    pub fn live(&self) -> &LiveAlerts {
+        &self.live
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.ingest.is_finished()
+    }
+
+    /// Waits for the consumer to stop (on shutdown or a fatal error), then
+    /// stops the rest.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let ingest = self.ingest;
+        let result = tokio::task::spawn_blocking(move || ingest.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))
+            .and_then(|r| r);
+        self.shutdown.trigger();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        result
+    }
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists.
+pub async fn ensure_topic(settings: &Settings, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::ClientConfig;
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&new], &AdminOptions::new()).await? {
+        match result {
+            Ok(_) => info!(topic, partitions, "topic created"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => anyhow::bail!("cannot create topic {t}: {code}"),
+        }
+    }
     Ok(())
 }
 
@@ -65,24 +186,12 @@ pub struct SimulateOptions {
 /// Produces simulated events into the configured topic, creating it with
 /// `partitions` partitions if it does not exist. Returns how many were sent.
 pub async fn simulate(settings: &Settings, options: &SimulateOptions) -> anyhow::Result<usize> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::ClientConfig;
     use std::time::Duration;
 
     let k = &settings.kafka;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &k.bootstrap_servers)
-        .create()?;
-    let topic = NewTopic::new(&k.topic, options.partitions, TopicReplication::Fixed(1));
-    for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
-        match result {
-            Ok(_) => info!(topic = %k.topic, partitions = options.partitions, "topic created"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => anyhow::bail!("cannot create topic {t}: {code}"),
-        }
-    }
+    ensure_topic(settings, &k.topic, options.partitions).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &k.bootstrap_servers)
         .set("enable.idempotence", "true")
@@ -232,19 +341,24 @@ pub async fn demo(mut settings: Settings, options: &DemoOptions) -> anyhow::Resu
     let mock = MockCluster::new(1).context("cannot start the in-process Kafka mock cluster")?;
     mock.create_topic(&settings.kafka.topic, options.partitions, 1)
         .context("cannot create the demo topic")?;
+    mock.create_topic(&settings.alerts.topic, 1, 1)
+        .context("cannot create the alerts topic")?;
     settings.kafka.bootstrap_servers = mock.bootstrap_servers();
     settings.database.url = options.database_url.clone();
     info!(bootstrap = %settings.kafka.bootstrap_servers, store = %options.database_url, "embedded Kafka and SQLite ready");
 
     let store = Store::connect(&settings.database.url, 1, &settings.kafka.topic).await?;
-    let projector = Projector::new(store.clone(), settings.units.clone());
     let shutdown = Shutdown::default();
-    let handle = ingest::spawn(
-        &settings,
-        projector,
-        tokio::runtime::Handle::current(),
-        shutdown.clone(),
-    )?;
+    let services = Services::start(&settings, store.clone(), shutdown.clone())?;
+    let mut alerts_seen = services.live().subscribe();
+    let printer = tokio::spawn(async move {
+        let mut n = 0usize;
+        while let Ok(alert) = alerts_seen.recv().await {
+            n += 1;
+            println!("alert: {alert}");
+        }
+        n
+    });
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
@@ -269,7 +383,7 @@ pub async fn demo(mut settings: Settings, options: &DemoOptions) -> anyhow::Resu
     let records: Vec<_> = sim.take(options.events).collect();
     for chunk in records.chunks(CHUNK) {
         while produced as i64 - committed(store.clone()).await? > MAX_LAG {
-            if handle.is_finished() {
+            if services.is_finished() {
                 anyhow::bail!("the pipeline stopped while the demo was producing");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -303,7 +417,7 @@ pub async fn demo(mut settings: Settings, options: &DemoOptions) -> anyhow::Resu
             "the pipeline did not catch up within 120 s"
         );
         anyhow::ensure!(
-            !handle.is_finished(),
+            !services.is_finished(),
             "the pipeline stopped before catching up"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -315,13 +429,19 @@ pub async fn demo(mut settings: Settings, options: &DemoOptions) -> anyhow::Resu
         per_second = produced as f64 / seconds,
         "every event projected"
     );
+    // Let the relay publish the last alerts before stopping.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.unpublished_alerts(1).await?.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     shutdown.trigger();
-    tokio::task::spawn_blocking(move || handle.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))??;
+    let live = services.live().clone();
+    services.wait().await?;
+    drop(live);
+    let alerts = printer.await.unwrap_or(0);
     let dead = store.dead_letter_reasons().await?.len();
     let mut out = format!(
-        "{produced} events projected in {seconds:.1} s ({:.0} events/s), {dead} dead letters\n",
+        "{produced} events projected in {seconds:.1} s ({:.0} events/s), {dead} dead letters, {alerts} alerts\n",
         produced as f64 / seconds
     );
     out += &report_from(&store, &settings, crate::domain::Window::YearToDate).await?;

@@ -2,12 +2,14 @@
 //! targets. No I/O, no async, no clock: time is always an argument. Nothing
 //! here imports the rest of the crate.
 
+pub mod breach;
 pub mod event;
 pub mod fold;
 pub mod indicator;
 pub mod time;
 pub mod units;
 
+pub use breach::{Alert, BreachState, Evaluator, StateKey, Transition};
 pub use event::{decode, CaseEvent, EventKind, Rejection};
 pub use fold::{
     Applied, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,

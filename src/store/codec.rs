@@ -2,13 +2,18 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::StoreError;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{PartitionWrite, StoreError};
 use crate::domain::event::{
     Channel, OnlineLevel, Outcome, Rated, Rating, Received, Resolved, Signature,
 };
 use crate::domain::fold::{Closing, Fact};
 use crate::domain::time::local_date;
-use crate::domain::{CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, Fold, Units};
+use crate::domain::{
+    Alert, BreachState, CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, Evaluator,
+    Fold, Indicator, StateKey, Units,
+};
 
 /// One row of `cases`, without its key.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -264,4 +269,60 @@ pub fn overdue_range(
     let to = local_date(now);
     let from = claim_clock.map(local_date);
     from.is_none_or(|f| to > f).then_some((from, to))
+}
+
+/// The communes a batch changed, with the partition each arrived on, and the
+/// set of communes to re-evaluate (those, to start with).
+pub fn alert_communes(writes: &[PartitionWrite]) -> (Vec<(String, i32)>, BTreeSet<String>) {
+    let mut seen_on = BTreeMap::new();
+    for w in writes {
+        for ((commune, _), c) in &w.deltas {
+            if !c.is_zero() {
+                seen_on.insert(commune.to_string(), w.partition);
+            }
+        }
+    }
+    let communes = seen_on.keys().cloned().collect();
+    (seen_on.into_iter().collect(), communes)
+}
+
+/// Runs the evaluator over stored window sums (one list of rows per window)
+/// and stored states (commune, indicator id, window id, in breach,
+/// transitions).
+pub fn evaluate_with(
+    evaluator: &Evaluator,
+    now: DateTime<Utc>,
+    communes: &[String],
+    sums: Vec<Vec<CounterRow>>,
+    states: Vec<(String, String, String, bool, i64)>,
+) -> Vec<(Alert, StateKey, BreachState)> {
+    let sums: HashMap<(usize, String), DayCounters> = sums
+        .into_iter()
+        .enumerate()
+        .flat_map(|(w, rows)| {
+            rows.into_iter().map(move |r| {
+                let (commune, _, c) = r.into_parts();
+                ((w, commune), c)
+            })
+        })
+        .collect();
+    let states: HashMap<StateKey, BreachState> = states
+        .into_iter()
+        .filter_map(|(commune, indicator, window, in_breach, transitions)| {
+            let indicator: Indicator = indicator.parse().ok()?;
+            Some((
+                (commune, indicator, window),
+                BreachState {
+                    in_breach,
+                    transitions,
+                },
+            ))
+        })
+        .collect();
+    evaluator.evaluate(
+        now,
+        communes,
+        |w, c| sums.get(&(w, c.to_string())).copied().unwrap_or_default(),
+        |k| states.get(k).copied().unwrap_or_default(),
+    )
 }

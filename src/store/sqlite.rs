@@ -10,9 +10,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::codec::{encode_document, overdue_range, CaseRow, CounterRow, LoadedRows, CASE_COLUMNS};
+use super::codec::{
+    alert_communes, encode_document, evaluate_with, overdue_range, CaseRow, CounterRow, LoadedRows,
+    CASE_COLUMNS,
+};
 use super::{BatchKeys, Claim, PartitionWrite, StoreError};
-use crate::domain::{DayCounters, Fold, Units};
+use crate::domain::{Alert, DayCounters, Evaluator, Fold, Units};
 
 /// The SQLite projection store for one topic.
 #[derive(Debug, Clone)]
@@ -41,6 +44,10 @@ impl SqliteStore {
             pool,
             topic: topic.to_string(),
         })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     pub fn topic(&self) -> &str {
@@ -124,7 +131,11 @@ impl SqliteStore {
         rows.into_fold(units, claim_clock)
     }
 
-    pub async fn commit(&self, writes: &[PartitionWrite]) -> Result<(), StoreError> {
+    pub async fn commit(
+        &self,
+        writes: &[PartitionWrite],
+        evaluator: Option<&Evaluator>,
+    ) -> Result<Vec<Alert>, StoreError> {
         let mut tx = self.pool.begin().await?;
         for w in writes {
             let updated = sqlx::query(
@@ -150,8 +161,12 @@ impl SqliteStore {
         for w in writes {
             write_partition(&mut tx, &self.topic, w).await?;
         }
+        let alerts = match evaluator {
+            Some(evaluator) => evaluate_alerts(&mut tx, evaluator, writes).await?,
+            None => Vec::new(),
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(alerts)
     }
 
     pub async fn day_counters(&self) -> Result<Vec<(String, NaiveDate, DayCounters)>, StoreError> {
@@ -270,4 +285,91 @@ async fn write_partition(
         .await?;
     }
     Ok(())
+}
+
+/// As in the PostgreSQL store: breach states and the outbox change in the
+/// batch's transaction.
+async fn evaluate_alerts(
+    tx: &mut Transaction<'_, Sqlite>,
+    evaluator: &Evaluator,
+    writes: &[PartitionWrite],
+) -> Result<Vec<Alert>, StoreError> {
+    let Some(now) = writes.iter().filter_map(|w| w.clock).max() else {
+        return Ok(Vec::new());
+    };
+    let (seen_on, mut communes) = alert_communes(writes);
+    for (commune, partition) in &seen_on {
+        sqlx::query(
+            "INSERT OR REPLACE INTO commune_partitions (commune, partition) VALUES (?1, ?2)",
+        )
+        .bind(commune)
+        .bind(partition)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for w in writes.iter().filter(|w| w.clock_moved) {
+        let more: Vec<String> =
+            sqlx::query_scalar("SELECT commune FROM commune_partitions WHERE partition = ?1")
+                .bind(w.partition)
+                .fetch_all(&mut **tx)
+                .await?;
+        communes.extend(more);
+    }
+    if communes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let communes: Vec<String> = communes.into_iter().collect();
+    let list = serde_json::to_string(&communes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let today = crate::domain::time::local_date(now);
+    let mut sums = Vec::new();
+    for window in &evaluator.windows {
+        let (from, to) = window.days(today);
+        let rows: Vec<CounterRow> = sqlx::query_as(
+            "SELECT commune, ?2 AS day,
+                    sum(received) AS received, sum(received_online) AS received_online,
+                    sum(received_electronic) AS received_electronic, sum(due) AS due, sum(on_time) AS on_time,
+                    sum(ratings) AS ratings, sum(satisfied) AS satisfied, sum(signatures) AS signatures,
+                    sum(digital) AS digital
+             FROM day_counters WHERE commune IN (SELECT value FROM json_each(?1)) AND day >= ?2 AND day < ?3
+             GROUP BY commune",
+        )
+        .bind(&list)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut **tx)
+        .await?;
+        sums.push(rows);
+    }
+    let states: Vec<(String, String, String, bool, i64)> = sqlx::query_as(
+        "SELECT commune, indicator, \"window\", in_breach, transitions FROM breach_states
+         WHERE commune IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&list)
+    .fetch_all(&mut **tx)
+    .await?;
+    let results = evaluate_with(evaluator, now, &communes, sums, states);
+    let mut alerts = Vec::with_capacity(results.len());
+    for (alert, (commune, indicator, window), next) in results {
+        sqlx::query(
+            "INSERT OR REPLACE INTO breach_states (commune, indicator, \"window\", in_breach, transitions)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&commune)
+        .bind(indicator.id())
+        .bind(&window)
+        .bind(next.in_breach)
+        .bind(next.transitions)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO alert_outbox (alert_id, commune, payload) VALUES (?1, ?2, ?3)",
+        )
+        .bind(&alert.alert_id)
+        .bind(&commune)
+        .bind(serde_json::to_string(&alert).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .execute(&mut **tx)
+        .await?;
+        alerts.push(alert);
+    }
+    Ok(alerts)
 }

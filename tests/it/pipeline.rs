@@ -392,10 +392,20 @@ async fn setup(partitions: i32, database_url: Option<String>) -> (Setup, Store) 
     )
 }
 
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_garbage() {
+    // SOAK_EVENTS and SOAK_KILLS scale this test up into a soak.
+    let events = env_number("SOAK_EVENTS", 200_000);
+    let kills = env_number("SOAK_KILLS", 10);
     let (setup, store) = setup(3, None).await;
-    let records = workload(11, 200_000, 0.1);
+    let records = workload(11, events, 0.1);
     let mut produced = Produced::default();
     let mut pipeline = Pipeline::start(&setup, "a");
     let producing = {
@@ -406,11 +416,11 @@ async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_gar
         })
     };
     let mut rng = SmallRng::seed_from_u64(5);
-    for kill in 0..10 {
+    for kill in 0..kills {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(400..2_500))).await;
         pipeline.assert_running();
         pipeline.kill();
-        eprintln!("SIGKILL {} of 10", kill + 1);
+        eprintln!("SIGKILL {} of {kills}", kill + 1);
         pipeline = Pipeline::start(&setup, "a");
     }
     let produced = producing.await.unwrap();
@@ -424,7 +434,7 @@ async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_gar
     .await;
     assert_projections(&store, &produced).await;
     assert!(
-        produced.dead.len() > 15_000,
+        produced.dead.len() > events / 15,
         "about 10% malformed: {}",
         produced.dead.len()
     );
@@ -536,13 +546,13 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
         seen: vec!["e1".into()],
         ..PartitionWrite::default()
     };
-    match store.commit(&[write(old.generation)]).await {
+    match store.commit(&[write(old.generation)], None).await {
         Err(StoreError::Fenced { partition: 0, .. }) => {}
         other => panic!("expected a fenced commit, got {other:?}"),
     }
     assert!(store.day_counters().await.unwrap().is_empty());
     assert_eq!(store.offsets().await.unwrap(), vec![(0, None)]);
-    store.commit(&[write(new.generation)]).await.unwrap();
+    store.commit(&[write(new.generation)], None).await.unwrap();
     assert_eq!(store.day_counters().await.unwrap().len(), 1);
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
 }

@@ -1,0 +1,224 @@
+//! Alert delivery. Alerts are written to the outbox in the same transaction
+//! as the counters that caused them (see `store`); this module gets them out:
+//!
+//! - the relay publishes outbox rows, oldest first, to the alerts topic with
+//!   an idempotent producer, waits for the broker's acknowledgement, then
+//!   marks them published (and queues their webhook deliveries) and hands
+//!   them to live subscribers. A crash between publishing and marking
+//!   publishes those alerts again after the restart: never lost, possibly
+//!   repeated, always with the same `alert_id` for subscribers to drop;
+//! - the webhook worker POSTs each alert to each configured URL, signed with
+//!   HMAC-SHA256, retrying with backoff until a 2xx answer; the delivery state
+//!   lives in the database, so a receiver that is down for a while gets every
+//!   alert once it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use sha2::Sha256;
+use tokio::sync::{broadcast, Notify};
+use tracing::{info, warn};
+
+use crate::config::{Settings, WebhookSettings};
+use crate::ingest::Shutdown;
+use crate::store::{Store, StoreError};
+
+/// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
+pub const SIGNATURE_HEADER: &str = "X-Cchc-Signature";
+/// Header carrying the alert id.
+pub const ALERT_ID_HEADER: &str = "X-Cchc-Alert-Id";
+
+const BATCH: i64 = 500;
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// Live subscribers (server-sent events): every published alert's JSON.
+pub type LiveAlerts = broadcast::Sender<Arc<str>>;
+
+/// An idempotent producer for the alerts topic.
+pub fn producer(settings: &Settings) -> anyhow::Result<FutureProducer> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0");
+    for (k, v) in &settings.kafka.properties {
+        config.set(k, v);
+    }
+    Ok(config.create()?)
+}
+
+/// Publishes the outbox until `shutdown`; wakes on `wake` or every half
+/// second.
+pub async fn run_relay_until_stopped(
+    store: Store,
+    producer: FutureProducer,
+    topic: String,
+    webhook_urls: Vec<String>,
+    wake: Arc<Notify>,
+    live: LiveAlerts,
+    shutdown: Shutdown,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_triggered() {
+        match relay_once(&store, &producer, &topic, &webhook_urls, &live).await {
+            Ok(n) if n as i64 == BATCH => continue,
+            Ok(_) => {
+                backoff = Duration::from_millis(100);
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "alert relay: retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes one batch of the outbox; returns how many alerts.
+pub async fn relay_once(
+    store: &Store,
+    producer: &FutureProducer,
+    topic: &str,
+    webhook_urls: &[String],
+    live: &LiveAlerts,
+) -> anyhow::Result<usize> {
+    let rows = store.unpublished_alerts(BATCH).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sends = rows.iter().map(|row| {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "alert_id",
+            value: Some(row.alert_id.as_str()),
+        });
+        producer.send(
+            FutureRecord::to(topic)
+                .key(&row.commune)
+                .payload(&row.payload)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+    });
+    for result in futures_util::future::join_all(sends).await {
+        result.map_err(|(e, _)| e)?;
+    }
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    store.mark_published(&seqs, webhook_urls).await?;
+    for row in &rows {
+        info!(alert_id = %row.alert_id, topic, "alert published");
+        let _ = live.send(Arc::from(row.payload.as_str()));
+    }
+    Ok(rows.len())
+}
+
+/// `sha256=<hex>` of the body's HMAC-SHA256 with `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Delay before attempt `attempts + 1`: 1 s doubling, at most 5 minutes.
+pub fn retry_delay(attempts: i32) -> Duration {
+    Duration::from_secs(1u64 << attempts.clamp(0, 8) as u32).min(Duration::from_secs(300))
+}
+
+/// Delivers due webhook attempts until `shutdown`.
+pub async fn run_webhooks_until_stopped(
+    store: Store,
+    hooks: Vec<WebhookSettings>,
+    shutdown: Shutdown,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client");
+    while !shutdown.is_triggered() {
+        match deliver_due(&store, &client, &hooks).await {
+            Ok(0) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "webhooks: cannot read deliveries; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn deliver_due(
+    store: &Store,
+    client: &reqwest::Client,
+    hooks: &[WebhookSettings],
+) -> Result<usize, StoreError> {
+    let due = store.due_deliveries(Utc::now(), 100).await?;
+    for d in &due {
+        let Some(hook) = hooks.iter().find(|h| h.url == d.url) else {
+            // A URL removed from the configuration: stop trying it.
+            store.record_delivery(d.alert_seq, &d.url, Ok(())).await?;
+            continue;
+        };
+        let response = client
+            .post(&d.url)
+            .header("Content-Type", "application/json")
+            .header(
+                SIGNATURE_HEADER,
+                signature(&hook.secret, d.payload.as_bytes()),
+            )
+            .header(ALERT_ID_HEADER, &d.alert_id)
+            .body(d.payload.clone())
+            .send()
+            .await;
+        let outcome = match response {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("HTTP {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                info!(alert_id = %d.alert_id, url = %d.url, attempts = d.attempts + 1, "webhook delivered");
+                store.record_delivery(d.alert_seq, &d.url, Ok(())).await?;
+            }
+            Err(e) => {
+                let next = Utc::now()
+                    + chrono::Duration::from_std(retry_delay(d.attempts)).expect("small");
+                warn!(alert_id = %d.alert_id, url = %d.url, attempts = d.attempts + 1, error = %e, "webhook failed; will retry");
+                store
+                    .record_delivery(d.alert_seq, &d.url, Err((e, next)))
+                    .await?;
+            }
+        }
+    }
+    Ok(due.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_hex_hmac_sha256_of_the_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_to_five_minutes() {
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(8));
+        assert_eq!(retry_delay(30), Duration::from_secs(256));
+    }
+}
