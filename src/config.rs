@@ -87,8 +87,16 @@ pub struct AlertSettings {
     pub topic: String,
     /// Windows evaluated for breaches (`ytd`, `qtd`, `mtd`, `rolling_30d`).
     pub windows: Vec<String>,
+    /// Whether this process publishes the outbox. Several instances may run
+    /// the relay; turning it off suits a consumer-only instance.
+    #[serde(default = "yes")]
+    pub relay: bool,
     #[serde(default)]
     pub webhooks: Vec<WebhookSettings>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A URL that receives every alert as an HTTP POST, signed with `secret`.

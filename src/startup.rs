@@ -73,25 +73,28 @@ impl Services {
             Some(settings.evaluator()),
         );
         let (live, _) = tokio::sync::broadcast::channel(1024);
-        let relay = tokio::spawn(alerts::run_relay_until_stopped(
-            store.clone(),
-            alerts::producer(settings)?,
-            settings.alerts.topic.clone(),
-            settings
-                .alerts
-                .webhooks
-                .iter()
-                .map(|h| h.url.clone())
-                .collect(),
-            projector.alerts_written(),
-            live.clone(),
-            shutdown.clone(),
-        ));
-        let webhooks = tokio::spawn(alerts::run_webhooks_until_stopped(
+        let mut tasks = Vec::new();
+        if settings.alerts.relay {
+            tasks.push(tokio::spawn(alerts::run_relay_until_stopped(
+                store.clone(),
+                alerts::producer(settings)?,
+                settings.alerts.topic.clone(),
+                settings
+                    .alerts
+                    .webhooks
+                    .iter()
+                    .map(|h| h.url.clone())
+                    .collect(),
+                projector.alerts_written(),
+                live.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(alerts::run_webhooks_until_stopped(
             store.clone(),
             settings.alerts.webhooks.clone(),
             shutdown.clone(),
-        ));
+        )));
         let ingest = ingest::spawn(
             settings,
             projector,
@@ -103,7 +106,7 @@ impl Services {
             live,
             shutdown,
             ingest,
-            tasks: vec![relay, webhooks],
+            tasks,
         })
     }
 

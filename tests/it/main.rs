@@ -4,6 +4,7 @@
 //! by hand). Tests never skip when a service is missing: they fail and say how
 //! to start it. Shared helpers live in `support`.
 
+mod alerts;
 mod embedded;
 mod pipeline;
 mod support;

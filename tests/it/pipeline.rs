@@ -36,19 +36,33 @@ fn units() -> Units {
 }
 
 /// One `cchc run` process with its log in `var/test-logs/`.
-struct Pipeline {
+pub(crate) struct Pipeline {
     child: Child,
     log: PathBuf,
+    /// The HTTP API's address.
+    pub(crate) http: String,
 }
 
-struct Setup {
-    topic: String,
-    group: String,
-    database_url: String,
+pub(crate) struct Setup {
+    pub(crate) topic: String,
+    pub(crate) alerts_topic: String,
+    pub(crate) group: String,
+    pub(crate) database_url: String,
 }
 
 impl Pipeline {
-    fn start(setup: &Setup, name: &str) -> Pipeline {
+    pub(crate) fn start(setup: &Setup, name: &str) -> Pipeline {
+        Pipeline::start_with(setup, name, &repo().join("config/default.toml"), &[])
+    }
+
+    /// Starts `cchc run` with a configuration file and extra environment.
+    pub(crate) fn start_with(
+        setup: &Setup,
+        name: &str,
+        config: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Pipeline {
+        let http = format!("127.0.0.1:{}", crate::support::free_port());
         let dir = repo().join("var/test-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{}-{name}.log", setup.topic));
@@ -59,7 +73,9 @@ impl Pipeline {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cchc"))
             .args(["run", "--config"])
-            .arg(repo().join("config/default.toml"))
+            .arg(config)
+            .env("CCHC_HTTP__LISTEN", &http)
+            .env("CCHC_ALERTS__TOPIC", &setup.alerts_topic)
             .env("CCHC_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap())
             .env("CCHC_KAFKA__TOPIC", &setup.topic)
             .env("CCHC_KAFKA__GROUP_ID", &setup.group)
@@ -70,14 +86,15 @@ impl Pipeline {
             .env("CCHC_BATCH__MAX_WAIT_MS", "50")
             .env("CCHC_CLOCK__TICK_SECONDS", "1")
             .env("RUST_LOG", "info,cchc_pipeline::projector=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("starting cchc run");
-        Pipeline { child, log }
+        Pipeline { child, log, http }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -91,7 +108,7 @@ impl Pipeline {
         assert!(ok, "kill {sig} failed");
     }
 
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<_> = log.lines().rev().take(30).collect();
@@ -296,7 +313,7 @@ fn high_watermarks(topic: &str, partitions: i32) -> HashMap<i32, i64> {
 
 /// Waits until every partition's stored offset reaches its high watermark,
 /// keeping the pipelines alive.
-async fn wait_caught_up(
+pub(crate) async fn wait_caught_up(
     store: &Store,
     topic: &str,
     partitions: i32,
@@ -372,7 +389,7 @@ async fn assert_projections(store: &Store, produced: &Produced) {
     );
 }
 
-async fn setup(partitions: i32, database_url: Option<String>) -> (Setup, Store) {
+pub(crate) async fn setup(partitions: i32, database_url: Option<String>) -> (Setup, Store) {
     let topic = unique_name("events");
     create_topic(&topic, partitions).await;
     let database_url = match database_url {
@@ -385,6 +402,7 @@ async fn setup(partitions: i32, database_url: Option<String>) -> (Setup, Store) 
     (
         Setup {
             topic,
+            alerts_topic: unique_name("alerts"),
             group: unique_name("group"),
             database_url,
         },
