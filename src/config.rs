@@ -75,8 +75,26 @@ pub struct ClockSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
-    /// Address of the HTTP API (health, alert stream).
+    /// Address of the HTTP API and dashboard.
     pub listen: String,
+    /// Bearer tokens that may read the API.
+    pub read_tokens: Vec<String>,
+    /// Bearer tokens that may also use the admin routes (dead letters).
+    pub admin_tokens: Vec<String>,
+    /// Largest page a list route returns.
+    #[serde(default = "default_max_page")]
+    pub max_page: i64,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_page() -> i64 {
+    1000
+}
+
+fn default_max_body() -> usize {
+    1 << 20
 }
 
 /// Where breach alerts go.

@@ -24,12 +24,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::runtime::Handle;
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::config::Settings;
 use crate::domain::time::local_date;
+use crate::metrics::Metrics;
 use crate::projector::{BatchReport, PartitionBatch, Projector, Record};
 use crate::store::{Claim, StoreError};
 
@@ -60,9 +61,30 @@ struct IngestContext {
     runtime: Handle,
     owned: Arc<Mutex<Ownership>>,
     shutdown: Shutdown,
+    metrics: Arc<Metrics>,
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    /// librdkafka's statistics carry each partition's end offset: the lag is
+    /// how far the stored (committed) offsets are behind them.
+    fn stats(&self, statistics: Statistics) {
+        let topic = self.projector.store().topic();
+        let Some(t) = statistics.topics.get(topic) else {
+            return;
+        };
+        let owned = self.owned.lock().expect("ownership lock");
+        let lag: i64 = owned
+            .claims
+            .iter()
+            .filter_map(|(p, claim)| {
+                let end = t.partitions.get(p)?.hi_offset;
+                (end >= 0).then(|| (end - claim.next_offset.unwrap_or(0)).max(0))
+            })
+            .sum();
+        self.metrics.lag.set(lag);
+        self.metrics.partitions.set(owned.claims.len() as i64);
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn rebalance(
@@ -179,6 +201,7 @@ pub fn spawn(
     projector: Projector,
     runtime: Handle,
     shutdown: Shutdown,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
     let k = &settings.kafka;
     let mut config = ClientConfig::new();
@@ -190,7 +213,8 @@ pub fn spawn(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", k.max_poll_interval_ms.to_string())
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "5000");
     for (key, value) in &k.properties {
         config.set(key, value);
     }
@@ -200,6 +224,7 @@ pub fn spawn(
         runtime: runtime.clone(),
         owned: owned.clone(),
         shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
     };
     let consumer: BaseConsumer<IngestContext> = config.create_with_context(context)?;
     consumer.subscribe(&[k.topic.as_str()])?;
@@ -212,6 +237,7 @@ pub fn spawn(
         .name("ingest".into())
         .spawn(move || {
             let worker = Worker {
+                metrics,
                 progress: Mutex::new(Progress {
                     since: Instant::now(),
                     total: BatchReport::default(),
@@ -268,6 +294,7 @@ impl Progress {
 }
 
 struct Worker {
+    metrics: Arc<Metrics>,
     progress: Mutex<Progress>,
     consumer: BaseConsumer<IngestContext>,
     projector: Projector,
@@ -377,9 +404,18 @@ impl Worker {
         );
         let _entered = span.enter();
         let mut backoff = Backoff::new();
+        let started = Instant::now();
         loop {
             match self.runtime.block_on(self.projector.project(&batches, now)) {
                 Ok(report) => {
+                    let m = &self.metrics;
+                    m.records.inc_by(report.records as u64);
+                    m.applied.inc_by(report.applied as u64);
+                    m.duplicates.inc_by(report.duplicates as u64);
+                    m.dead_letters.inc_by(report.dead_letters as u64);
+                    m.alerts.inc_by(report.alerts.len() as u64);
+                    m.batches.inc();
+                    m.batch_seconds.observe(started.elapsed().as_secs_f64());
                     let mut owned = self.owned.lock().expect("ownership lock");
                     for b in &batches {
                         if let Some(claim) = owned.claims.get_mut(&b.partition) {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod projector;
 pub mod simulator;
 pub mod startup;

@@ -45,6 +45,12 @@ enum Command {
         database: PathBuf,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Where the dashboard and API listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Stop once every event is projected and the report printed.
+        #[arg(long)]
+        exit_when_done: bool,
     },
     /// Produce a simulated year of one-stop-shop events into the configured topic.
     Simulate {
@@ -105,6 +111,8 @@ fn main() -> ExitCode {
             events,
             database,
             seed,
+            listen,
+            exit_when_done,
         } => {
             let Some(settings) = load(&config) else {
                 return ExitCode::FAILURE;
@@ -128,13 +136,20 @@ fn main() -> ExitCode {
                     cases_per_day: 20.0,
                     partitions: 9,
                 },
+                listen,
+                exit_when_done,
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            finish(
-                runtime
-                    .block_on(startup::demo(settings, &options))
-                    .map(|table| print!("{table}")),
-            )
+            let result = runtime.block_on(async {
+                let stop = Shutdown::default();
+                let on_signal = stop.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    on_signal.trigger();
+                });
+                startup::demo(settings, &options, stop).await
+            });
+            finish(result.map(|_| ()))
         }
         Command::Simulate {
             config,

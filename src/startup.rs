@@ -4,9 +4,12 @@ use anyhow::Context;
 
 use tracing::info;
 
+use std::sync::Arc;
+
 use crate::alerts::{self, LiveAlerts};
 use crate::config::Settings;
 use crate::ingest::{self, Shutdown};
+use crate::metrics::Metrics;
 use crate::projector::Projector;
 use crate::store::Store;
 
@@ -32,7 +35,7 @@ pub async fn run_until_stopped(settings: Settings, shutdown: Shutdown) -> anyhow
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", settings.http.listen))?;
     let services = Services::start(&settings, store, shutdown.clone())?;
-    let app = crate::http::router(services.app_state());
+    let app = crate::http::router(services.app_state(&settings)?);
     info!(listen = %settings.http.listen, "HTTP server ready");
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -53,6 +56,7 @@ pub async fn run_until_stopped(settings: Settings, shutdown: Shutdown) -> anyhow
 /// The long-running parts of the pipeline, started together.
 pub struct Services {
     store: Store,
+    metrics: Arc<Metrics>,
     live: LiveAlerts,
     shutdown: Shutdown,
     ingest: std::thread::JoinHandle<anyhow::Result<()>>,
@@ -95,14 +99,17 @@ impl Services {
             settings.alerts.webhooks.clone(),
             shutdown.clone(),
         )));
+        let metrics = Arc::new(Metrics::default());
         let ingest = ingest::spawn(
             settings,
             projector,
             tokio::runtime::Handle::current(),
             shutdown.clone(),
+            metrics.clone(),
         )?;
         Ok(Services {
             store,
+            metrics,
             live,
             shutdown,
             ingest,
@@ -110,11 +117,22 @@ impl Services {
         })
     }
 
-    pub fn app_state(&self) -> crate::http::AppState {
-        crate::http::AppState {
+    /// What the HTTP server needs, sharing this pipeline's store, alerts
+    /// and metrics.
+    pub fn app_state(&self, settings: &Settings) -> anyhow::Result<crate::http::AppState> {
+        Ok(crate::http::AppState {
             store: self.store.clone(),
             live: self.live.clone(),
-        }
+            metrics: self.metrics.clone(),
+            units: settings.units.clone(),
+            targets: settings.targets.clone(),
+            clock: ingest::Clock {
+                skew: chrono::Duration::seconds(settings.clock.skew_seconds),
+            },
+            http: settings.http.clone(),
+            events_topic: settings.kafka.topic.clone(),
+            producer: alerts::producer(settings)?,
+        })
     }
 
     /// Live alerts, as published.
@@ -324,6 +342,10 @@ pub struct DemoOptions {
     pub partitions: i32,
     pub database_url: String,
     pub simulate: SimulateOptions,
+    /// Where the API and dashboard listen.
+    pub listen: String,
+    /// Stop once every event is projected, instead of serving until `stop`.
+    pub exit_when_done: bool,
 }
 
 /// The whole pipeline with nothing installed: librdkafka's in-process mock
@@ -332,7 +354,11 @@ pub struct DemoOptions {
 /// each partition, so the producer waits whenever the pipeline falls more
 /// than `MAX_LAG` events behind, and the run checks at the end that every
 /// produced event was projected. Returns the indicator report.
-pub async fn demo(mut settings: Settings, options: &DemoOptions) -> anyhow::Result<String> {
+pub async fn demo(
+    mut settings: Settings,
+    options: &DemoOptions,
+    stop: Shutdown,
+) -> anyhow::Result<String> {
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::ClientConfig;
@@ -353,6 +379,29 @@ pub async fn demo(mut settings: Settings, options: &DemoOptions) -> anyhow::Resu
     let store = Store::connect(&settings.database.url, 1, &settings.kafka.topic).await?;
     let shutdown = Shutdown::default();
     let services = Services::start(&settings, store.clone(), shutdown.clone())?;
+    settings.http.listen = options.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", options.listen))?;
+    let app = crate::http::router(services.app_state(&settings)?);
+    let server_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                while !server_shutdown.is_triggered() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            })
+            .await
+    });
+    let token = settings
+        .http
+        .read_tokens
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    println!("dashboard: http://{}/?token={token}", options.listen);
+    println!("API:       curl -H 'Authorization: Bearer {token}' http://{}/api/v1/units/937/communes?window=ytd", options.listen);
     let mut alerts_seen = services.live().subscribe();
     let printer = tokio::spawn(async move {
         let mut n = 0usize;
@@ -432,22 +481,33 @@ pub async fn demo(mut settings: Settings, options: &DemoOptions) -> anyhow::Resu
         per_second = produced as f64 / seconds,
         "every event projected"
     );
-    // Let the relay publish the last alerts before stopping.
+    // Let the relay publish the last alerts before reporting.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !store.unpublished_alerts(1).await?.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = store.dead_letter_reasons().await?.len();
+    let mut out = format!(
+        "{produced} events projected in {seconds:.1} s ({:.0} events/s), {dead} dead letters\n",
+        produced as f64 / seconds
+    );
+    out += &report_from(&store, &settings, crate::domain::Window::YearToDate).await?;
+    print!("{out}");
+    if options.exit_when_done {
+        stop.trigger();
+    } else {
+        println!("serving the dashboard and API until Ctrl-C");
+    }
+    while !stop.is_triggered() && !services.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     shutdown.trigger();
     let live = services.live().clone();
     services.wait().await?;
     drop(live);
     let alerts = printer.await.unwrap_or(0);
-    let dead = store.dead_letter_reasons().await?.len();
-    let mut out = format!(
-        "{produced} events projected in {seconds:.1} s ({:.0} events/s), {dead} dead letters, {alerts} alerts\n",
-        produced as f64 / seconds
-    );
-    out += &report_from(&store, &settings, crate::domain::Window::YearToDate).await?;
+    server.await??;
+    println!("{alerts} alerts published");
     drop(producer);
     drop(mock);
     Ok(out)

@@ -4,6 +4,7 @@
 
 mod codec;
 pub mod postgres;
+mod queries;
 pub mod sqlite;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -14,6 +15,7 @@ use crate::domain::{
 };
 
 pub use postgres::PgStore;
+pub use queries::{DeadLetterRow, Freshness, OverdueCase};
 pub use sqlite::SqliteStore;
 
 /// The projection store, PostgreSQL or SQLite, chosen by the URL scheme.
@@ -294,6 +296,8 @@ pub struct PartitionWrite {
     /// The clock passed a local midnight since the partition's last batch:
     /// every commune of the partition is re-evaluated for breaches.
     pub clock_moved: bool,
+    /// The latest `occurred_at` among the batch's events.
+    pub event_time: Option<DateTime<Utc>>,
     pub deltas: Vec<(DayKey, DayCounters)>,
     pub cases: Vec<(CaseKey, CaseState)>,
     pub documents: Vec<(DocumentKey, DocumentState)>,

@@ -156,7 +156,8 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         for w in writes {
             let updated = sqlx::query(
-                "UPDATE partition_offsets SET next_offset = COALESCE($3, next_offset), clock = COALESCE($4, clock), updated_at = now()
+                "UPDATE partition_offsets SET next_offset = COALESCE($3, next_offset), clock = COALESCE($4, clock),
+                        event_time = GREATEST(event_time, $6), updated_at = now()
                  WHERE topic = $1 AND partition = $2 AND generation = $5",
             )
             .bind(&self.topic)
@@ -164,6 +165,7 @@ impl PgStore {
             .bind(w.next_offset)
             .bind(w.clock)
             .bind(w.generation)
+            .bind(w.event_time)
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {

@@ -56,13 +56,14 @@ impl SqliteStore {
 
     pub async fn claim(&self, partition: i32) -> Result<Claim, StoreError> {
         let (generation, next_offset, clock): (i64, Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
-            "INSERT INTO partition_offsets (topic, partition, next_offset, generation) VALUES (?1, ?2, NULL, 1)
+            "INSERT INTO partition_offsets (topic, partition, next_offset, generation, updated_at) VALUES (?1, ?2, NULL, 1, ?3)
              ON CONFLICT (topic, partition) DO UPDATE
-               SET generation = partition_offsets.generation + 1, updated_at = CURRENT_TIMESTAMP
+               SET generation = partition_offsets.generation + 1, updated_at = ?3
              RETURNING generation, next_offset, clock",
         )
         .bind(&self.topic)
         .bind(partition)
+        .bind(Utc::now())
         .fetch_one(&self.pool)
         .await?;
         Ok(Claim {
@@ -140,7 +141,7 @@ impl SqliteStore {
         for w in writes {
             let updated = sqlx::query(
                 "UPDATE partition_offsets SET next_offset = COALESCE(?3, next_offset), clock = COALESCE(?4, clock),
-                        updated_at = CURRENT_TIMESTAMP
+                        event_time = COALESCE(max(event_time, ?6), ?6, event_time), updated_at = ?7
                  WHERE topic = ?1 AND partition = ?2 AND generation = ?5",
             )
             .bind(&self.topic)
@@ -148,6 +149,8 @@ impl SqliteStore {
             .bind(w.next_offset)
             .bind(w.clock)
             .bind(w.generation)
+            .bind(w.event_time)
+            .bind(Utc::now())
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {

@@ -8,6 +8,7 @@ use chrono::{NaiveDate, Utc};
 
 use cchc_pipeline::config::Settings;
 use cchc_pipeline::domain::{decode, Fold};
+use cchc_pipeline::ingest::Shutdown;
 use cchc_pipeline::simulator::Simulator;
 use cchc_pipeline::startup::{demo, DemoOptions, SimulateOptions};
 use cchc_pipeline::store::Store;
@@ -36,8 +37,12 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
         partitions: 9,
         database_url: url.clone(),
         simulate,
+        listen: format!("127.0.0.1:{}", crate::support::free_port()),
+        exit_when_done: true,
     };
-    let report = demo(settings.clone(), &options).await.expect("demo");
+    let report = demo(settings.clone(), &options, Shutdown::default())
+        .await
+        .expect("demo");
     assert!(report.contains("Thị xã Long Mỹ"), "{report}");
 
     let mut fold = Fold::new(None);

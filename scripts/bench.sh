@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs a benchmark that needs the real broker and database: starts Kafka and
+# PostgreSQL (as scripts/test.sh does), runs `cargo bench --bench NAME`, and
+# always stops them.
+#
+#   bash scripts/bench.sh alert_latency
+#   bash scripts/bench.sh fold            (needs no services, but works too)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name="${1:?usage: scripts/bench.sh BENCH_NAME [extra cargo bench args]}"
+shift
+
+export KAFKA_PORT="${KAFKA_PORT:-9092}" PGPORT="${PGPORT:-5432}"
+cleanup() {
+    bash scripts/kafka.sh stop >/dev/null 2>&1 || true
+    bash scripts/postgres.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+bash scripts/kafka.sh start &
+kafka=$!
+bash scripts/postgres.sh start
+wait "$kafka"
+export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
+export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
+cargo bench --bench "$name" "$@"

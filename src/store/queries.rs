@@ -1,0 +1,222 @@
+//! Read queries for the HTTP API and the operator commands. The SQL is
+//! portable (numbered parameters, `CAST`), so each query is written once and
+//! run on whichever pool the store has.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::{Store, StoreError};
+use crate::domain::DayCounters;
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever it is.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store {
+            Store::Postgres(s) => {
+                let $pool = s.pool();
+                $body
+            }
+            Store::Sqlite(s) => {
+                let $pool = s.pool();
+                $body
+            }
+        }
+    };
+}
+
+const SUMS: &str = "CAST(COALESCE(sum(received), 0) AS BIGINT) AS received,
+    CAST(COALESCE(sum(received_online), 0) AS BIGINT) AS received_online,
+    CAST(COALESCE(sum(received_electronic), 0) AS BIGINT) AS received_electronic,
+    CAST(COALESCE(sum(due), 0) AS BIGINT) AS due,
+    CAST(COALESCE(sum(on_time), 0) AS BIGINT) AS on_time,
+    CAST(COALESCE(sum(ratings), 0) AS BIGINT) AS ratings,
+    CAST(COALESCE(sum(satisfied), 0) AS BIGINT) AS satisfied,
+    CAST(COALESCE(sum(signatures), 0) AS BIGINT) AS signatures,
+    CAST(COALESCE(sum(digital), 0) AS BIGINT) AS digital";
+
+#[derive(sqlx::FromRow)]
+struct SumRow {
+    key: String,
+    received: i64,
+    received_online: i64,
+    received_electronic: i64,
+    due: i64,
+    on_time: i64,
+    ratings: i64,
+    satisfied: i64,
+    signatures: i64,
+    digital: i64,
+}
+
+impl SumRow {
+    fn counters(&self) -> DayCounters {
+        DayCounters {
+            received: self.received,
+            received_online: self.received_online,
+            received_electronic: self.received_electronic,
+            due: self.due,
+            on_time: self.on_time,
+            ratings: self.ratings,
+            satisfied: self.satisfied,
+            signatures: self.signatures,
+            digital: self.digital,
+        }
+    }
+}
+
+/// An open case past its due date.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct OverdueCase {
+    pub case_id: String,
+    pub received_at: Option<DateTime<Utc>>,
+    pub due_date: NaiveDate,
+}
+
+/// What the projections reflect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct Freshness {
+    /// The latest `occurred_at` applied.
+    pub event_time: Option<DateTime<Utc>>,
+    /// When a batch was last committed.
+    pub committed_at: Option<DateTime<Utc>>,
+    /// The pipeline clock the projections reflect.
+    pub clock: Option<DateTime<Utc>>,
+}
+
+/// A dead letter, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub record_key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub reason_code: String,
+    pub reason: String,
+    pub kept_at: DateTime<Utc>,
+    pub resent_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Each commune's counters summed over the local days `[from, to)`.
+    pub async fn window_sums(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(String, DayCounters)>, StoreError> {
+        let sql = format!("SELECT commune AS key, {SUMS} FROM day_counters WHERE day >= $1 AND day < $2 GROUP BY commune");
+        let rows: Vec<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.key.clone(), r.counters()))
+            .collect())
+    }
+
+    /// One commune's counters per local day in `[from, to)`, days without
+    /// counters left out.
+    pub async fn daily(
+        &self,
+        commune: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, DayCounters)>, StoreError> {
+        let sql = format!(
+            "SELECT CAST(day AS TEXT) AS key, {SUMS} FROM day_counters
+             WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY day ORDER BY day"
+        );
+        let rows: Vec<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(commune)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter()
+            .map(|r| {
+                let day = NaiveDate::parse_from_str(&r.key, "%Y-%m-%d")
+                    .map_err(|e| StoreError::Corrupt(format!("stored day `{}`: {e}", r.key)))?;
+                Ok((day, r.counters()))
+            })
+            .collect()
+    }
+
+    /// Open cases of a commune whose due date is before `today`, oldest due
+    /// first, after the case id `after` (for paging).
+    pub async fn overdue_cases(
+        &self,
+        commune: &str,
+        today: NaiveDate,
+        after: Option<(NaiveDate, String)>,
+        limit: i64,
+    ) -> Result<Vec<OverdueCase>, StoreError> {
+        let (after_due, after_id) = after
+            .map(|(d, c)| (Some(d), c))
+            .unwrap_or((None, String::new()));
+        let sql = "SELECT case_id, received_at, open_due AS due_date FROM cases
+                   WHERE commune = $1 AND open_due IS NOT NULL AND open_due < $2
+                     AND ($3 IS NULL OR open_due > $3 OR (open_due = $3 AND case_id > $4))
+                   ORDER BY open_due, case_id LIMIT $5";
+        let sql = match self {
+            Store::Postgres(_) => sql.replace("$3 IS NULL", "$3::date IS NULL"),
+            Store::Sqlite(_) => sql.to_string(),
+        };
+        Ok(on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(commune)
+            .bind(today)
+            .bind(after_due)
+            .bind(&after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// What the projections of this topic reflect.
+    pub async fn freshness(&self) -> Result<Freshness, StoreError> {
+        let sql = "SELECT max(event_time) AS event_time, max(updated_at) AS committed_at, max(clock) AS clock
+                   FROM partition_offsets WHERE topic = $1";
+        Ok(on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(self.topic())
+            .fetch_one(pool)
+            .await?))
+    }
+
+    /// Dead letters with an id above `after`, oldest first.
+    pub async fn dead_letters(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let sql = "SELECT id, topic, partition, \"offset\", record_key, value, reason_code, reason, kept_at, resent_at
+                   FROM dead_letters WHERE id > $1 ORDER BY id LIMIT $2";
+        Ok(on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    pub async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetterRow>, StoreError> {
+        let sql = "SELECT id, topic, partition, \"offset\", record_key, value, reason_code, reason, kept_at, resent_at
+                   FROM dead_letters WHERE id = $1";
+        Ok(on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Records that a dead letter was sent through again.
+    pub async fn mark_resent(&self, id: i64) -> Result<(), StoreError> {
+        let sql = "UPDATE dead_letters SET resent_at = $2 WHERE id = $1";
+        on_pool!(self, |pool| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(Utc::now())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
