@@ -39,6 +39,23 @@ use crate::store::{Freshness, Store, StoreError};
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 const DASHBOARD: &str = include_str!("dashboard.html");
 
+/// Every route, as (method, path): the OpenAPI document must list exactly
+/// these (checked by a test), and the router serves them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/api/v1/communes/{code}/indicators"),
+    ("get", "/api/v1/units/{code}/communes"),
+    ("get", "/api/v1/communes/{code}/series/{indicator}"),
+    ("get", "/api/v1/communes/{code}/overdue"),
+    ("get", "/api/v1/alerts/stream"),
+    ("get", "/api/v1/admin/dead-letters"),
+    ("post", "/api/v1/admin/dead-letters/{id}/resend"),
+];
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -542,3 +559,6 @@ async fn resend_dead_letter(
         json!({"id": id, "resent_to": {"topic": s.events_topic, "partition": delivery.partition, "offset": delivery.offset}}),
     ))
 }
+
+#[cfg(test)]
+mod tests;
