@@ -66,7 +66,10 @@ fn main() {
     group.finish();
     c.final_summary();
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion/fold");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("criterion/fold");
     let rate = |name: &str| -> Option<f64> {
         let text = std::fs::read_to_string(dir.join(name).join("new/estimates.json")).ok()?;
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;

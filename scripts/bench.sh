@@ -4,6 +4,7 @@
 # always stops them.
 #
 #   bash scripts/bench.sh alert_latency
+#   bash scripts/bench.sh replay          (REPLAY_SIZES=1000000,5000000)
 #   bash scripts/bench.sh fold            (needs no services, but works too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,7 @@ bash scripts/postgres.sh start
 wait "$kafka"
 export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
+if [[ "$name" == replay ]]; then
+    cargo build --release --bin cchc    # the replay runs the pipeline as its own process
+fi
 cargo bench --bench "$name" "$@"

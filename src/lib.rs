@@ -15,6 +15,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod operate;
 pub mod projector;
 pub mod simulator;
 pub mod startup;

@@ -8,8 +8,8 @@ use tracing::{error, info};
 
 use cchc_pipeline::config::{Settings, DEFAULT_FILE};
 use cchc_pipeline::ingest::Shutdown;
-use cchc_pipeline::startup;
 use cchc_pipeline::telemetry::{self, LogFormat};
+use cchc_pipeline::{operate, startup};
 
 #[derive(Parser)]
 #[command(
@@ -79,10 +79,43 @@ enum Command {
         #[arg(long, default_value = "ytd")]
         window: cchc_pipeline::domain::Window,
     },
+    /// Import a newline-delimited JSON export of past events (backfill) into the events topic.
+    Import {
+        #[arg(long, short, default_value = DEFAULT_FILE)]
+        config: PathBuf,
+        /// One event per line.
+        file: PathBuf,
+    },
+    /// List dead letters, or send one through again after a fix.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
     /// Check a configuration file and explain what is wrong with it.
     CheckConfig {
         #[arg(default_value = DEFAULT_FILE)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, short, default_value = DEFAULT_FILE)]
+        config: PathBuf,
+        /// Only ids above this one.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Send a dead letter through the events topic again.
+    Resend {
+        #[arg(long, short, default_value = DEFAULT_FILE)]
+        config: PathBuf,
+        id: i64,
+        /// A corrected event to send instead of the original bytes.
+        #[arg(long)]
+        corrected: Option<PathBuf>,
     },
 }
 
@@ -129,7 +162,7 @@ fn main() -> ExitCode {
                 events,
                 partitions: 9,
                 database_url: format!("sqlite://{}", database.display()),
-                simulate: startup::SimulateOptions {
+                simulate: operate::SimulateOptions {
                     events,
                     seed,
                     start: first_of_this_year(),
@@ -151,6 +184,49 @@ fn main() -> ExitCode {
             });
             finish(result.map(|_| ()))
         }
+        Command::Import { config, file } => {
+            let Some(settings) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            finish(runtime.block_on(operate::import(&settings, &file)).map(|r| {
+                println!("{} events sent to {}, {} without a commune code (they will be dead letters)", r.lines, settings.kafka.topic, r.unkeyed)
+            }))
+        }
+        Command::DeadLetters(DeadLetterCommand::List {
+            config,
+            after,
+            limit,
+        }) => {
+            let Some(settings) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            finish(
+                runtime
+                    .block_on(operate::list_dead_letters(&settings, after, limit))
+                    .map(|t| print!("{t}")),
+            )
+        }
+        Command::DeadLetters(DeadLetterCommand::Resend {
+            config,
+            id,
+            corrected,
+        }) => {
+            let Some(settings) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            finish(
+                runtime
+                    .block_on(operate::resend_dead_letter(
+                        &settings,
+                        id,
+                        corrected.as_deref(),
+                    ))
+                    .map(|t| println!("{t}")),
+            )
+        }
         Command::Simulate {
             config,
             events,
@@ -163,7 +239,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let start = start.unwrap_or_else(first_of_this_year);
-            let options = startup::SimulateOptions {
+            let options = operate::SimulateOptions {
                 events,
                 seed,
                 start,
@@ -173,7 +249,7 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             finish(
                 runtime
-                    .block_on(startup::simulate(&settings, &options))
+                    .block_on(operate::simulate(&settings, &options))
                     .map(|_| ()),
             )
         }
@@ -184,7 +260,7 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             finish(
                 runtime
-                    .block_on(startup::report(&settings, window))
+                    .block_on(operate::report(&settings, window))
                     .map(|table| print!("{table}")),
             )
         }

@@ -9,8 +9,9 @@ use chrono::{NaiveDate, Utc};
 use cchc_pipeline::config::Settings;
 use cchc_pipeline::domain::{decode, Fold};
 use cchc_pipeline::ingest::Shutdown;
+use cchc_pipeline::operate::SimulateOptions;
 use cchc_pipeline::simulator::Simulator;
-use cchc_pipeline::startup::{demo, DemoOptions, SimulateOptions};
+use cchc_pipeline::startup::{demo, DemoOptions};
 use cchc_pipeline::store::Store;
 
 use crate::support::unique_name;
@@ -73,4 +74,109 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
         "SQLite projections differ from the fold of every simulated event"
     );
     let _ = std::fs::remove_dir_all(dir.join(file.file_name().unwrap()));
+}
+
+/// What a newcomer sees: the README's demo command comes up, answers
+/// queries, prints alerts, and stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = repo.join("var/test-embedded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join(format!("{}.sqlite", unique_name("readme")));
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cchc"))
+        .current_dir(&repo)
+        .args([
+            "demo",
+            "--events",
+            "30000",
+            "--listen",
+            &listen,
+            "--database",
+        ])
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("events projected"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!(
+                "the demo did not finish projecting; it printed:\n{}",
+                lines.join("\n")
+            ),
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("dashboard: http://")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("alert: ") && l.contains("indicator.breached")),
+        "an alert fired: {lines:?}"
+    );
+
+    let url = format!("http://{listen}/api/v1/communes/31471/indicators?window=ytd");
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth("demo-read-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert!(
+        body["indicators"][0]["denominator"].as_i64().unwrap() > 0,
+        "{body}"
+    );
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let stop = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "the demo exits cleanly on SIGTERM: {status}"
+            );
+            break;
+        }
+        assert!(
+            stop.elapsed() < Duration::from_secs(20),
+            "the demo did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_file(db);
 }

@@ -1,0 +1,205 @@
+//! End-to-end replay: how fast the pipeline rebuilds projections from a
+//! topic's beginning, against the rate at which librdkafka alone drains the
+//! same topic, measured in the same run; and the pipeline's peak memory.
+//!
+//! Needs the real broker and PostgreSQL: `bash scripts/bench.sh replay`.
+//! REPLAY_EVENTS (default 5000000, also 1000000 is run first to show memory
+//! staying flat as history grows; REPLAY_SIZES="1000000,5000000"),
+//! REPLAY_PARTITIONS (default 6). The pipeline runs as its own process
+//! (`target/release/cchc run`), so its memory is its own.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, NaiveDate, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+
+use cchc_pipeline::config::Settings;
+use cchc_pipeline::simulator::Simulator;
+use cchc_pipeline::startup::ensure_topic;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("replay: needs the real broker and database; run `bash scripts/bench.sh replay`");
+        return Ok(());
+    }
+    let sizes: Vec<usize> = env_or("REPLAY_SIZES", "1000000,5000000")
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let partitions: i32 = env_or("REPLAY_PARTITIONS", "6").parse()?;
+    let bootstrap = env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+    let admin_url = env_or(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/cchc");
+    anyhow::ensure!(
+        binary.exists(),
+        "build the pipeline first: cargo build --release --bin cchc"
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    println!(
+        "replay benchmark: {} partitions, pipeline {}",
+        partitions,
+        binary.display()
+    );
+    for events in sizes {
+        let suffix = format!("{:x}", rand::random::<u32>());
+        let mut settings = Settings::load_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"),
+        )?;
+        settings.kafka.bootstrap_servers = bootstrap.clone();
+        settings.kafka.topic = format!("replay-{suffix}");
+        runtime.block_on(ensure_topic(&settings, &settings.kafka.topic, partitions))?;
+
+        // Load the topic.
+        let started = Instant::now();
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()?;
+        let start = NaiveDate::from_ymd_opt(Utc::now().year() - 3, 1, 1).expect("date");
+        let mut bytes = 0usize;
+        for r in Simulator::new(&settings.units, 11, start, 200.0).take(events) {
+            bytes += r.value.len();
+            let mut record = BaseRecord::to(&settings.kafka.topic)
+                .key(&r.key)
+                .payload(&r.value);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(120))?;
+        println!(
+            "\n{events} events ({:.0} MB of JSON) loaded in {:.1} s",
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+
+        // Baseline: librdkafka alone, counting.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", format!("drain-{suffix}"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        consumer.subscribe(&[settings.kafka.topic.as_str()])?;
+        let began = Instant::now();
+        let mut n = 0usize;
+        let mut first: Option<Instant> = None;
+        while n < events {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                first.get_or_insert_with(Instant::now);
+                n += 1;
+                std::hint::black_box(m.payload());
+            }
+            anyhow::ensure!(
+                began.elapsed() < Duration::from_secs(600),
+                "drain timed out at {n}"
+            );
+        }
+        let drain = events as f64 / first.expect("drained").elapsed().as_secs_f64();
+        drop(consumer);
+
+        // The pipeline from offset zero to every offset committed.
+        let db = format!("replay_{suffix}");
+        runtime.block_on(async {
+            let pool = sqlx::PgPool::connect(&admin_url).await?;
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&pool)
+                .await?;
+            anyhow::Ok(())
+        })?;
+        let url = format!("{}/{db}", admin_url.rsplit_once('/').expect("URL").0);
+        let mut child = Command::new(&binary)
+            .args(["run", "--config"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"))
+            .env("CCHC_KAFKA__BOOTSTRAP_SERVERS", &bootstrap)
+            .env("CCHC_KAFKA__TOPIC", &settings.kafka.topic)
+            .env("CCHC_KAFKA__GROUP_ID", format!("replay-{suffix}"))
+            .env("CCHC_ALERTS__TOPIC", format!("replay-alerts-{suffix}"))
+            .env("CCHC_DATABASE__URL", &url)
+            .env("CCHC_HTTP__LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let began = Instant::now();
+        let store = runtime.block_on(cchc_pipeline::store::Store::connect(
+            &url,
+            1,
+            &settings.kafka.topic,
+        ))?;
+        let mut peak_rss = 0u64;
+        let mut samples = Vec::new();
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let done: i64 = runtime
+                .block_on(store.offsets())?
+                .iter()
+                .map(|(_, o)| o.unwrap_or(0))
+                .sum();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let kb = |key: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            peak_rss = peak_rss.max(kb("VmHWM:"));
+            samples.push((done, kb("VmRSS:")));
+            if done as usize >= events {
+                break;
+            }
+            anyhow::ensure!(child.try_wait()?.is_none(), "the pipeline exited");
+            anyhow::ensure!(
+                began.elapsed() < Duration::from_secs(3600),
+                "replay timed out at {done}"
+            );
+        }
+        let pipeline = events as f64 / began.elapsed().as_secs_f64();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let _ = child.wait();
+        println!("librdkafka drain   {drain:>10.0} events/s   1.00x");
+        println!("pipeline replay    {pipeline:>10.0} events/s   {:.2}x   (offset 0 to every offset committed, {:.1} s)", pipeline / drain, began.elapsed().as_secs_f64());
+        println!("pipeline peak RSS  {:>10.1} MB", peak_rss as f64 / 1024.0);
+        let quarter = samples.len() / 4;
+        let rss: Vec<String> = [quarter, 2 * quarter, 3 * quarter, samples.len() - 1]
+            .iter()
+            .map(|&i| {
+                format!(
+                    "{}k events: {:.0} MB",
+                    samples[i].0 / 1000,
+                    samples[i].1 as f64 / 1024.0
+                )
+            })
+            .collect();
+        println!("pipeline RSS along the way: {}", rss.join(", "));
+    }
+    Ok(())
+}

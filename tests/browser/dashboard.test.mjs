@@ -1,0 +1,390 @@
+// End-to-end test of the dashboard (src/http/dashboard.html) in a real
+// headless Chromium against `cchc demo` (in-process Kafka, SQLite).
+//
+// Run it with scripts/browser-test.sh, which installs Chromium and the npm
+// package and builds cchc first. Directly: `node --test dashboard.test.mjs`
+// here, with target/debug/cchc built.
+//
+// Environment: CCHC_BIN (default ../../target/debug/cchc), CHROMIUM_PATH
+// (default /usr/bin/chromium), BROWSER_TEST_EVENTS (default 20000).
+// Output: var/browser-test/dashboard.png (screenshot), demo.log (the demo's
+// output), failure.png (the page when a test failed).
+//
+// The page is opened as soon as /health answers, while the demo is still
+// producing its events, so the test can see a value change and alerts arrive
+// (the alert stream has no history: alerts published before the page
+// connected never reach it).
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = process.env.CCHC_BIN || path.join(ROOT, 'target', 'debug', 'cchc');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const EVENTS = process.env.BROWSER_TEST_EVENTS || '20000';
+const OUT = path.join(ROOT, 'var', 'browser-test');
+const TOKEN = 'demo-read-token';
+const UNIT = '937';
+const INDICATORS = [
+  'online_rate',
+  'on_time_rate',
+  'satisfaction_rate',
+  'electronic_registration_rate',
+  'digital_signature_rate',
+];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** `promise`'s value, or null after `ms` (without keeping the process alive). */
+function within(promise, ms) {
+  let timer;
+  const timeout = new Promise((r) => {
+    timer = setTimeout(() => r(null), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `fn` until it returns something truthy. */
+async function until(what, fn, { timeout = 30_000, interval = 100 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      const why = last instanceof Error ? `: ${last.message}` : '';
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}${why}`);
+    }
+    await sleep(interval);
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// ---- shared state: one demo, one browser, one page for the whole file -----
+let port;
+let base;
+let demo;
+let demoExit; // promise of {code, signal}
+let demoExited = false;
+let demoOut = '';
+let log;
+let browser;
+let page;
+let failed = false;
+const pageErrors = [];
+const startedAt = Date.now();
+const since = () => `${((Date.now() - startedAt) / 1000).toFixed(1)} s`;
+
+async function api(route) {
+  const res = await fetch(base + route, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200, `${route} answered ${res.status}`);
+  return res.json();
+}
+
+/** The alerts the demo printed, in publication order. */
+function demoAlerts() {
+  return demoOut
+    .split('\n')
+    .filter((l) => l.startsWith('alert: '))
+    .map((l) => JSON.parse(l.slice('alert: '.length)));
+}
+
+const cell = (code, indicator) => page.locator(`td[data-commune="${code}"][data-indicator="${indicator}"]`);
+
+/** Every cell of the page's table as {numerator, denominator, standing}. */
+function pageCells() {
+  return page.$$eval('#indicators td[data-indicator]', (tds) =>
+    Object.fromEntries(
+      tds.map((td) => [
+        `${td.dataset.commune}/${td.dataset.indicator}`,
+        `${td.dataset.numerator}/${td.dataset.denominator} ${td.dataset.standing}`,
+      ]),
+    ),
+  );
+}
+
+function apiCells(answer) {
+  const out = {};
+  for (const c of answer.communes) {
+    for (const i of c.indicators) {
+      out[`${c.commune.code}/${i.indicator}`] = `${i.numerator}/${i.denominator} ${i.standing}`;
+    }
+  }
+  for (const i of answer.rollup.indicators) {
+    out[`${answer.unit.code}/${i.indicator}`] = `${i.numerator}/${i.denominator} ${i.standing}`;
+  }
+  return out;
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(BIN), `${BIN} is missing: cargo build --bin cchc`);
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
+  fs.mkdirSync(OUT, { recursive: true });
+  for (const f of ['dashboard.png', 'failure.png']) fs.rmSync(path.join(OUT, f), { force: true });
+  log = fs.createWriteStream(path.join(OUT, 'demo.log'));
+
+  // The browser first, so the page can open the moment the demo answers.
+  browser = await chromium.launch({ executablePath: CHROMIUM });
+  page = await browser.newPage({ viewport: { width: 1440, height: 900 }, locale: 'vi-VN' });
+  page.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`);
+  });
+
+  port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  demo = spawn(
+    BIN,
+    ['demo', '--events', EVENTS, '--listen', `127.0.0.1:${port}`, '--database', 'var/browser-test.sqlite'],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  // Never leave the demo behind, whatever happens to this process.
+  process.on('exit', () => {
+    if (!demoExited) demo.kill('SIGKILL');
+  });
+  demoExit = new Promise((resolve) =>
+    demo.on('exit', (code, signal) => {
+      demoExited = true;
+      resolve({ code, signal });
+    }),
+  );
+  demo.stdout.on('data', (b) => {
+    demoOut += b.toString();
+    log.write(b);
+  });
+  demo.stderr.on('data', (b) => log.write(b));
+
+  await until(
+    `GET ${base}/health`,
+    async () => {
+      if (demoExited) throw new Error('the demo exited; see var/browser-test/demo.log');
+      const res = await fetch(`${base}/health`);
+      return res.ok;
+    },
+    { timeout: 60_000, interval: 50 },
+  );
+  const healthAt = since();
+  await page.goto(`${base}/?token=${TOKEN}`);
+  console.log(`demo answered /health at ${healthAt}, page opened at ${since()}`);
+});
+
+after(async () => {
+  if (failed && page) await page.screenshot({ path: path.join(OUT, 'failure.png'), fullPage: true }).catch(() => {});
+  await browser?.close().catch(() => {});
+  if (demo && !demoExited) {
+    demo.kill('SIGTERM');
+    if (!(await within(demoExit, 15_000))) demo.kill('SIGKILL');
+  }
+  log?.end();
+});
+
+describe('dashboard against cchc demo', () => {
+  let firstText;
+
+  // Marks the run failed (for failure.png) whatever the assertion.
+  const step = (name, fn, timeout = 60_000) =>
+    it(name, { timeout }, async (t) => {
+      try {
+        await fn(t);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    });
+
+  step('shows the nine communes and the town roll-up, with numbers', async () => {
+    await page.waitForSelector('#communes tr[data-commune] td[data-indicator]', { timeout: 30_000 });
+    // The roll-up cell read as early as possible: the demo is still producing.
+    firstText = await cell(UNIT, 'online_rate').innerText();
+
+    const answer = await api(`/api/v1/units/${UNIT}/communes?window=ytd`);
+    const expected = answer.communes.map((c) => c.commune.code);
+    assert.equal(expected.length, 9, 'the demo configuration has nine communes under 937');
+    const rows = await page.$$eval('#communes tr[data-commune]', (trs) => trs.map((tr) => tr.dataset.commune));
+    assert.deepEqual(rows, expected);
+
+    for (const code of [...expected, UNIT]) {
+      for (const indicator of INDICATORS) {
+        const text = await cell(code, indicator).locator('.frac').innerText();
+        assert.match(text, /^[\d.]+\/[\d.]+$/, `cell ${code}/${indicator} shows numerator/denominator`);
+      }
+    }
+    const rollupName = await page.locator('#rollup th').innerText();
+    assert.match(rollupName, /Long Mỹ/);
+    const heads = await page.locator('#indicators thead').innerText();
+    assert.match(heads, /Xã\/Phường\s*\(commune\)/);
+    assert.match(heads, /Tỷ lệ giải quyết đúng hạn\s*\(on-time rate\)/);
+    assert.match(heads, /Tỷ lệ hồ sơ trực tuyến\s*\(online rate\)/);
+    const legend = await page.locator('#legend').innerText();
+    for (const word of ['met', 'breached', 'too few cases', 'no data']) assert.ok(legend.includes(word), `legend names ${word}`);
+  });
+
+  step('a value changes while the demo is producing (polling)', async (t) => {
+    assert.ok(firstText, 'the first test read the cell');
+    const changed = await until(
+      'the roll-up online_rate cell to change',
+      async () => {
+        const now = await cell(UNIT, 'online_rate').innerText();
+        return now !== firstText && now;
+      },
+      { timeout: 30_000, interval: 250 },
+    ).catch((e) => {
+      const done = demoOut.includes('events projected');
+      throw new Error(`${e.message} (first read ${JSON.stringify(firstText)}; demo ${done ? 'had already finished' : 'still running'})`);
+    });
+    const flat = (s) => `"${s.replace(/\s+/g, ' ')}"`;
+    t.diagnostic(`roll-up online_rate: ${flat(firstText)} -> ${flat(changed)} at ${since()}`);
+  });
+
+  step(
+    'shows the final numbers of the API once the demo has projected every event',
+    async (t) => {
+      await until(
+        'the demo to print its report (`events projected`)',
+        () => {
+          if (demoExited) throw new Error('the demo exited; see var/browser-test/demo.log');
+          return demoOut.includes('events projected');
+        },
+        { timeout: 180_000, interval: 200 },
+      );
+      t.diagnostic(`demo report printed at ${since()}: ${demoOut.match(/^.*events projected.*$/m)[0]}`);
+      // The page polls every ~3 s: within a few polls it shows what the API
+      // answers (asked again each time: the clock tick may still mark cases overdue).
+      let last;
+      let expected;
+      await until(
+        'every cell to match the API',
+        async () => {
+          expected = apiCells(await api(`/api/v1/units/${UNIT}/communes?window=ytd`));
+          last = await pageCells();
+          return JSON.stringify(last) === JSON.stringify(expected);
+        },
+        { timeout: 15_000, interval: 250 },
+      ).catch((e) => {
+        assert.deepEqual(last, expected, e.message);
+      });
+      assert.equal(Object.keys(expected).length, 50, 'nine communes and the roll-up, five indicators each');
+      const standings = new Set(Object.values(expected).map((v) => v.split(' ')[1]));
+      t.diagnostic(`standings on the page: ${[...standings].join(', ')}`);
+      assert.ok(standings.has('met') && standings.has('breached'), 'the demo has both met and breached cells');
+      const colors = await page.evaluate(() => {
+        const bg = (s) => getComputedStyle(document.querySelector(`td[data-standing="${s}"]`)).backgroundColor;
+        return { met: bg('met'), breached: bg('breached') };
+      });
+      const [mr, mg] = colors.met.match(/\d+/g).map(Number);
+      const [br, bgreen] = colors.breached.match(/\d+/g).map(Number);
+      assert.ok(mg > mr, `met cells are green (${colors.met})`);
+      assert.ok(br > bgreen, `breached cells are red (${colors.breached})`);
+    },
+    200_000,
+  );
+
+  step('lists live alerts from the stream, newest first', async (t) => {
+    await page.waitForSelector('#alerts li[data-alert-id]', { timeout: 30_000 });
+    const shown = await page.$$eval('#alerts li[data-alert-id]', (lis) => lis.map((li) => li.dataset.alertId));
+    const printed = demoAlerts().map((a) => a.alert_id);
+    t.diagnostic(`${shown.length} alerts on the page, ${printed.length} printed by the demo`);
+    // Oldest first, the page's alerts are a subsequence of the demo's, in order.
+    let k = 0;
+    for (const id of [...shown].reverse()) {
+      const at = printed.indexOf(id, k);
+      assert.ok(at >= 0, `alert ${id} on the page was published by the demo, in this order`);
+      k = at + 1;
+    }
+    const newest = demoAlerts().find((a) => a.alert_id === shown[0]);
+    const text = await page.locator('#alerts li').first().innerText();
+    assert.ok(text.includes(newest.commune_name), `the alert names ${newest.commune_name}: ${text}`);
+    assert.match(text, newest.event_type === 'indicator.breached' ? /breached/ : /recovered/);
+    assert.equal(await page.locator('#live').getAttribute('data-state'), 'open');
+  });
+
+  step('shows freshness: event time, commit time and lag', async () => {
+    const f = page.locator('#freshness');
+    const text = await f.innerText();
+    assert.match(text, /data as of/);
+    assert.match(text, /committed/);
+    assert.match(text, /lag/);
+    const eventTime = await f.getAttribute('data-event-time');
+    assert.ok(!Number.isNaN(Date.parse(eventTime)), `event_time ${eventTime}`);
+    assert.ok(!Number.isNaN(Date.parse(await f.getAttribute('data-committed-at'))));
+    assert.match(await f.getAttribute('data-lag'), /^\d+$/);
+  });
+
+  step('draws the town on-time and online rates, cumulative, with their targets', async () => {
+    for (const series of ['on_time_rate', 'online_rate']) {
+      const points = Number(await page.locator(`#chart path[data-series="${series}"]`).getAttribute('data-points'));
+      assert.ok(points > 10, `${series}: ${points} points`);
+      assert.equal(await page.locator(`#chart line[data-target="${series}"]`).count(), 1, `${series} target line`);
+      // The cumulative rate on the last day is the roll-up's year-to-date rate.
+      const latest = await page.locator(`#chart [data-latest="${series}"]`).textContent();
+      const rate = await cell(UNIT, series).locator('.rate').innerText();
+      assert.ok(latest.includes(rate), `chart ends at ${latest}, the roll-up shows ${rate}`);
+    }
+    const targets = await page.locator('#chart .target-label').allTextContents();
+    assert.ok(targets.some((s) => s.includes('99%')), `targets: ${targets}`);
+    assert.ok(targets.some((s) => s.includes('70%')), `targets: ${targets}`);
+  });
+
+  step('switches the window', async () => {
+    await page.click('button[data-window="qtd"]');
+    await page.waitForSelector('#indicators[data-window="qtd"]', { timeout: 10_000 });
+    assert.equal(await page.locator('#communes tr[data-commune]').count(), 9);
+    assert.match(page.url(), /window=qtd/);
+    assert.match(page.url(), /token=demo-read-token/);
+    await page.click('button[data-window="ytd"]');
+    await page.waitForSelector('#indicators[data-window="ytd"]', { timeout: 10_000 });
+  });
+
+  step('takes a screenshot', async (t) => {
+    await sleep(1_700); // let the change highlights fade
+    const file = path.join(OUT, 'dashboard.png');
+    await page.screenshot({ path: file, fullPage: true });
+    assert.ok(fs.statSync(file).size > 20_000);
+    t.diagnostic(`screenshot: ${path.relative(ROOT, file)}`);
+  });
+
+  step('says so when the token is missing', async () => {
+    const bare = await browser.newPage();
+    try {
+      await bare.goto(`${base}/`);
+      await bare.waitForSelector('#problem:not([hidden])', { timeout: 10_000 });
+      assert.match(await bare.locator('#problem').innerText(), /token/);
+    } finally {
+      await bare.close();
+    }
+  });
+
+  step('had no script errors', async () => {
+    assert.deepEqual(pageErrors, []);
+  });
+
+  step('the demo stops cleanly on SIGTERM', async () => {
+    await browser.close();
+    browser = null;
+    demo.kill('SIGTERM');
+    const exit = await within(demoExit, 20_000);
+    assert.ok(exit, 'the demo stopped within 20 s of SIGTERM');
+    assert.equal(exit.code, 0, `the demo exited with ${JSON.stringify(exit)}`);
+  });
+});
