@@ -471,14 +471,22 @@ fn signed(data: &str) -> Result<DocumentSigned, Rejection> {
 }
 
 /// Parses `text` as `T`, naming the failing field (prefixed by `at`).
+///
+/// The fast path is plain serde; only a record that fails is parsed again,
+/// tracking the path, to say which field was wrong.
 fn parse<'a, T: Deserialize<'a>>(text: &'a str, at: &str) -> Result<T, Rejection> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        classify(e.into_inner(), at, &path)
-    })?;
-    de.end().map_err(|e| Rejection::NotJson(e.to_string()))?;
-    Ok(value)
+    if let Ok(value) = T::deserialize(&mut de) {
+        de.end().map_err(|e| Rejection::NotJson(e.to_string()))?;
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let err = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => e,
+        Ok(_) => unreachable!("the same input failed to parse a moment ago"),
+    };
+    let path = err.path().to_string();
+    Err(classify(err.into_inner(), at, &path))
 }
 
 fn classify(err: serde_json::Error, at: &str, path: &str) -> Rejection {

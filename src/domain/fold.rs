@@ -13,7 +13,7 @@
 //! the open cases the clock makes overdue), and persists what changed plus the
 //! counter deltas.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ops::{AddAssign, SubAssign};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
@@ -257,10 +257,10 @@ pub type DayKey = (UnitCode, NaiveDate);
 #[derive(Debug, Default, Clone)]
 pub struct Fold {
     today: Option<NaiveDate>,
-    cases: HashMap<CaseKey, CaseState>,
-    documents: HashMap<DocumentKey, DocumentState>,
-    seen: HashSet<String>,
-    deltas: HashMap<DayKey, DayCounters>,
+    cases: FxHashMap<CaseKey, CaseState>,
+    documents: FxHashMap<DocumentKey, DocumentState>,
+    seen: FxHashSet<String>,
+    deltas: FxHashMap<DayKey, DayCounters>,
 }
 
 impl Fold {
@@ -312,12 +312,12 @@ impl Fold {
 
     /// Counter changes since this working set was created (for an in-memory
     /// fold started empty: the counters themselves). Entries may be zero.
-    pub fn deltas(&self) -> &HashMap<DayKey, DayCounters> {
+    pub fn deltas(&self) -> &FxHashMap<DayKey, DayCounters> {
         &self.deltas
     }
 
     /// Consumes the fold, returning its counter changes.
-    pub fn into_deltas(self) -> HashMap<DayKey, DayCounters> {
+    pub fn into_deltas(self) -> FxHashMap<DayKey, DayCounters> {
         self.deltas
     }
 
@@ -363,7 +363,14 @@ impl Fold {
                     commune: event.commune.clone(),
                     case_id: case_id.to_string(),
                 };
-                let mut case = self.cases.remove(&key).unwrap_or_default();
+                let Fold {
+                    today,
+                    cases,
+                    deltas,
+                    ..
+                } = self;
+                let today = *today;
+                let case = cases.entry(key).or_default();
                 let changed = match kind {
                     EventKind::Received(r) => would_replace(&case.received, at, *r),
                     EventKind::Resolved(r) => {
@@ -373,16 +380,19 @@ impl Fold {
                     EventKind::Rated(r) => would_replace(&case.rating, at, *r),
                     EventKind::DocumentSigned(_) => unreachable!("handled above"),
                 };
-                let outcome = match changed {
+                let commune = &event.commune;
+                match changed {
                     Change::None => Applied::Superseded,
                     Change::Received(new) => {
-                        self.update(&key, &mut case, |c| c.received = Some(new))
+                        update(deltas, today, commune, case, |c| c.received = Some(new))
                     }
-                    Change::Closing(new) => self.update(&key, &mut case, |c| c.closing = Some(new)),
-                    Change::Rating(new) => self.update(&key, &mut case, |c| c.rating = Some(new)),
-                };
-                self.cases.insert(key, case);
-                outcome
+                    Change::Closing(new) => {
+                        update(deltas, today, commune, case, |c| c.closing = Some(new))
+                    }
+                    Change::Rating(new) => {
+                        update(deltas, today, commune, case, |c| c.rating = Some(new))
+                    }
+                }
             }
         }
     }
@@ -416,22 +426,32 @@ impl Fold {
         }
     }
 
-    fn update(
-        &mut self,
-        key: &CaseKey,
-        case: &mut CaseState,
-        change: impl FnOnce(&mut CaseState),
-    ) -> Applied {
-        let today = self.today;
-        case.contributions(today, |day, c| self.add(&key.commune, day, c.scaled(-1)));
-        change(case);
-        case.contributions(today, |day, c| self.add(&key.commune, day, c));
-        Applied::Changed
-    }
-
     fn add(&mut self, commune: &UnitCode, day: NaiveDate, c: DayCounters) {
-        *self.deltas.entry((commune.clone(), day)).or_default() += c;
+        add(&mut self.deltas, commune, day, c);
     }
+}
+
+/// Takes a case's contribution back, changes its facts, adds the new one.
+fn update(
+    deltas: &mut FxHashMap<DayKey, DayCounters>,
+    today: Option<NaiveDate>,
+    commune: &UnitCode,
+    case: &mut CaseState,
+    change: impl FnOnce(&mut CaseState),
+) -> Applied {
+    case.contributions(today, |day, c| add(deltas, commune, day, c.scaled(-1)));
+    change(case);
+    case.contributions(today, |day, c| add(deltas, commune, day, c));
+    Applied::Changed
+}
+
+fn add(
+    deltas: &mut FxHashMap<DayKey, DayCounters>,
+    commune: &UnitCode,
+    day: NaiveDate,
+    c: DayCounters,
+) {
+    *deltas.entry((commune.clone(), day)).or_default() += c;
 }
 
 enum Change {
