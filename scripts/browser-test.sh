@@ -25,7 +25,8 @@ cd "$ROOT"
 STARTED=$SECONDS
 
 export CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
-export CCHC_BIN="$ROOT/target/debug/cchc"
+# Not CCHC_*: the pipeline reads those as configuration.
+export BROWSER_TEST_BIN="$ROOT/target/debug/cchc"
 
 if [[ ! -x "$CHROMIUM_PATH" ]]; then
     echo "==> installing chromium (apt-get)"

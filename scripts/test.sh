@@ -106,3 +106,11 @@ else
     cargo test "$@"
 fi
 phase_done
+
+# The dashboard in a real headless browser (needs no broker or database:
+# it drives the embedded demo). Part of the full run only.
+if (($# == 0)); then
+    phase "browser test (dashboard)"
+    BROWSER_TEST_SKIP_BUILD=0 bash scripts/browser-test.sh
+    phase_done
+fi

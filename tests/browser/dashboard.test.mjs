@@ -5,7 +5,8 @@
 // package and builds cchc first. Directly: `node --test dashboard.test.mjs`
 // here, with target/debug/cchc built.
 //
-// Environment: CCHC_BIN (default ../../target/debug/cchc), CHROMIUM_PATH
+// Environment: BROWSER_TEST_BIN (default ../../target/debug/cchc; not CCHC_*:
+// the pipeline reads those as configuration), CHROMIUM_PATH
 // (default /usr/bin/chromium), BROWSER_TEST_EVENTS (default 20000).
 // Output: var/browser-test/dashboard.png (screenshot), demo.log (the demo's
 // output), failure.png (the page when a test failed).
@@ -25,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = process.env.CCHC_BIN || path.join(ROOT, 'target', 'debug', 'cchc');
+const BIN = process.env.BROWSER_TEST_BIN || path.join(ROOT, 'target', 'debug', 'cchc');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const EVENTS = process.env.BROWSER_TEST_EVENTS || '20000';
 const OUT = path.join(ROOT, 'var', 'browser-test');
@@ -50,7 +51,10 @@ function within(promise, ms) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Polls `fn` until it returns something truthy. */
+/** An error that ends `until` at once. */
+class Fatal extends Error {}
+
+/** Polls `fn` until it returns something truthy (errors count as "not yet"). */
 async function until(what, fn, { timeout = 30_000, interval = 100 } = {}) {
   const deadline = Date.now() + timeout;
   let last;
@@ -59,6 +63,7 @@ async function until(what, fn, { timeout = 30_000, interval = 100 } = {}) {
       last = await fn();
       if (last) return last;
     } catch (e) {
+      if (e instanceof Fatal) throw e;
       last = e;
     }
     if (Date.now() > deadline) {
@@ -87,11 +92,13 @@ let base;
 let demo;
 let demoExit; // promise of {code, signal}
 let demoExited = false;
-let demoOut = '';
+let demoOut = ''; // stdout
+let demoAll = ''; // stdout and stderr
 let log;
 let browser;
 let page;
-let failed = false;
+let steps = 0; // tests defined
+let passed = 0; // tests passed
 const pageErrors = [];
 const startedAt = Date.now();
 const since = () => `${((Date.now() - startedAt) / 1000).toFixed(1)} s`;
@@ -100,6 +107,11 @@ async function api(route) {
   const res = await fetch(base + route, { headers: { Authorization: `Bearer ${TOKEN}` } });
   assert.equal(res.status, 200, `${route} answered ${res.status}`);
   return res.json();
+}
+
+/** The last lines the demo wrote. */
+function demoTail() {
+  return demoAll.trimEnd().split('\n').slice(-10).join('\n');
 }
 
 /** The alerts the demo printed, in publication order. */
@@ -171,14 +183,18 @@ before(async () => {
   );
   demo.stdout.on('data', (b) => {
     demoOut += b.toString();
+    demoAll += b.toString();
     log.write(b);
   });
-  demo.stderr.on('data', (b) => log.write(b));
+  demo.stderr.on('data', (b) => {
+    demoAll += b.toString();
+    log.write(b);
+  });
 
   await until(
     `GET ${base}/health`,
     async () => {
-      if (demoExited) throw new Error('the demo exited; see var/browser-test/demo.log');
+      if (demoExited) throw new Fatal(`the demo exited early; see var/browser-test/demo.log:\n${demoTail()}`);
       const res = await fetch(`${base}/health`);
       return res.ok;
     },
@@ -190,7 +206,7 @@ before(async () => {
 });
 
 after(async () => {
-  if (failed && page) await page.screenshot({ path: path.join(OUT, 'failure.png'), fullPage: true }).catch(() => {});
+  if (passed < steps && page) await page.screenshot({ path: path.join(OUT, 'failure.png'), fullPage: true }).catch(() => {});
   await browser?.close().catch(() => {});
   if (demo && !demoExited) {
     demo.kill('SIGTERM');
@@ -202,16 +218,14 @@ after(async () => {
 describe('dashboard against cchc demo', () => {
   let firstText;
 
-  // Marks the run failed (for failure.png) whatever the assertion.
-  const step = (name, fn, timeout = 60_000) =>
+  // Counts passes: after() keeps failure.png unless every test passed.
+  const step = (name, fn, timeout = 60_000) => {
+    steps++;
     it(name, { timeout }, async (t) => {
-      try {
-        await fn(t);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
+      await fn(t);
+      passed++;
     });
+  };
 
   step('shows the nine communes and the town roll-up, with numbers', async () => {
     await page.waitForSelector('#communes tr[data-commune] td[data-indicator]', { timeout: 30_000 });
@@ -263,7 +277,7 @@ describe('dashboard against cchc demo', () => {
       await until(
         'the demo to print its report (`events projected`)',
         () => {
-          if (demoExited) throw new Error('the demo exited; see var/browser-test/demo.log');
+          if (demoExited) throw new Fatal(`the demo exited early; see var/browser-test/demo.log:\n${demoTail()}`);
           return demoOut.includes('events projected');
         },
         { timeout: 180_000, interval: 200 },

@@ -419,7 +419,10 @@ async fn live_subscribers_get_alerts_over_server_sent_events() {
     let (setup, store) = setup(1, None).await;
     let mut pipeline = Pipeline::start(&setup, "a");
     let client = reqwest::Client::new();
-    let url = format!("http://{}/api/v1/alerts/stream?token=demo-read-token", pipeline.http);
+    let url = format!(
+        "http://{}/api/v1/alerts/stream?token=demo-read-token",
+        pipeline.http
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut response = loop {
         match client.get(&url).send().await {
