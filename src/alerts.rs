@@ -73,6 +73,7 @@ pub async fn run_relay_until_stopped(
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.wait() => {}
                 }
             }
             Err(e) => {

@@ -14,7 +14,6 @@
 //! starts; database calls are driven on the tokio runtime through a handle.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,17 +33,31 @@ use crate::metrics::Metrics;
 use crate::projector::{BatchReport, PartitionBatch, Projector, Record};
 use crate::store::{Claim, StoreError};
 
-/// Raised to stop the consumer; it finishes or abandons its batch and leaves
-/// the group.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
+/// Raised to stop the pipeline: the consumer finishes or abandons its batch
+/// and leaves the group, the HTTP server ends its streams, the relay stops.
+/// Checked by the blocking consumer thread, awaited by async tasks.
+#[derive(Debug, Clone)]
+pub struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
 
 impl Shutdown {
     pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.send_replace(true);
     }
+
     pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+
+    /// Resolves once triggered.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
     }
 }
 

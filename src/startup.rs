@@ -41,17 +41,27 @@ pub async fn run_until_stopped(settings: Settings, shutdown: Shutdown) -> anyhow
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                while !server_shutdown.is_triggered() {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            })
+            .with_graceful_shutdown(async move { server_shutdown.wait().await })
             .await
     });
     let result = services.wait().await;
     shutdown.trigger();
-    server.await??;
+    stop_server(server).await?;
     result
+}
+
+/// Waits for the HTTP server's graceful shutdown, at most a few seconds: a
+/// client holding a connection open must not keep the process alive.
+async fn stop_server(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+    let abort = server.abort_handle();
+    match tokio::time::timeout(std::time::Duration::from_secs(3), server).await {
+        Ok(result) => Ok(result??),
+        Err(_) => {
+            abort.abort();
+            info!("HTTP connections still open after 3 s: closed");
+            Ok(())
+        }
+    }
 }
 
 /// The long-running parts of the pipeline, started together.
@@ -133,6 +143,7 @@ impl Services {
             http: settings.http.clone(),
             events_topic: settings.kafka.topic.clone(),
             producer: alerts::producer(settings)?,
+            shutdown: self.shutdown.clone(),
         })
     }
 
@@ -247,11 +258,7 @@ pub async fn demo(
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                while !server_shutdown.is_triggered() {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            })
+            .with_graceful_shutdown(async move { server_shutdown.wait().await })
             .await
     });
     let token = settings
@@ -263,11 +270,21 @@ pub async fn demo(
     println!("dashboard: http://{}/?token={token}", options.listen);
     println!("API:       curl -H 'Authorization: Bearer {token}' http://{}/api/v1/units/937/communes?window=ytd", options.listen);
     let mut alerts_seen = services.live().subscribe();
+    let printing = shutdown.clone();
     let printer = tokio::spawn(async move {
         let mut n = 0usize;
-        while let Ok(alert) = alerts_seen.recv().await {
-            n += 1;
-            println!("alert: {alert}");
+        loop {
+            tokio::select! {
+                received = alerts_seen.recv() => match received {
+                    Ok(alert) => {
+                        n += 1;
+                        println!("alert: {alert}");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = printing.wait() => break,
+            }
         }
         n
     });
@@ -365,8 +382,8 @@ pub async fn demo(
     let live = services.live().clone();
     services.wait().await?;
     drop(live);
+    stop_server(server).await?;
     let alerts = printer.await.unwrap_or(0);
-    server.await??;
     println!("{alerts} alerts published");
     drop(producer);
     drop(mock);

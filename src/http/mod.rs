@@ -31,7 +31,7 @@ use crate::alerts::LiveAlerts;
 use crate::config::HttpSettings;
 use crate::domain::time::local_date;
 use crate::domain::{DayCounters, Indicator, Standing, Targets, Unit, UnitCode, Units, Window};
-use crate::ingest::Clock;
+use crate::ingest::{Clock, Shutdown};
 use crate::metrics::Metrics;
 use crate::store::{Freshness, Store, StoreError};
 
@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/units/{code}/communes"),
     ("get", "/api/v1/communes/{code}/series/{indicator}"),
     ("get", "/api/v1/communes/{code}/overdue"),
+    ("get", "/api/v1/alerts"),
     ("get", "/api/v1/alerts/stream"),
     ("get", "/api/v1/admin/dead-letters"),
     ("post", "/api/v1/admin/dead-letters/{id}/resend"),
@@ -68,6 +69,8 @@ pub struct AppState {
     pub http: HttpSettings,
     pub events_topic: String,
     pub producer: FutureProducer,
+    /// Ends live streams when the server stops.
+    pub shutdown: Shutdown,
 }
 
 type Shared = Arc<AppState>;
@@ -84,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/units/{code}/communes", get(unit_communes))
         .route("/api/v1/communes/{code}/series/{indicator}", get(series))
         .route("/api/v1/communes/{code}/overdue", get(overdue))
+        .route("/api/v1/alerts", get(recent_alerts))
         .route("/api/v1/alerts/stream", get(alerts_stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_read));
     let admin = Router::new()
@@ -464,6 +468,29 @@ async fn alerts_stream(
         .filter_map(|m| m.ok())
         .map(|payload| Ok(Event::default().event("alert").data(&*payload)));
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+struct RecentQuery {
+    limit: Option<i64>,
+}
+
+/// The latest published alerts, newest first: what a subscriber missed.
+async fn recent_alerts(
+    State(s): State<Shared>,
+    Query(q): Query<RecentQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = s.limit(q.limit.or(Some(50)))?;
+    let alerts: Vec<Value> = s
+        .store
+        .recent_alerts(limit)
+        .await?
+        .iter()
+        .filter_map(|payload| serde_json::from_str(payload).ok())
+        .collect();
+    Ok(Json(
+        json!({"alerts": alerts, "freshness": s.freshness().await?}),
+    ))
 }
 
 async fn ready(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {

@@ -70,6 +70,7 @@ async fn app(events: usize) -> Router {
         http: settings.http.clone(),
         events_topic: "t".into(),
         producer,
+        shutdown: Default::default(),
     })
 }
 

@@ -207,6 +207,15 @@ impl Store {
             .await?))
     }
 
+    /// The payloads of the latest published alerts, newest first.
+    pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT payload FROM alert_outbox WHERE published_at IS NOT NULL ORDER BY seq DESC LIMIT $1";
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
     /// Records that a dead letter was sent through again.
     pub async fn mark_resent(&self, id: i64) -> Result<(), StoreError> {
         let sql = "UPDATE dead_letters SET resent_at = $2 WHERE id = $1";
