@@ -364,7 +364,9 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
     Ok(CaseEvent {
         event_id: event_id.into_owned(),
         day: local_date_of(&occurred_at),
-        occurred_at: occurred_at.with_timezone(&Utc),
+        // Microseconds: what the store keeps, so that which fact wins cannot
+        // change when a case is written and read back.
+        occurred_at: truncate_to_micros(occurred_at.with_timezone(&Utc)),
         commune,
         case_id: case_id.map(Cow::into_owned),
         kind,
@@ -517,11 +519,12 @@ fn classify(err: serde_json::Error, at: &str, path: &str) -> Rejection {
     }
 }
 
+/// serde's message without its position, clipped: it can quote the input.
 fn strip_position(err: &serde_json::Error) -> String {
     let text = err.to_string();
     match text.rfind(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
+        Some(i) => clip(&text[..i]),
+        None => clip(&text),
     }
 }
 
@@ -560,6 +563,10 @@ fn invalid(field: &'static str, value: &str, expected: &'static str) -> Rejectio
         value: clip(value),
         expected,
     }
+}
+
+fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// Keeps reasons short whatever the input: at most 64 characters of a value.
@@ -778,6 +785,25 @@ mod tests {
             &format!("\"{}\"", "9".repeat(10_000)),
         ));
         assert!(r.to_string().len() < 200);
+    }
+
+    #[test]
+    fn a_wrongly_typed_long_value_gives_a_short_reason() {
+        let r = err(&with(
+            "schema_version",
+            &format!("\"{}\"", "x".repeat(5000)),
+        ));
+        assert_eq!(r.code(), "wrong_type");
+        assert!(r.to_string().len() < 200, "{}", r.to_string().len());
+    }
+
+    #[test]
+    fn event_times_are_kept_to_the_microsecond_as_the_store_keeps_them() {
+        let e = ok(&with(
+            "occurred_at",
+            r#""2023-03-30T10:44:00.123456789+07:00""#,
+        ));
+        assert_eq!(e.occurred_at.timestamp_subsec_nanos(), 123_456_000);
     }
 
     #[test]
