@@ -301,13 +301,7 @@ async fn commune_indicators(
 ) -> Result<Json<Value>, ApiError> {
     let unit = s.commune(&code)?;
     let (window, range) = s.window(&q)?;
-    let sums: HashMap<String, DayCounters> = s
-        .store
-        .window_sums(range.0, range.1)
-        .await?
-        .into_iter()
-        .collect();
-    let c = sums.get(code.as_str()).copied().unwrap_or_default();
+    let c = s.store.commune_sums(&code, range.0, range.1).await?;
     Ok(Json(json!({
         "commune": unit_json(unit),
         "window": window_json(window, range),

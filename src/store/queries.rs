@@ -7,7 +7,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::{Store, StoreError};
 use crate::domain::DayCounters;
 
-/// Runs `$body` with `$pool` bound to the store's pool, whichever it is.
+/// Runs `$body` with `$pool` bound to the store's pool for reads,
+/// whichever store it is.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match $store {
@@ -16,7 +17,7 @@ macro_rules! on_pool {
                 $body
             }
             Store::Sqlite(s) => {
-                let $pool = s.pool();
+                let $pool = s.read_pool();
                 $body
             }
         }
@@ -114,6 +115,26 @@ impl Store {
             .into_iter()
             .map(|r| (r.key.clone(), r.counters()))
             .collect())
+    }
+
+    /// One commune's counters summed over the local days `[from, to)`.
+    pub async fn commune_sums(
+        &self,
+        commune: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<DayCounters, StoreError> {
+        let sql = format!(
+            "SELECT commune AS key, {SUMS} FROM day_counters
+             WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY commune"
+        );
+        let row: Option<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(commune)
+            .bind(from)
+            .bind(to)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(|r| r.counters()).unwrap_or_default())
     }
 
     /// One commune's counters per local day in `[from, to)`, days without

@@ -21,6 +21,9 @@ use crate::domain::{Alert, DayCounters, Evaluator, Fold, Units};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Queries read through their own connections: in WAL mode they run
+    /// beside the writer instead of queueing behind it.
+    read_pool: SqlitePool,
     topic: String,
 }
 
@@ -33,21 +36,35 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        // One connection: SQLite has one writer, and an in-memory database
-        // exists per connection.
+        // One writing connection: SQLite has one writer, and an in-memory
+        // database exists per connection (so it is read through it too).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        let read_pool = if url.contains(":memory:") {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.read_only(true))
+                .await?
+        };
         Ok(SqliteStore {
             pool,
+            read_pool,
             topic: topic.to_string(),
         })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Connections for queries.
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.read_pool
     }
 
     pub fn topic(&self) -> &str {
