@@ -3,12 +3,21 @@
 //! Data flow:
 //!
 //! ```text
-//! Kafka cchc.case-events.v1 ──► ingest (consumer, batches, stored offsets)
-//!        ──► domain::decode ──► dead letters
-//!        ──► domain::Fold (pure) ──► store (one transaction per batch)
+//! Kafka cchc.case-events.v1 ──► ingest (consumer group, offsets held in the store, fencing)
+//!        ──► projector: domain::decode ──► dead letters
+//!                       domain::Fold (pure) + breach evaluation
+//!        ──► store: one transaction per batch (counters, facts, offsets, outbox)
+//!        ──► alerts: outbox relay ──► Kafka cchc.indicator-alerts.v1, SSE, webhooks
+//!        ──► http: query API, dashboard, health, metrics
 //! ```
 //!
-//! - [`domain`]: pure; imports nothing else of the crate.
+//! What each module may touch:
+//! - [`domain`]: pure; imports nothing else of the crate, no I/O, no clock.
+//! - [`store`]: the only module with SQL; uses `domain`.
+//! - [`projector`], [`ingest`], [`alerts`], [`http`]: adapters over `store`,
+//!   Kafka and HTTP; they use `domain` and `store`.
+//! - [`startup`], [`operate`]: wiring and operator commands; see everything.
+//! - [`config`], [`telemetry`], [`metrics`], [`simulator`]: shared services.
 pub mod alerts;
 pub mod config;
 pub mod domain;
