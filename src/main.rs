@@ -188,10 +188,12 @@ fn main() -> ExitCode {
             let Some(settings) = load(&config) else {
                 return ExitCode::FAILURE;
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            finish(runtime.block_on(operate::import(&settings, &file)).map(|r| {
-                println!("{} events sent to {}, {} without a commune code (they will be dead letters)", r.lines, settings.kafka.topic, r.unkeyed)
-            }))
+            execute(operate::import(&settings, &file), |r| {
+                println!(
+                    "{} events sent to {}, {} without a commune code (they will be dead letters)",
+                    r.lines, settings.kafka.topic, r.unkeyed
+                )
+            })
         }
         Command::DeadLetters(DeadLetterCommand::List {
             config,
@@ -201,12 +203,9 @@ fn main() -> ExitCode {
             let Some(settings) = load(&config) else {
                 return ExitCode::FAILURE;
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            finish(
-                runtime
-                    .block_on(operate::list_dead_letters(&settings, after, limit))
-                    .map(|t| print!("{t}")),
-            )
+            execute(operate::list_dead_letters(&settings, after, limit), |t| {
+                print!("{t}")
+            })
         }
         Command::DeadLetters(DeadLetterCommand::Resend {
             config,
@@ -216,15 +215,9 @@ fn main() -> ExitCode {
             let Some(settings) = load(&config) else {
                 return ExitCode::FAILURE;
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            finish(
-                runtime
-                    .block_on(operate::resend_dead_letter(
-                        &settings,
-                        id,
-                        corrected.as_deref(),
-                    ))
-                    .map(|t| println!("{t}")),
+            execute(
+                operate::resend_dead_letter(&settings, id, corrected.as_deref()),
+                |t| println!("{t}"),
             )
         }
         Command::Simulate {
@@ -246,23 +239,15 @@ fn main() -> ExitCode {
                 cases_per_day,
                 partitions,
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            finish(
-                runtime
-                    .block_on(operate::simulate(&settings, &options))
-                    .map(|_| ()),
-            )
+            execute(operate::simulate(&settings, &options), |_| ())
         }
         Command::Report { config, window } => {
             let Some(settings) = load(&config) else {
                 return ExitCode::FAILURE;
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            finish(
-                runtime
-                    .block_on(operate::report(&settings, window))
-                    .map(|table| print!("{table}")),
-            )
+            execute(operate::report(&settings, window), |table| {
+                print!("{table}")
+            })
         }
         Command::Run { config } => {
             let Some(settings) = load(&config) else {
@@ -282,6 +267,16 @@ fn main() -> ExitCode {
             finish(result)
         }
     }
+}
+
+/// Runs one command's future on a fresh runtime, shows its result, and
+/// turns an error into a logged failure.
+fn execute<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+    show: impl FnOnce(T),
+) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    finish(runtime.block_on(work).map(show))
 }
 
 fn first_of_this_year() -> chrono::NaiveDate {

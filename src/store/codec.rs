@@ -179,10 +179,9 @@ pub struct KeyedCaseRow {
     pub row: CaseRow,
 }
 
+/// The nine counter columns, as stored or summed.
 #[derive(sqlx::FromRow)]
-pub struct CounterRow {
-    commune: String,
-    day: NaiveDate,
+pub struct Counts {
     received: i64,
     received_online: i64,
     received_electronic: i64,
@@ -194,9 +193,9 @@ pub struct CounterRow {
     digital: i64,
 }
 
-impl CounterRow {
-    pub fn into_parts(self) -> (String, NaiveDate, DayCounters) {
-        let c = DayCounters {
+impl Counts {
+    pub fn counters(&self) -> DayCounters {
+        DayCounters {
             received: self.received,
             received_online: self.received_online,
             received_electronic: self.received_electronic,
@@ -206,10 +205,43 @@ impl CounterRow {
             satisfied: self.satisfied,
             signatures: self.signatures,
             digital: self.digital,
-        };
-        (self.commune, self.day, c)
+        }
     }
 }
+
+/// One stored day of one commune.
+#[derive(sqlx::FromRow)]
+pub struct CounterRow {
+    commune: String,
+    day: NaiveDate,
+    #[sqlx(flatten)]
+    counts: Counts,
+}
+
+impl CounterRow {
+    pub fn into_parts(self) -> (String, NaiveDate, DayCounters) {
+        (self.commune, self.day, self.counts.counters())
+    }
+}
+
+/// Counters summed under some key (a commune, a day).
+#[derive(sqlx::FromRow)]
+pub struct SumRow {
+    pub key: String,
+    #[sqlx(flatten)]
+    pub counts: Counts,
+}
+
+/// The summed counter columns, in portable SQL, named as [`Counts`] expects.
+pub const SUMS: &str = "CAST(COALESCE(sum(received), 0) AS BIGINT) AS received,
+    CAST(COALESCE(sum(received_online), 0) AS BIGINT) AS received_online,
+    CAST(COALESCE(sum(received_electronic), 0) AS BIGINT) AS received_electronic,
+    CAST(COALESCE(sum(due), 0) AS BIGINT) AS due,
+    CAST(COALESCE(sum(on_time), 0) AS BIGINT) AS on_time,
+    CAST(COALESCE(sum(ratings), 0) AS BIGINT) AS ratings,
+    CAST(COALESCE(sum(satisfied), 0) AS BIGINT) AS satisfied,
+    CAST(COALESCE(sum(signatures), 0) AS BIGINT) AS signatures,
+    CAST(COALESCE(sum(digital), 0) AS BIGINT) AS digital";
 
 /// The stored rows of a batch's working set, as both stores read them.
 #[derive(Default)]
@@ -293,18 +325,13 @@ pub fn evaluate_with(
     evaluator: &Evaluator,
     now: DateTime<Utc>,
     communes: &[String],
-    sums: Vec<Vec<CounterRow>>,
+    sums: Vec<Vec<(String, DayCounters)>>,
     states: Vec<(String, String, String, bool, i64)>,
 ) -> Vec<(Alert, StateKey, BreachState)> {
     let sums: HashMap<(usize, String), DayCounters> = sums
         .into_iter()
         .enumerate()
-        .flat_map(|(w, rows)| {
-            rows.into_iter().map(move |r| {
-                let (commune, _, c) = r.into_parts();
-                ((w, commune), c)
-            })
-        })
+        .flat_map(|(w, rows)| rows.into_iter().map(move |(commune, c)| ((w, commune), c)))
         .collect();
     let states: HashMap<StateKey, BreachState> = states
         .into_iter()
@@ -326,3 +353,103 @@ pub fn evaluate_with(
         |k| states.get(k).copied().unwrap_or_default(),
     )
 }
+
+/// Re-evaluates the communes a batch changed (and, when the local date moved,
+/// every commune of the partitions written) inside the batch's transaction:
+/// breach states and the alert outbox change with the counters. One body for
+/// both stores: the SQL is portable and `$tx` is either store's transaction.
+macro_rules! evaluate_alerts_in {
+    ($tx:expr, $evaluator:expr, $writes:expr) => {{
+        use $crate::store::codec::{alert_communes, evaluate_with, SumRow, SUMS};
+        let (tx, evaluator, writes) = ($tx, $evaluator, $writes);
+        let Some(now) = writes.iter().filter_map(|w| w.clock).max() else {
+            return Ok(Vec::new());
+        };
+        let (seen_on, mut communes) = alert_communes(writes);
+        for (commune, partition) in &seen_on {
+            sqlx::query(
+                "INSERT INTO commune_partitions (commune, partition) VALUES ($1, $2)
+                 ON CONFLICT (commune) DO UPDATE SET partition = excluded.partition",
+            )
+            .bind(commune)
+            .bind(partition)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for w in writes.iter().filter(|w| w.clock_moved) {
+            let more: Vec<String> =
+                sqlx::query_scalar("SELECT commune FROM commune_partitions WHERE partition = $1")
+                    .bind(w.partition)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            communes.extend(more);
+        }
+        if communes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let communes: Vec<String> = communes.into_iter().collect();
+        let today = $crate::domain::time::local_date(now);
+        let sum_sql = format!(
+            "SELECT commune AS key, {SUMS} FROM day_counters
+             WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY commune"
+        );
+        let mut sums = Vec::new();
+        for window in &evaluator.windows {
+            let (from, to) = window.days(today);
+            let mut rows = Vec::new();
+            for commune in &communes {
+                let row: Option<SumRow> = sqlx::query_as(&sum_sql)
+                    .bind(commune)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                rows.extend(row.map(|r| (r.key, r.counts.counters())));
+            }
+            sums.push(rows);
+        }
+        let mut states = Vec::new();
+        for commune in &communes {
+            let rows: Vec<(String, String, String, bool, i64)> = sqlx::query_as(
+                "SELECT commune, indicator, \"window\", in_breach, transitions
+                 FROM breach_states WHERE commune = $1",
+            )
+            .bind(commune)
+            .fetch_all(&mut **tx)
+            .await?;
+            states.extend(rows);
+        }
+        let mut alerts = Vec::new();
+        for (alert, (commune, indicator, window), next) in
+            evaluate_with(evaluator, now, &communes, sums, states)
+        {
+            sqlx::query(
+                "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (commune, indicator, \"window\") DO UPDATE
+                   SET in_breach = excluded.in_breach, transitions = excluded.transitions",
+            )
+            .bind(&commune)
+            .bind(indicator.id())
+            .bind(&window)
+            .bind(next.in_breach)
+            .bind(next.transitions)
+            .execute(&mut **tx)
+            .await?;
+            let payload =
+                serde_json::to_string(&alert).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO alert_outbox (alert_id, commune, payload) VALUES ($1, $2, $3)
+                 ON CONFLICT (alert_id) DO NOTHING",
+            )
+            .bind(&alert.alert_id)
+            .bind(&commune)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await?;
+            alerts.push(alert);
+        }
+        Ok(alerts)
+    }};
+}
+pub(crate) use evaluate_alerts_in;

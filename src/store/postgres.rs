@@ -10,11 +10,11 @@ use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
 use tracing::instrument;
 
 use super::codec::{
-    alert_communes, encode_document, evaluate_with, overdue_range, CaseRow, CounterRow, LoadedRows,
+    encode_document, evaluate_alerts_in, overdue_range, CaseRow, CounterRow, LoadedRows,
     CASE_COLUMNS,
 };
 use super::{BatchKeys, Claim, PartitionWrite, StoreError};
-use crate::domain::{Alert, BreachState, DayCounters, Evaluator, Fold, Units};
+use crate::domain::{Alert, DayCounters, Evaluator, Fold, Units};
 
 /// The PostgreSQL projection store for one topic.
 #[derive(Debug, Clone)]
@@ -371,100 +371,11 @@ async fn write_dead_letters(
     Ok(())
 }
 
-/// Re-evaluates the communes this batch changed (and, when the local date
-/// moved, every commune of the partitions written), inside the batch's
-/// transaction: breach states and the alert outbox change with the counters.
+/// Breach evaluation in the batch's transaction (see `codec::evaluate_alerts_in`).
 async fn evaluate_alerts(
     tx: &mut Transaction<'_, Postgres>,
     evaluator: &Evaluator,
     writes: &[PartitionWrite],
 ) -> Result<Vec<Alert>, StoreError> {
-    let Some(now) = writes.iter().filter_map(|w| w.clock).max() else {
-        return Ok(Vec::new());
-    };
-    let (seen_on, mut communes) = alert_communes(writes);
-    for (commune, partition) in &seen_on {
-        sqlx::query(
-            "INSERT INTO commune_partitions (commune, partition) VALUES ($1, $2)
-             ON CONFLICT (commune) DO UPDATE SET partition = EXCLUDED.partition",
-        )
-        .bind(commune)
-        .bind(partition)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for w in writes.iter().filter(|w| w.clock_moved) {
-        let more: Vec<String> =
-            sqlx::query_scalar("SELECT commune FROM commune_partitions WHERE partition = $1")
-                .bind(w.partition)
-                .fetch_all(&mut **tx)
-                .await?;
-        communes.extend(more);
-    }
-    if communes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let communes: Vec<String> = communes.into_iter().collect();
-    let today = crate::domain::time::local_date(now);
-    let mut sums = Vec::new();
-    for window in &evaluator.windows {
-        let (from, to) = window.days(today);
-        let rows: Vec<CounterRow> = sqlx::query_as(
-            "SELECT commune, $2::date AS day,
-                    COALESCE(sum(received), 0)::int8 AS received, COALESCE(sum(received_online), 0)::int8 AS received_online,
-                    COALESCE(sum(received_electronic), 0)::int8 AS received_electronic, COALESCE(sum(due), 0)::int8 AS due,
-                    COALESCE(sum(on_time), 0)::int8 AS on_time, COALESCE(sum(ratings), 0)::int8 AS ratings,
-                    COALESCE(sum(satisfied), 0)::int8 AS satisfied, COALESCE(sum(signatures), 0)::int8 AS signatures,
-                    COALESCE(sum(digital), 0)::int8 AS digital
-             FROM day_counters WHERE commune = ANY($1) AND day >= $2 AND day < $3 GROUP BY commune",
-        )
-        .bind(&communes)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut **tx)
-        .await?;
-        sums.push(rows);
-    }
-    let states: Vec<(String, String, String, bool, i64)> = sqlx::query_as(
-        "SELECT commune, indicator, \"window\", in_breach, transitions FROM breach_states WHERE commune = ANY($1)",
-    )
-    .bind(&communes)
-    .fetch_all(&mut **tx)
-    .await?;
-    let results = evaluate_with(evaluator, now, &communes, sums, states);
-    let mut alerts = Vec::with_capacity(results.len());
-    for (alert, (commune, indicator, window), next) in results {
-        store_transition(tx, &alert, &commune, indicator.id(), &window, next).await?;
-        alerts.push(alert);
-    }
-    Ok(alerts)
-}
-
-async fn store_transition(
-    tx: &mut Transaction<'_, Postgres>,
-    alert: &Alert,
-    commune: &str,
-    indicator: &str,
-    window: &str,
-    next: BreachState,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (commune, indicator, \"window\") DO UPDATE
-           SET in_breach = EXCLUDED.in_breach, transitions = EXCLUDED.transitions",
-    )
-    .bind(commune)
-    .bind(indicator)
-    .bind(window)
-    .bind(next.in_breach)
-    .bind(next.transitions)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("INSERT INTO alert_outbox (alert_id, commune, payload) VALUES ($1, $2, $3) ON CONFLICT (alert_id) DO NOTHING")
-        .bind(&alert.alert_id)
-        .bind(commune)
-        .bind(serde_json::to_string(alert).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    evaluate_alerts_in!(tx, evaluator, writes)
 }

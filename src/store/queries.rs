@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
+use super::codec::{SumRow, SUMS};
 use super::{Store, StoreError};
 use crate::domain::DayCounters;
 
@@ -22,46 +23,6 @@ macro_rules! on_pool {
             }
         }
     };
-}
-
-const SUMS: &str = "CAST(COALESCE(sum(received), 0) AS BIGINT) AS received,
-    CAST(COALESCE(sum(received_online), 0) AS BIGINT) AS received_online,
-    CAST(COALESCE(sum(received_electronic), 0) AS BIGINT) AS received_electronic,
-    CAST(COALESCE(sum(due), 0) AS BIGINT) AS due,
-    CAST(COALESCE(sum(on_time), 0) AS BIGINT) AS on_time,
-    CAST(COALESCE(sum(ratings), 0) AS BIGINT) AS ratings,
-    CAST(COALESCE(sum(satisfied), 0) AS BIGINT) AS satisfied,
-    CAST(COALESCE(sum(signatures), 0) AS BIGINT) AS signatures,
-    CAST(COALESCE(sum(digital), 0) AS BIGINT) AS digital";
-
-#[derive(sqlx::FromRow)]
-struct SumRow {
-    key: String,
-    received: i64,
-    received_online: i64,
-    received_electronic: i64,
-    due: i64,
-    on_time: i64,
-    ratings: i64,
-    satisfied: i64,
-    signatures: i64,
-    digital: i64,
-}
-
-impl SumRow {
-    fn counters(&self) -> DayCounters {
-        DayCounters {
-            received: self.received,
-            received_online: self.received_online,
-            received_electronic: self.received_electronic,
-            due: self.due,
-            on_time: self.on_time,
-            ratings: self.ratings,
-            satisfied: self.satisfied,
-            signatures: self.signatures,
-            digital: self.digital,
-        }
-    }
 }
 
 /// An open case past its due date.
@@ -113,7 +74,7 @@ impl Store {
             .await?);
         Ok(rows
             .into_iter()
-            .map(|r| (r.key.clone(), r.counters()))
+            .map(|r| (r.key.clone(), r.counts.counters()))
             .collect())
     }
 
@@ -134,7 +95,7 @@ impl Store {
             .bind(to)
             .fetch_optional(pool)
             .await?);
-        Ok(row.map(|r| r.counters()).unwrap_or_default())
+        Ok(row.map(|r| r.counts.counters()).unwrap_or_default())
     }
 
     /// One commune's counters per local day in `[from, to)`, days without
@@ -159,7 +120,7 @@ impl Store {
             .map(|r| {
                 let day = NaiveDate::parse_from_str(&r.key, "%Y-%m-%d")
                     .map_err(|e| StoreError::Corrupt(format!("stored day `{}`: {e}", r.key)))?;
-                Ok((day, r.counters()))
+                Ok((day, r.counts.counters()))
             })
             .collect()
     }

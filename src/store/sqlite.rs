@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::codec::{
-    alert_communes, encode_document, evaluate_with, overdue_range, CaseRow, CounterRow, LoadedRows,
+    encode_document, evaluate_alerts_in, overdue_range, CaseRow, CounterRow, LoadedRows,
     CASE_COLUMNS,
 };
 use super::{BatchKeys, Claim, PartitionWrite, StoreError};
@@ -307,89 +307,11 @@ async fn write_partition(
     Ok(())
 }
 
-/// As in the PostgreSQL store: breach states and the outbox change in the
-/// batch's transaction.
+/// Breach evaluation in the batch's transaction (see `codec::evaluate_alerts_in`).
 async fn evaluate_alerts(
     tx: &mut Transaction<'_, Sqlite>,
     evaluator: &Evaluator,
     writes: &[PartitionWrite],
 ) -> Result<Vec<Alert>, StoreError> {
-    let Some(now) = writes.iter().filter_map(|w| w.clock).max() else {
-        return Ok(Vec::new());
-    };
-    let (seen_on, mut communes) = alert_communes(writes);
-    for (commune, partition) in &seen_on {
-        sqlx::query(
-            "INSERT OR REPLACE INTO commune_partitions (commune, partition) VALUES (?1, ?2)",
-        )
-        .bind(commune)
-        .bind(partition)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for w in writes.iter().filter(|w| w.clock_moved) {
-        let more: Vec<String> =
-            sqlx::query_scalar("SELECT commune FROM commune_partitions WHERE partition = ?1")
-                .bind(w.partition)
-                .fetch_all(&mut **tx)
-                .await?;
-        communes.extend(more);
-    }
-    if communes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let communes: Vec<String> = communes.into_iter().collect();
-    let list = serde_json::to_string(&communes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let today = crate::domain::time::local_date(now);
-    let mut sums = Vec::new();
-    for window in &evaluator.windows {
-        let (from, to) = window.days(today);
-        let rows: Vec<CounterRow> = sqlx::query_as(
-            "SELECT commune, ?2 AS day,
-                    sum(received) AS received, sum(received_online) AS received_online,
-                    sum(received_electronic) AS received_electronic, sum(due) AS due, sum(on_time) AS on_time,
-                    sum(ratings) AS ratings, sum(satisfied) AS satisfied, sum(signatures) AS signatures,
-                    sum(digital) AS digital
-             FROM day_counters WHERE commune IN (SELECT value FROM json_each(?1)) AND day >= ?2 AND day < ?3
-             GROUP BY commune",
-        )
-        .bind(&list)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut **tx)
-        .await?;
-        sums.push(rows);
-    }
-    let states: Vec<(String, String, String, bool, i64)> = sqlx::query_as(
-        "SELECT commune, indicator, \"window\", in_breach, transitions FROM breach_states
-         WHERE commune IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(&list)
-    .fetch_all(&mut **tx)
-    .await?;
-    let results = evaluate_with(evaluator, now, &communes, sums, states);
-    let mut alerts = Vec::with_capacity(results.len());
-    for (alert, (commune, indicator, window), next) in results {
-        sqlx::query(
-            "INSERT OR REPLACE INTO breach_states (commune, indicator, \"window\", in_breach, transitions)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(&commune)
-        .bind(indicator.id())
-        .bind(&window)
-        .bind(next.in_breach)
-        .bind(next.transitions)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO alert_outbox (alert_id, commune, payload) VALUES (?1, ?2, ?3)",
-        )
-        .bind(&alert.alert_id)
-        .bind(&commune)
-        .bind(serde_json::to_string(&alert).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-        .execute(&mut **tx)
-        .await?;
-        alerts.push(alert);
-    }
-    Ok(alerts)
+    evaluate_alerts_in!(tx, evaluator, writes)
 }
