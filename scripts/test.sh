@@ -11,7 +11,8 @@
 #
 # Ports: KAFKA_PORT (default 9092, controller on KAFKA_PORT+1) and PGPORT
 # (default 5432). The tests get KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.
-# On failure the tails of both services' logs are printed.
+# On failure the tails of both services' logs are printed, then the phase
+# that failed and, for the tests, cargo's failure report.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,8 +25,10 @@ STATE_DIR="$ROOT/var/test"
 
 SUITE_STARTED=$SECONDS
 PHASE_STARTED=$SECONDS
+PHASE="setup"
 phase() {
     PHASE_STARTED=$SECONDS
+    PHASE="$*"
     echo
     echo "==> $*"
 }
@@ -44,8 +47,21 @@ cleanup() {
         echo
         echo "==> test run failed (exit $rc); service logs follow"
         [[ -s "$STATE_DIR/kafka-start.log" ]] && cat "$STATE_DIR/kafka-start.log"
-        bash scripts/kafka.sh logs 60 || true
-        bash scripts/postgres.sh logs 60 || true
+        bash scripts/kafka.sh logs 200 2>/dev/null |
+            grep -v -e EventPerformanceMonitor -e PeriodicTaskControlManager |
+            tail -n 40 || true
+        bash scripts/postgres.sh logs 40 || true
+    fi
+    if ((rc != 0)); then
+        # Last, so that it is what a truncated CI log still shows.
+        echo
+        echo "==> FAILED in phase: $PHASE (exit $rc)"
+        if [[ "$PHASE" == "cargo test"* && -s "$STATE_DIR/cargo-test.log" ]]; then
+            echo "---- failures reported by cargo test ----"
+            grep -E -A 30 '^failures:$|panicked at|^error(\[|:)' "$STATE_DIR/cargo-test.log" |
+                tail -n 120 || true
+            grep -E '^test result:|^error: test failed' "$STATE_DIR/cargo-test.log" || true
+        fi
     fi
     echo
     echo "==> stopping services"
@@ -100,10 +116,10 @@ export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 
 if (($# == 0)) || [[ "$1" == -- ]]; then
     phase "cargo test --all-targets $*"
-    cargo test --all-targets "$@"
+    cargo test --all-targets "$@" 2>&1 | tee "$STATE_DIR/cargo-test.log"
 else
     phase "cargo test $*"
-    cargo test "$@"
+    cargo test "$@" 2>&1 | tee "$STATE_DIR/cargo-test.log"
 fi
 phase_done
 
@@ -111,6 +127,8 @@ phase_done
 # it drives the embedded demo). Part of the full run only.
 if (($# == 0)); then
     phase "browser test (dashboard)"
-    BROWSER_TEST_SKIP_BUILD=0 bash scripts/browser-test.sh
+    # `cargo test` has just built target/debug/cchc (the integration tests run
+    # it); `cargo build` would compile everything again with other features.
+    BROWSER_TEST_SKIP_BUILD=1 bash scripts/browser-test.sh
     phase_done
 fi
