@@ -65,6 +65,8 @@ impl Shutdown {
 #[derive(Debug, Default)]
 struct Ownership {
     claims: BTreeMap<i32, Claim>,
+    /// The store schema the claims were made in (see `cchc rebuild`).
+    schema: String,
     /// Set by every rebalance: records fetched before it are dropped.
     rebalanced: bool,
 }
@@ -108,6 +110,7 @@ impl ConsumerContext for IngestContext {
     ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let schema = self.projector.store().schema();
                 let mut claims = BTreeMap::new();
                 for elem in tpl.elements() {
                     let partition = elem.partition();
@@ -132,6 +135,7 @@ impl ConsumerContext for IngestContext {
                 {
                     let mut owned = self.owned.lock().expect("ownership lock");
                     owned.claims.extend(claims);
+                    owned.schema = schema;
                     owned.rebalanced = true;
                 }
                 if let Err(e) = consumer.assign(tpl) {
@@ -327,6 +331,9 @@ impl Worker {
         let mut first_at: Option<Instant> = None;
         let mut last_tick = Instant::now();
         while !self.shutdown.is_triggered() {
+            if last_tick.elapsed() >= self.tick {
+                self.claim_again_if_switched()?;
+            }
             let wait = match first_at {
                 Some(t) => self.max_wait.saturating_sub(t.elapsed()),
                 None => Duration::from_millis(100),
@@ -397,7 +404,8 @@ impl Worker {
         let mut batches = Vec::new();
         for (&partition, claim) in &owned.claims {
             let records = pending.remove(&partition).unwrap_or_default();
-            let clock_moved = claim.clock.map(local_date) != Some(local_date(now));
+            let clock_moved =
+                claim.reevaluate || claim.clock.map(local_date) != Some(local_date(now));
             if !records.is_empty() || (tick && clock_moved) {
                 batches.push(PartitionBatch {
                     partition,
@@ -437,6 +445,7 @@ impl Worker {
                                     claim.next_offset = Some(last.offset + 1);
                                 }
                                 claim.clock = Some(now);
+                                claim.reevaluate = false;
                             }
                         }
                     }
@@ -470,6 +479,9 @@ impl Worker {
                     partition,
                     generation,
                 }) => {
+                    if self.follow_switch()? {
+                        return Ok(());
+                    }
                     warn!(
                         partition,
                         generation, "fenced: another member owns the partition; batch abandoned"
@@ -491,6 +503,61 @@ impl Worker {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// After a fenced batch: if a rebuild has switched the projections to a
+    /// new schema, claims every owned partition there and fetches each again
+    /// from the offset stored with the new projections. Returns whether it
+    /// did.
+    fn follow_switch(&self) -> anyhow::Result<bool> {
+        if let Err(e) = self
+            .runtime
+            .block_on(self.projector.store().refresh_active())
+        {
+            warn!(error = %e, "cannot read which projection schema is active");
+            return Ok(false);
+        }
+        self.claim_again_if_switched()
+    }
+
+    /// If the store has moved to another schema since the partitions were
+    /// claimed, claims them there and seeks each to its stored offset.
+    /// Checked on every tick too, so that an idle member does not wait for
+    /// its next commit to pick up what the rebuild left to project.
+    fn claim_again_if_switched(&self) -> anyhow::Result<bool> {
+        let store = self.projector.store();
+        let schema = store.schema();
+        let partitions: Vec<i32> = {
+            let mut owned = self.owned.lock().expect("ownership lock");
+            if owned.schema == schema || owned.claims.is_empty() {
+                return Ok(false);
+            }
+            info!(from = %owned.schema, to = %schema, "projections were rebuilt: claiming the owned partitions in the new schema");
+            owned.schema = schema;
+            owned.rebalanced = true;
+            std::mem::take(&mut owned.claims).into_keys().collect()
+        };
+        let topic = store.topic();
+        for partition in partitions {
+            let Some(claim) = self.consumer.context().claim(partition) else {
+                return Ok(true); // shutting down
+            };
+            let offset = claim
+                .next_offset
+                .map(Offset::Offset)
+                .unwrap_or(Offset::Beginning);
+            self.seek(topic, partition, offset).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot move partition {partition} to the rebuilt projections' offset: {e}"
+                )
+            })?;
+            self.owned
+                .lock()
+                .expect("ownership lock")
+                .claims
+                .insert(partition, claim);
+        }
+        Ok(true)
     }
 
     /// After an abandoned batch, fetch the still-owned partitions again from

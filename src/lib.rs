@@ -16,7 +16,8 @@
 //! - [`store`]: the only module with SQL; uses `domain`.
 //! - [`projector`], [`ingest`], [`alerts`], [`http`]: adapters over `store`,
 //!   Kafka and HTTP; they use `domain` and `store`.
-//! - [`startup`], [`operate`]: wiring and operator commands; see everything.
+//! - [`startup`], [`operate`], [`rebuild`]: wiring and operator commands;
+//!   see everything.
 //! - [`config`], [`telemetry`], [`metrics`], [`simulator`]: shared services.
 pub mod alerts;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod operate;
 pub mod projector;
+pub mod rebuild;
 pub mod simulator;
 pub mod startup;
 pub mod store;

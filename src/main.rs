@@ -9,7 +9,7 @@ use tracing::{error, info};
 use cchc_pipeline::config::{Settings, DEFAULT_FILE};
 use cchc_pipeline::ingest::Shutdown;
 use cchc_pipeline::telemetry::{self, LogFormat};
-use cchc_pipeline::{operate, startup};
+use cchc_pipeline::{operate, rebuild, startup};
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +85,21 @@ enum Command {
         config: PathBuf,
         /// One event per line.
         file: PathBuf,
+    },
+    /// Rebuild the projections from the topic's beginning into a fresh
+    /// PostgreSQL schema, then switch the running pipeline and API over to it
+    /// once caught up (they keep serving throughout). Interrupted, it
+    /// continues where it stopped when run again.
+    Rebuild {
+        #[arg(long, short, default_value = DEFAULT_FILE)]
+        config: PathBuf,
+        /// Drop what an interrupted rebuild left and start again from offset 0.
+        #[arg(long)]
+        restart: bool,
+        /// Switch over once at most this many records remain to project
+        /// (the running pipeline applies them afterwards).
+        #[arg(long, default_value_t = 1_000)]
+        switch_lag: i64,
     },
     /// List dead letters, or send one through again after a fix.
     #[command(subcommand)]
@@ -248,6 +263,34 @@ fn main() -> ExitCode {
             execute(operate::report(&settings, window), |table| {
                 print!("{table}")
             })
+        }
+        Command::Rebuild {
+            config,
+            restart,
+            switch_lag,
+        } => {
+            let Some(settings) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            let options = rebuild::RebuildOptions {
+                restart,
+                switch_lag,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let result = runtime.block_on(async {
+                let stop = Shutdown::default();
+                let on_signal = stop.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    info!("stop requested; the rebuild can be continued later");
+                    on_signal.trigger();
+                });
+                rebuild::rebuild(&settings, &options, stop).await
+            });
+            finish(result.map(|summary| match summary {
+                Some(s) => println!("{s}"),
+                None => println!("rebuild interrupted; run `cchc rebuild` again to continue it"),
+            }))
         }
         Command::Run { config } => {
             let Some(settings) = load(&config) else {

@@ -180,7 +180,8 @@ impl Projector {
                 generation: batch.claim.generation,
                 next_offset: batch.records.last().map(|r| r.offset + 1),
                 clock: Some(now),
-                clock_moved: batch.claim.clock.map(local_date) != Some(local_date(now)),
+                clock_moved: batch.claim.reevaluate
+                    || batch.claim.clock.map(local_date) != Some(local_date(now)),
                 event_time: events.iter().map(|e| e.occurred_at).max(),
                 deltas: fold.into_deltas().into_iter().collect(),
                 cases,

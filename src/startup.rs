@@ -110,6 +110,10 @@ impl Services {
             settings.alerts.webhooks.clone(),
             shutdown.clone(),
         )));
+        tasks.push(tokio::spawn(follow_rebuilds_until_stopped(
+            store.clone(),
+            shutdown.clone(),
+        )));
         let metrics = Arc::new(Metrics::default());
         let ingest = ingest::spawn(
             settings,
@@ -169,6 +173,24 @@ impl Services {
             let _ = task.await;
         }
         result
+    }
+}
+
+/// Moves the store (and so the API) to rebuilt projections within a couple
+/// of seconds of `cchc rebuild` switching over. The consumer moves on its
+/// next commit, which the switch fences.
+async fn follow_rebuilds_until_stopped(store: Store, shutdown: Shutdown) {
+    if matches!(store, Store::Sqlite(_)) {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown.wait() => return,
+        }
+        if let Err(e) = store.refresh_active().await {
+            tracing::warn!(error = %e, "cannot read which projection schema is active");
+        }
     }
 }
 

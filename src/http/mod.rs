@@ -490,7 +490,7 @@ async fn recent_alerts(
 async fn ready(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
     let freshness = s.freshness().await?;
     Ok(Json(
-        json!({"status": "ready", "owned_partitions": s.metrics.partitions.get(), "freshness": freshness}),
+        json!({"status": "ready", "owned_partitions": s.metrics.partitions.get(), "projection_schema": s.store.schema(), "freshness": freshness}),
     ))
 }
 

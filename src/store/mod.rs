@@ -14,7 +14,7 @@ use crate::domain::{
     Units,
 };
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, RebuildTarget, SwitchReport};
 pub use queries::{DeadLetterRow, Freshness, OverdueCase};
 pub use sqlite::SqliteStore;
 
@@ -49,6 +49,24 @@ impl Store {
         match self {
             Store::Postgres(s) => s.topic(),
             Store::Sqlite(s) => s.topic(),
+        }
+    }
+
+    /// Where the projections served now live: the PostgreSQL schema, or
+    /// `main` for SQLite.
+    pub fn schema(&self) -> String {
+        match self {
+            Store::Postgres(s) => s.schema(),
+            Store::Sqlite(_) => "main".to_string(),
+        }
+    }
+
+    /// Follows a rebuild's switch-over: moves to the schema now active, if
+    /// it changed, and returns it. SQLite stores are never rebuilt in place.
+    pub async fn refresh_active(&self) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Postgres(s) => s.refresh_active().await,
+            Store::Sqlite(_) => Ok(None),
         }
     }
 
@@ -109,7 +127,7 @@ impl Store {
         let sql = "SELECT seq, alert_id, commune, payload FROM alert_outbox
                    WHERE published_at IS NULL ORDER BY seq LIMIT $1";
         Ok(match self {
-            Store::Postgres(s) => sqlx::query_as(sql).bind(limit).fetch_all(s.pool()).await?,
+            Store::Postgres(s) => sqlx::query_as(sql).bind(limit).fetch_all(&s.pool()).await?,
             Store::Sqlite(s) => sqlx::query_as(sql).bind(limit).fetch_all(s.pool()).await?,
         })
     }
@@ -174,7 +192,7 @@ impl Store {
                 sqlx::query_as(sql)
                     .bind(now)
                     .bind(limit)
-                    .fetch_all(s.pool())
+                    .fetch_all(&s.pool())
                     .await?
             }
             Store::Sqlite(s) => {
@@ -209,7 +227,7 @@ impl Store {
                     .bind(delivered)
                     .bind(error)
                     .bind(next)
-                    .execute(s.pool())
+                    .execute(&s.pool())
                     .await?;
             }
             Store::Sqlite(s) => {
@@ -271,6 +289,10 @@ pub struct Claim {
     pub next_offset: Option<i64>,
     /// The clock the partition's projections reflect.
     pub clock: Option<DateTime<Utc>>,
+    /// Every commune of the partition is evaluated for breaches with the
+    /// next batch: set by a claim, since the stored states may have been
+    /// written by another member, or carried over by a rebuild's switch.
+    pub reevaluate: bool,
 }
 
 /// A record kept aside because it is not a valid event.

@@ -2,12 +2,13 @@
 //! binding whole columns as arrays (`UNNEST`), inside one transaction whose
 //! first statement checks the owner generation of every partition written.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
-use tracing::instrument;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
+use tracing::{info, instrument};
 
 use super::codec::{
     encode_document, evaluate_alerts_in, overdue_range, CaseRow, CounterRow, LoadedRows,
@@ -17,32 +18,289 @@ use super::{BatchKeys, Claim, PartitionWrite, StoreError};
 use crate::domain::{Alert, DayCounters, Evaluator, Fold, Units};
 
 /// The PostgreSQL projection store for one topic.
+///
+/// The projections live in one schema, named in `cchc_control.projection`
+/// (`public` until the first rebuild). `cchc rebuild` fills a fresh schema
+/// from the topic's beginning and then switches that row over; a store that
+/// *follows* the switch (the running pipeline's) then opens a pool on the new
+/// schema and serves from it, without a restart.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    shared: Arc<Shared>,
     topic: String,
 }
 
+#[derive(Debug)]
+struct Shared {
+    /// Connection options without a search path.
+    options: PgConnectOptions,
+    max_connections: u32,
+    /// Whether [`PgStore::refresh_active`] moves this store to the active
+    /// schema (the pipeline's store), or it stays on its own (a rebuild's).
+    follow: bool,
+    /// The schema served, and a pool whose search path is that schema.
+    current: RwLock<(String, PgPool)>,
+    /// One switch at a time.
+    switching: tokio::sync::Mutex<()>,
+}
+
+/// Where the projection control row lives; not itself rebuilt.
+const CONTROL_SCHEMA: &str = "cchc_control";
+/// The prefix of the schemas `cchc rebuild` creates: `cchc_gen_2`, `cchc_gen_3`, …
+pub const GENERATION_PREFIX: &str = "cchc_gen_";
+
+/// A schema for a rebuild, as prepared by [`PgStore::prepare_rebuild`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildTarget {
+    /// The schema being filled.
+    pub schema: String,
+    /// The schema served now, to be replaced.
+    pub active: String,
+    /// An interrupted rebuild into `schema` is continued from its stored offsets.
+    pub resumed: bool,
+}
+
+/// What a switch-over did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchReport {
+    pub from: String,
+    pub to: String,
+    /// Alert history, breach states and webhook deliveries carried over.
+    pub alerts: i64,
+    pub breach_states: i64,
+    pub webhook_deliveries: i64,
+}
+
 impl PgStore {
-    /// Connects and brings the schema up to date.
+    /// Connects to the active projection schema, bringing it up to date.
+    /// The store follows later switches (see [`PgStore::refresh_active`]).
     pub async fn connect(url: &str, max_connections: u32, topic: &str) -> Result<Self, StoreError> {
-        let options: PgConnectOptions = url
-            .parse::<PgConnectOptions>()?
-            .log_statements(tracing::log::LevelFilter::Trace);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let options = connect_options(url)?;
+        let mut conn = options.connect().await?;
+        let active = ensure_control(&mut conn).await?;
+        drop(conn);
+        Self::open(options, max_connections, topic, active, true).await
+    }
+
+    async fn open(
+        options: PgConnectOptions,
+        max_connections: u32,
+        topic: &str,
+        schema: String,
+        follow: bool,
+    ) -> Result<Self, StoreError> {
+        let pool = schema_pool(&options, max_connections, &schema).await?;
         Ok(PgStore {
-            pool,
+            shared: Arc::new(Shared {
+                options,
+                max_connections,
+                follow,
+                current: RwLock::new((schema, pool)),
+                switching: tokio::sync::Mutex::new(()),
+            }),
             topic: topic.to_string(),
         })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The pool of the schema served now.
+    pub fn pool(&self) -> PgPool {
+        self.shared.current.read().expect("pool lock").1.clone()
+    }
+
+    /// The schema served now.
+    pub fn schema(&self) -> String {
+        self.shared.current.read().expect("pool lock").0.clone()
+    }
+
+    /// Moves a following store to the schema named active in the control
+    /// row, if that changed: later statements run there, statements running
+    /// finish where they started. Returns the new schema after a move.
+    pub async fn refresh_active(&self) -> Result<Option<String>, StoreError> {
+        if !self.shared.follow {
+            return Ok(None);
+        }
+        let _one = self.shared.switching.lock().await;
+        let active: String = sqlx::query_scalar(&format!(
+            "SELECT active_schema FROM {CONTROL_SCHEMA}.projection"
+        ))
+        .fetch_one(&self.pool())
+        .await?;
+        if active == self.schema() {
+            return Ok(None);
+        }
+        let pool = schema_pool(&self.shared.options, self.shared.max_connections, &active).await?;
+        let old = std::mem::replace(
+            &mut *self.shared.current.write().expect("pool lock"),
+            (active.clone(), pool),
+        );
+        tokio::spawn(async move { old.1.close().await });
+        info!(schema = %active, previous = %old.0, "projections switched: now served from the rebuilt schema");
+        Ok(Some(active))
+    }
+
+    /// Prepares the schema a rebuild fills: the one an interrupted rebuild
+    /// left (unless `restart`, which drops it), or a new `cchc_gen_N`. Returns
+    /// a store on that schema, which does not follow switches.
+    pub async fn prepare_rebuild(
+        url: &str,
+        max_connections: u32,
+        topic: &str,
+        restart: bool,
+    ) -> Result<(PgStore, RebuildTarget), StoreError> {
+        let options = connect_options(url)?;
+        let mut conn = options.connect().await?;
+        ensure_control(&mut conn).await?;
+        let mut tx = conn.begin().await?;
+        let (active, building): (String, Option<String>) = sqlx::query_as(&format!(
+            "SELECT active_schema, building_schema FROM {CONTROL_SCHEMA}.projection FOR UPDATE"
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        let resume = match building {
+            Some(b) if !restart => Some(b),
+            Some(b) => {
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(&b)?))
+                    .execute(&mut *tx)
+                    .await?;
+                None
+            }
+            None => None,
+        };
+        let (schema, resumed) = match resume {
+            Some(b) => (b, true),
+            None => {
+                let existing: Vec<String> = sqlx::query_scalar(
+                    "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)",
+                )
+                .bind(GENERATION_PREFIX)
+                .fetch_all(&mut *tx)
+                .await?;
+                let next = existing
+                    .iter()
+                    .filter_map(|n| n.strip_prefix(GENERATION_PREFIX)?.parse::<u32>().ok())
+                    .max()
+                    .unwrap_or(1)
+                    + 1;
+                let schema = format!("{GENERATION_PREFIX}{next}");
+                sqlx::query(&format!("CREATE SCHEMA {}", ident(&schema)?))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&format!(
+                    "UPDATE {CONTROL_SCHEMA}.projection SET building_schema = $1, building_started_at = now()"
+                ))
+                .bind(&schema)
+                .execute(&mut *tx)
+                .await?;
+                (schema, false)
+            }
+        };
+        tx.commit().await?;
+        let store = Self::open(options, max_connections, topic, schema.clone(), false).await?;
+        Ok((
+            store,
+            RebuildTarget {
+                schema,
+                active,
+                resumed,
+            },
+        ))
+    }
+
+    /// Makes this (rebuilt) store's schema the active one, in one
+    /// transaction: the members still writing to the old schema are fenced
+    /// (their next commit is refused, and they follow the switch), and
+    /// what subscribers have been told is carried over (alert outbox, breach
+    /// states, webhook deliveries, dead letters' resend marks), so that the
+    /// first evaluation on the new schema emits exactly the differences.
+    /// Readers are never blocked; writers to the old schema wait for it.
+    pub async fn switch_over(&self, expected_active: &str) -> Result<SwitchReport, StoreError> {
+        let to = self.schema();
+        let new = ident(&to)?;
+        let old = ident(expected_active)?;
+        let mut tx = self.pool().begin().await?;
+        let (active, building): (String, Option<String>) = sqlx::query_as(&format!(
+            "SELECT active_schema, building_schema FROM {CONTROL_SCHEMA}.projection FOR UPDATE"
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        if active != expected_active || building.as_deref() != Some(to.as_str()) {
+            return Err(StoreError::Corrupt(format!(
+                "the projections changed during the rebuild (active schema {active}, \
+                 building {building:?}; expected {expected_active} and {to}): run the rebuild again"
+            )));
+        }
+        // In the order a batch commit takes them, so that the two wait for
+        // each other instead of deadlocking.
+        sqlx::query(&format!(
+            "LOCK TABLE {old}.partition_offsets, {old}.day_counters, {old}.breach_states,
+                        {old}.alert_outbox, {old}.webhook_deliveries, {old}.dead_letters
+             IN EXCLUSIVE MODE"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let statements = [
+            format!("UPDATE {old}.partition_offsets SET generation = generation + 1"),
+            format!(
+                "UPDATE {new}.partition_offsets SET generation = generation + 1 +
+                   (SELECT COALESCE(max(generation), 0) FROM {old}.partition_offsets)"
+            ),
+            format!("DELETE FROM {new}.webhook_deliveries"),
+            format!("DELETE FROM {new}.alert_outbox"),
+            format!("DELETE FROM {new}.breach_states"),
+        ];
+        for sql in &statements {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
+        let breach_states = sqlx::query(&format!(
+            "INSERT INTO {new}.breach_states (commune, indicator, \"window\", in_breach, transitions)
+             SELECT commune, indicator, \"window\", in_breach, transitions FROM {old}.breach_states"
+        ))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
+        let alerts = sqlx::query(&format!(
+            "INSERT INTO {new}.alert_outbox (seq, alert_id, commune, payload, created_at, published_at)
+             SELECT seq, alert_id, commune, payload, created_at, published_at FROM {old}.alert_outbox"
+        ))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
+        sqlx::query(&format!(
+            "SELECT setval(pg_get_serial_sequence('{new}.alert_outbox', 'seq'),
+                           COALESCE((SELECT max(seq) FROM {new}.alert_outbox), 0) + 1, false)"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let webhook_deliveries = sqlx::query(&format!(
+            "INSERT INTO {new}.webhook_deliveries (alert_seq, url, attempts, next_attempt, delivered_at, last_error)
+             SELECT alert_seq, url, attempts, next_attempt, delivered_at, last_error FROM {old}.webhook_deliveries"
+        ))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
+        sqlx::query(&format!(
+            "UPDATE {new}.dead_letters d SET resent_at = o.resent_at FROM {old}.dead_letters o
+             WHERE o.resent_at IS NOT NULL AND o.topic = d.topic AND o.partition = d.partition
+               AND o.\"offset\" = d.\"offset\""
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "UPDATE {CONTROL_SCHEMA}.projection SET active_schema = $1, previous_schema = $2,
+                    building_schema = NULL, building_started_at = NULL, switched_at = now()"
+        ))
+        .bind(&to)
+        .bind(expected_active)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SwitchReport {
+            from: expected_active.to_string(),
+            to,
+            alerts,
+            breach_states,
+            webhook_deliveries,
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -62,12 +320,13 @@ impl PgStore {
         )
         .bind(&self.topic)
         .bind(partition)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.pool())
         .await?;
         Ok(Claim {
             generation,
             next_offset,
             clock,
+            reevaluate: true,
         })
     }
 
@@ -75,7 +334,7 @@ impl PgStore {
     pub async fn offsets(&self) -> Result<Vec<(i32, Option<i64>)>, StoreError> {
         Ok(sqlx::query_as("SELECT partition, next_offset FROM partition_offsets WHERE topic = $1 ORDER BY partition")
             .bind(&self.topic)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool())
             .await?)
     }
 
@@ -97,7 +356,7 @@ impl PgStore {
             documents,
             event_ids,
         } = *keys;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         let mut rows = LoadedRows::default();
         if !event_ids.is_empty() {
             rows.seen =
@@ -153,7 +412,7 @@ impl PgStore {
         writes: &[PartitionWrite],
         evaluator: Option<&Evaluator>,
     ) -> Result<Vec<Alert>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         for w in writes {
             let updated = sqlx::query(
                 "UPDATE partition_offsets SET next_offset = COALESCE($3, next_offset), clock = COALESCE($4, clock),
@@ -203,7 +462,7 @@ impl PgStore {
                     ratings, satisfied, signatures, digital
              FROM day_counters ORDER BY commune, day",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await?;
         Ok(rows.into_iter().map(CounterRow::into_parts).collect())
     }
@@ -214,7 +473,7 @@ impl PgStore {
             "SELECT partition, \"offset\", reason_code FROM dead_letters WHERE topic = $1 ORDER BY partition, \"offset\"",
         )
         .bind(&self.topic)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await?)
     }
 }
@@ -378,4 +637,79 @@ async fn evaluate_alerts(
     writes: &[PartitionWrite],
 ) -> Result<Vec<Alert>, StoreError> {
     evaluate_alerts_in!(tx, evaluator, writes)
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    Ok(url
+        .parse::<PgConnectOptions>()?
+        .log_statements(tracing::log::LevelFilter::Trace))
+}
+
+/// A pool whose connections resolve table names in `schema` only, which is
+/// brought up to date by the migrations.
+async fn schema_pool(
+    options: &PgConnectOptions,
+    max_connections: u32,
+    schema: &str,
+) -> Result<PgPool, StoreError> {
+    ident(schema)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.clone().options([("search_path", schema)]))
+        .await?;
+    sqlx::migrate!("migrations/postgres").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Creates the control row on first use and returns the active schema.
+async fn ensure_control(conn: &mut PgConnection) -> Result<String, StoreError> {
+    let mut tx = conn.begin().await?;
+    // Concurrent first starts would race on CREATE … IF NOT EXISTS.
+    sqlx::query("SELECT pg_advisory_xact_lock(42420001)")
+        .execute(&mut *tx)
+        .await?;
+    for sql in [
+        format!("CREATE SCHEMA IF NOT EXISTS {CONTROL_SCHEMA}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.projection (
+                 singleton           BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+                 active_schema       TEXT NOT NULL,
+                 previous_schema     TEXT,
+                 switched_at         TIMESTAMPTZ,
+                 building_schema     TEXT,
+                 building_started_at TIMESTAMPTZ
+             )"
+        ),
+        format!(
+            "INSERT INTO {CONTROL_SCHEMA}.projection (active_schema) VALUES ('public')
+             ON CONFLICT DO NOTHING"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&mut *tx).await?;
+    }
+    let active: String = sqlx::query_scalar(&format!(
+        "SELECT active_schema FROM {CONTROL_SCHEMA}.projection"
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(active)
+}
+
+/// A schema name fit to splice into SQL: only names this program makes.
+fn ident(schema: &str) -> Result<String, StoreError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(schema.to_string())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "{schema:?} is not a projection schema name"
+        )))
+    }
 }

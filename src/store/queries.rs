@@ -14,7 +14,8 @@ macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match $store {
             Store::Postgres(s) => {
-                let $pool = s.pool();
+                let pool = s.pool();
+                let $pool = &pool;
                 $body
             }
             Store::Sqlite(s) => {

@@ -87,6 +87,7 @@ impl SqliteStore {
             generation,
             next_offset,
             clock,
+            reevaluate: true,
         })
     }
 

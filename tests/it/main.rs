@@ -7,5 +7,6 @@
 mod alerts;
 mod embedded;
 mod pipeline;
+mod rebuild;
 mod support;
 mod testbed;

@@ -25,20 +25,40 @@ use crate::support::{
     create_topic, fresh_database, kafka_bootstrap, unique_name, PrivatePostgres, RestartMode,
 };
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn units() -> Units {
+pub(crate) fn units() -> Units {
     Settings::load_file(&repo().join("config/default.toml"))
         .expect("default config")
         .units
 }
 
+/// `cchc ARGS` against the test's topic, group and database, with small
+/// batches and a one-second clock tick.
+pub(crate) fn cchc(setup: &Setup, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cchc"));
+    command
+        .args(args)
+        .env("CCHC_ALERTS__TOPIC", &setup.alerts_topic)
+        .env("CCHC_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap())
+        .env("CCHC_KAFKA__TOPIC", &setup.topic)
+        .env("CCHC_KAFKA__GROUP_ID", &setup.group)
+        .env("CCHC_KAFKA__SESSION_TIMEOUT_MS", "6000")
+        .env("CCHC_KAFKA__MAX_POLL_INTERVAL_MS", "20000")
+        .env("CCHC_DATABASE__URL", &setup.database_url)
+        .env("CCHC_BATCH__MAX_RECORDS", "2000")
+        .env("CCHC_BATCH__MAX_WAIT_MS", "50")
+        .env("CCHC_CLOCK__TICK_SECONDS", "1")
+        .env("RUST_LOG", "info,cchc_pipeline::projector=warn");
+    command
+}
+
 /// One `cchc run` process with its log in `var/test-logs/`.
 pub(crate) struct Pipeline {
     child: Child,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
     /// The HTTP API's address.
     pub(crate) http: String,
 }
@@ -71,21 +91,9 @@ impl Pipeline {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cchc"))
-            .args(["run", "--config"])
+        let child = cchc(setup, &["run", "--config"])
             .arg(config)
             .env("CCHC_HTTP__LISTEN", &http)
-            .env("CCHC_ALERTS__TOPIC", &setup.alerts_topic)
-            .env("CCHC_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap())
-            .env("CCHC_KAFKA__TOPIC", &setup.topic)
-            .env("CCHC_KAFKA__GROUP_ID", &setup.group)
-            .env("CCHC_KAFKA__SESSION_TIMEOUT_MS", "6000")
-            .env("CCHC_KAFKA__MAX_POLL_INTERVAL_MS", "20000")
-            .env("CCHC_DATABASE__URL", &setup.database_url)
-            .env("CCHC_BATCH__MAX_RECORDS", "2000")
-            .env("CCHC_BATCH__MAX_WAIT_MS", "50")
-            .env("CCHC_CLOCK__TICK_SECONDS", "1")
-            .env("RUST_LOG", "info,cchc_pipeline::projector=warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
@@ -128,13 +136,13 @@ impl Drop for Pipeline {
 
 /// A record to produce: key, value, and the reason code it must be kept
 /// under as a dead letter, if malformed.
-type Outgoing = (String, Option<Vec<u8>>, Option<&'static str>);
+pub(crate) type Outgoing = (String, Option<Vec<u8>>, Option<&'static str>);
 
 /// What was produced: every record in order, and the dead letters expected
 /// at (partition, offset) with their reason codes.
 #[derive(Default)]
-struct Produced {
-    values: Vec<Option<Vec<u8>>>,
+pub(crate) struct Produced {
+    pub(crate) values: Vec<Option<Vec<u8>>>,
     dead: BTreeMap<(i32, i64), &'static str>,
 }
 
@@ -149,7 +157,7 @@ fn producer() -> FutureProducer {
 }
 
 /// Sends records in order, waiting for each chunk's delivery.
-async fn send_all(topic: &str, records: Vec<Outgoing>, produced: &mut Produced) {
+pub(crate) async fn send_all(topic: &str, records: Vec<Outgoing>, produced: &mut Produced) {
     let producer = producer();
     for chunk in records.chunks(5_000) {
         let sends = chunk.iter().map(|(key, value, _)| {
@@ -232,7 +240,7 @@ fn malformed(valid: &str, n: usize) -> (Option<Vec<u8>>, &'static str) {
 
 /// `count` simulated events, each sent one to three times (repeats later in
 /// the stream), plus about `garbage` malformed records in between.
-fn workload(seed: u64, count: usize, garbage: f64) -> Vec<Outgoing> {
+pub(crate) fn workload(seed: u64, count: usize, garbage: f64) -> Vec<Outgoing> {
     let units = units();
     let mut rng = SmallRng::seed_from_u64(seed);
     let sim = Simulator::new(
@@ -347,7 +355,7 @@ pub(crate) async fn wait_caught_up(
     }
 }
 
-async fn assert_projections(store: &Store, produced: &Produced) {
+pub(crate) async fn assert_projections(store: &Store, produced: &Produced) {
     let units = units();
     // The clock may pass a local midnight between the two reads: try again.
     for attempt in 0..3 {
