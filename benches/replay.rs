@@ -146,6 +146,20 @@ fn main() -> anyhow::Result<()> {
             .spawn()?;
         let pid = child.id();
         let began = Instant::now();
+        let postgres_before = postgres_cpu_seconds();
+        // REPLAY_PERF=1: a CPU profile of the whole machine during the replay
+        // (the pipeline and PostgreSQL): `perf report -i var/replay-N.perf.data --sort comm,dso,sym`.
+        let mut perf = (env_or("REPLAY_PERF", "0") == "1")
+            .then(|| {
+                Command::new("perf")
+                    .args(["record", "-F", "199", "-g", "-o"])
+                    .arg(format!("var/replay-{events}.perf.data"))
+                    .arg("-a")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+            })
+            .transpose()?;
         let store = runtime.block_on(cchc_pipeline::store::Store::connect(
             &url,
             1,
@@ -181,6 +195,14 @@ fn main() -> anyhow::Result<()> {
             );
         }
         let pipeline = events as f64 / began.elapsed().as_secs_f64();
+        let pipeline_cpu = process_cpu_seconds(pid);
+        let postgres_cpu = postgres_cpu_seconds() - postgres_before;
+        if let Some(perf) = perf.as_mut() {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status();
@@ -188,6 +210,12 @@ fn main() -> anyhow::Result<()> {
         println!("librdkafka drain   {drain:>10.0} events/s   1.00x");
         println!("pipeline replay    {pipeline:>10.0} events/s   {:.2}x   (offset 0 to every offset committed, {:.1} s)", pipeline / drain, began.elapsed().as_secs_f64());
         println!("pipeline peak RSS  {:>10.1} MB", peak_rss as f64 / 1024.0);
+        let wall = began.elapsed().as_secs_f64();
+        println!(
+            "CPU during the replay: pipeline {pipeline_cpu:.1} s ({:.0}% of one core), PostgreSQL {postgres_cpu:.1} s ({:.0}%), wall {wall:.1} s",
+            100.0 * pipeline_cpu / wall,
+            100.0 * postgres_cpu / wall
+        );
         let quarter = samples.len() / 4;
         let rss: Vec<String> = [quarter, 2 * quarter, 3 * quarter, samples.len() - 1]
             .iter()
@@ -202,4 +230,35 @@ fn main() -> anyhow::Result<()> {
         println!("pipeline RSS along the way: {}", rss.join(", "));
     }
     Ok(())
+}
+
+/// User + system CPU seconds of one process so far.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of every running PostgreSQL process.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "postgres")
+                .unwrap_or(false)
+        })
+        .map(process_cpu_seconds)
+        .sum()
 }

@@ -418,6 +418,8 @@ impl Worker {
         batches
     }
 
+    /// Commits each partition's batch (concurrently, one transaction each),
+    /// retrying those that failed transiently until they succeed.
     fn commit(&self, batches: Vec<PartitionBatch>, now: DateTime<Utc>) -> anyhow::Result<()> {
         let span = info_span!(
             "ingest.batch",
@@ -426,83 +428,121 @@ impl Worker {
         let _entered = span.enter();
         let mut backoff = Backoff::new();
         let started = Instant::now();
+        let mut remaining = batches;
         loop {
-            match self.runtime.block_on(self.projector.project(&batches, now)) {
-                Ok(report) => {
-                    let m = &self.metrics;
-                    m.records.inc_by(report.records as u64);
-                    m.applied.inc_by(report.applied as u64);
-                    m.duplicates.inc_by(report.duplicates as u64);
-                    m.dead_letters.inc_by(report.dead_letters as u64);
-                    m.alerts.inc_by(report.alerts.len() as u64);
-                    m.batches.inc();
-                    m.batch_seconds.observe(started.elapsed().as_secs_f64());
-                    let mut owned = self.owned.lock().expect("ownership lock");
-                    for b in &batches {
-                        if let Some(claim) = owned.claims.get_mut(&b.partition) {
-                            if claim.generation == b.claim.generation {
-                                if let Some(last) = b.records.last() {
-                                    claim.next_offset = Some(last.offset + 1);
-                                }
-                                claim.clock = Some(now);
-                                claim.reevaluate = false;
-                            }
-                        }
-                    }
-                    debug!(
-                        records = report.records,
-                        applied = report.applied,
-                        duplicates = report.duplicates,
-                        dead_letters = report.dead_letters,
-                        "batch committed"
-                    );
-                    for a in &report.alerts {
+            let outcomes = self
+                .runtime
+                .block_on(self.projector.project(&remaining, now));
+            let mut retry = Vec::new();
+            let mut fenced = Vec::new();
+            for (batch, outcome) in remaining.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(report) => self.committed(&batch, &report, now, started),
+                    Err(StoreError::AlreadyApplied { partition, .. }) => {
                         info!(
-                            alert_id = %a.alert_id,
-                            event_type = a.event_type.event_type(),
-                            commune = %a.commune_code,
-                            indicator = a.indicator.id(),
-                            window = %a.window,
-                            value = a.value.map(|v| (v * 10_000.0).round() / 100.0),
-                            numerator = a.numerator,
-                            denominator = a.denominator,
-                            "alert"
+                            partition,
+                            "batch found committed already (its outcome was lost); going on"
                         );
+                        self.committed(&batch, &BatchReport::default(), now, started);
                     }
-                    if !report.alerts.is_empty() {
-                        self.projector.alerts_written().notify_one();
+                    Err(StoreError::Fenced {
+                        partition,
+                        generation,
+                    }) => {
+                        warn!(
+                            partition,
+                            generation,
+                            "fenced: another member owns the partition; batch abandoned"
+                        );
+                        fenced.push(batch);
                     }
-                    self.progress.lock().expect("progress lock").add(&report);
+                    Err(e) if e.is_transient() => {
+                        warn!(partition = batch.partition, error = %e, "cannot commit; retrying the same batch");
+                        retry.push(batch);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !fenced.is_empty() {
+                // A rebuild's switch fences every partition: claim them all in
+                // the new schema (which also refetches whatever was to be
+                // retried). Otherwise the fenced partitions are let go.
+                if self.follow_switch()? {
                     return Ok(());
                 }
-                Err(StoreError::Fenced {
-                    partition,
-                    generation,
-                }) => {
-                    if self.follow_switch()? {
-                        return Ok(());
+                {
+                    let mut owned = self.owned.lock().expect("ownership lock");
+                    for b in &fenced {
+                        owned.claims.remove(&b.partition);
                     }
-                    warn!(
-                        partition,
-                        generation, "fenced: another member owns the partition; batch abandoned"
-                    );
-                    self.owned
-                        .lock()
-                        .expect("ownership lock")
-                        .claims
-                        .remove(&partition);
-                    return self.rewind(&batches);
                 }
-                Err(e) if e.is_transient() => {
-                    warn!(error = %e, "database unavailable; retrying the same batch");
-                    if self.shutdown.is_triggered() {
-                        return Ok(());
+                self.rewind(&fenced)?;
+            }
+            if retry.is_empty() {
+                return Ok(());
+            }
+            if self.shutdown.is_triggered() {
+                return self.rewind(&retry);
+            }
+            backoff.sleep();
+            remaining = retry;
+        }
+    }
+
+    /// Books one committed partition batch: the owner's view of the
+    /// partition, metrics, alerts, progress.
+    fn committed(
+        &self,
+        batch: &PartitionBatch,
+        report: &BatchReport,
+        now: DateTime<Utc>,
+        started: Instant,
+    ) {
+        let m = &self.metrics;
+        m.records.inc_by(report.records as u64);
+        m.applied.inc_by(report.applied as u64);
+        m.duplicates.inc_by(report.duplicates as u64);
+        m.dead_letters.inc_by(report.dead_letters as u64);
+        m.alerts.inc_by(report.alerts.len() as u64);
+        m.batches.inc();
+        m.batch_seconds.observe(started.elapsed().as_secs_f64());
+        {
+            let mut owned = self.owned.lock().expect("ownership lock");
+            if let Some(claim) = owned.claims.get_mut(&batch.partition) {
+                if claim.generation == batch.claim.generation {
+                    if let Some(last) = batch.records.last() {
+                        claim.next_offset = Some(last.offset + 1);
                     }
-                    backoff.sleep();
+                    claim.clock = Some(now);
+                    claim.reevaluate = false;
                 }
-                Err(e) => return Err(e.into()),
             }
         }
+        debug!(
+            partition = batch.partition,
+            records = report.records,
+            applied = report.applied,
+            duplicates = report.duplicates,
+            dead_letters = report.dead_letters,
+            "batch committed"
+        );
+        for a in &report.alerts {
+            info!(
+                alert_id = %a.alert_id,
+                event_type = a.event_type.event_type(),
+                commune = %a.commune_code,
+                indicator = a.indicator.id(),
+                window = %a.window,
+                value = a.value.map(|v| (v * 10_000.0).round() / 100.0),
+                numerator = a.numerator,
+                denominator = a.denominator,
+                "alert"
+            );
+        }
+        if !report.alerts.is_empty() {
+            self.projector.alerts_written().notify_one();
+        }
+        self.progress.lock().expect("progress lock").add(report);
     }
 
     /// After a fenced batch: if a rebuild has switched the projections to a

@@ -6,7 +6,8 @@
 //! Kafka cchc.case-events.v1 ──► ingest (consumer group, offsets held in the store, fencing)
 //!        ──► projector: domain::decode ──► dead letters
 //!                       domain::Fold (pure) + breach evaluation
-//!        ──► store: one transaction per batch (counters, facts, offsets, outbox)
+//!        ──► store: one transaction per partition batch, partitions concurrently
+//!                   (counters, facts, offsets, outbox)
 //!        ──► alerts: outbox relay ──► Kafka cchc.indicator-alerts.v1, SSE, webhooks
 //!        ──► http: query API, dashboard, health, metrics
 //! ```

@@ -75,122 +75,129 @@ impl Projector {
         &self.store
     }
 
-    /// Projects one batch with the clock at `now`, in one transaction.
-    /// Nothing is written unless everything is; on error the same batch can
-    /// be tried again.
-    #[instrument(name = "projector.batch", skip_all, fields(partitions = batches.len()), err)]
+    /// Projects each partition's batch with the clock at `now`, each in its
+    /// own transaction, concurrently (the database works on one while this
+    /// process folds another). Returns one outcome per batch, in order.
+    /// Nothing of a batch is written unless all of it is; a failed batch can
+    /// be tried again, and one that was in fact committed is then refused
+    /// with [`StoreError::AlreadyApplied`].
     pub async fn project(
         &self,
         batches: &[PartitionBatch],
         now: DateTime<Utc>,
+    ) -> Vec<Result<BatchReport, StoreError>> {
+        futures_util::future::join_all(batches.iter().map(|b| self.project_partition(b, now))).await
+    }
+
+    #[instrument(name = "projector.batch", skip_all, fields(partition = batch.partition, records = batch.records.len()), err)]
+    async fn project_partition(
+        &self,
+        batch: &PartitionBatch,
+        now: DateTime<Utc>,
     ) -> Result<BatchReport, StoreError> {
         let mut report = BatchReport::default();
-        let mut writes = Vec::with_capacity(batches.len());
-        let mut batch_seen: Vec<String> = Vec::new();
-        for batch in batches {
-            let mut events: Vec<CaseEvent> = Vec::with_capacity(batch.records.len());
-            let mut dead_letters = Vec::new();
-            for r in &batch.records {
-                match decode(r.value.as_deref(), &self.units) {
-                    Ok(e) => events.push(e),
-                    Err(why) => dead_letters.push(DeadLetter {
-                        partition: r.partition,
-                        offset: r.offset,
-                        key: r.key.clone(),
-                        value: r.value.clone(),
-                        reason_code: why.code(),
-                        reason: why.to_string(),
-                    }),
-                }
+        let mut events: Vec<CaseEvent> = Vec::with_capacity(batch.records.len());
+        let mut dead_letters = Vec::new();
+        for r in &batch.records {
+            match decode(r.value.as_deref(), &self.units) {
+                Ok(e) => events.push(e),
+                Err(why) => dead_letters.push(DeadLetter {
+                    partition: r.partition,
+                    offset: r.offset,
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    reason_code: why.code(),
+                    reason: why.to_string(),
+                }),
             }
-            let (cases, documents) = keys(&events);
-            let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-            let mut fold = self
-                .store
-                .load(
-                    &self.units,
-                    batch.partition,
-                    batch.claim.clock,
-                    now,
-                    &BatchKeys {
-                        cases: &cases,
-                        documents: &documents,
-                        event_ids: &ids,
-                    },
-                )
-                .await?;
-            for id in &batch_seen {
-                fold.load_seen(id.clone());
-            }
-            fold.advance_clock(now);
-            let mut changed_cases = HashSet::new();
-            let mut changed_documents = HashSet::new();
-            let mut seen = Vec::new();
-            for e in &events {
-                match fold.apply(e) {
-                    Applied::Duplicate => report.duplicates += 1,
-                    outcome => {
-                        seen.push(e.event_id.clone());
-                        if outcome == Applied::Superseded {
-                            report.superseded += 1;
-                            continue;
+        }
+        let (cases, documents) = keys(&events);
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let mut fold = self
+            .store
+            .load(
+                &self.units,
+                batch.partition,
+                batch.claim.clock,
+                now,
+                &BatchKeys {
+                    cases: &cases,
+                    documents: &documents,
+                    event_ids: &ids,
+                },
+            )
+            .await?;
+        fold.advance_clock(now);
+        let mut changed_cases = HashSet::new();
+        let mut changed_documents = HashSet::new();
+        let mut seen = Vec::new();
+        for e in &events {
+            match fold.apply(e) {
+                Applied::Duplicate => report.duplicates += 1,
+                outcome => {
+                    seen.push(e.event_id.clone());
+                    if outcome == Applied::Superseded {
+                        report.superseded += 1;
+                        continue;
+                    }
+                    report.applied += 1;
+                    match &e.kind {
+                        EventKind::DocumentSigned(d) => {
+                            changed_documents.insert(DocumentKey {
+                                commune: e.commune.clone(),
+                                document_id: d.document_id.clone(),
+                            });
                         }
-                        report.applied += 1;
-                        match &e.kind {
-                            EventKind::DocumentSigned(d) => {
-                                changed_documents.insert(DocumentKey {
-                                    commune: e.commune.clone(),
-                                    document_id: d.document_id.clone(),
-                                });
-                            }
-                            _ => {
-                                changed_cases.insert(CaseKey {
-                                    commune: e.commune.clone(),
-                                    case_id: e.case_id.clone().unwrap_or_default(),
-                                });
-                            }
+                        _ => {
+                            changed_cases.insert(CaseKey {
+                                commune: e.commune.clone(),
+                                case_id: e.case_id.clone().unwrap_or_default(),
+                            });
                         }
                     }
                 }
             }
-            report.records += batch.records.len();
-            report.dead_letters += dead_letters.len();
-            let cases = changed_cases
-                .into_iter()
-                .map(|k| {
-                    let state = fold
-                        .case(&k)
-                        .cloned()
-                        .expect("a changed case is in the working set");
-                    (k, state)
-                })
-                .collect();
-            let documents = changed_documents
-                .into_iter()
-                .map(|k| {
-                    let state = *fold
-                        .document(&k)
-                        .expect("a changed document is in the working set");
-                    (k, state)
-                })
-                .collect();
-            batch_seen.extend(seen.iter().cloned());
-            writes.push(PartitionWrite {
-                partition: batch.partition,
-                generation: batch.claim.generation,
-                next_offset: batch.records.last().map(|r| r.offset + 1),
-                clock: Some(now),
-                clock_moved: batch.claim.reevaluate
-                    || batch.claim.clock.map(local_date) != Some(local_date(now)),
-                event_time: events.iter().map(|e| e.occurred_at).max(),
-                deltas: fold.into_deltas().into_iter().collect(),
-                cases,
-                documents,
-                seen,
-                dead_letters,
-            });
         }
-        report.alerts = self.store.commit(&writes, self.evaluator.as_ref()).await?;
+        report.records = batch.records.len();
+        report.dead_letters = dead_letters.len();
+        let cases = changed_cases
+            .into_iter()
+            .map(|k| {
+                let state = fold
+                    .case(&k)
+                    .cloned()
+                    .expect("a changed case is in the working set");
+                (k, state)
+            })
+            .collect();
+        let documents = changed_documents
+            .into_iter()
+            .map(|k| {
+                let state = *fold
+                    .document(&k)
+                    .expect("a changed document is in the working set");
+                (k, state)
+            })
+            .collect();
+        let write = PartitionWrite {
+            partition: batch.partition,
+            generation: batch.claim.generation,
+            start_offset: batch.claim.next_offset,
+            next_offset: batch.records.last().map(|r| r.offset + 1),
+            clock: Some(now),
+            clock_moved: batch.claim.reevaluate
+                || batch.claim.clock.map(local_date) != Some(local_date(now)),
+            event_time: events.iter().map(|e| e.occurred_at).max(),
+            deltas: fold.into_deltas().into_iter().collect(),
+            cases,
+            documents,
+            seen,
+            dead_letters,
+        };
+        report.alerts = self
+            .store
+            .commit(std::slice::from_ref(&write), self.evaluator.as_ref())
+            .await?;
         debug!(?report, "batch committed");
         Ok(report)
     }

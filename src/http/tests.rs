@@ -53,6 +53,8 @@ async fn app(events: usize) -> Router {
             Utc::now(),
         )
         .await
+        .pop()
+        .unwrap()
         .unwrap();
     let producer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", "127.0.0.1:1")

@@ -1,6 +1,7 @@
 //! The projection store: the only place with SQL. One batch is written in one
 //! transaction: counters, case and document facts, seen event ids, dead
-//! letters and the partitions' next offsets, fenced by the owner generation.
+//! letters and the partitions' next offsets, fenced by the owner generation
+//! and guarded by the offset each partition's batch starts from.
 
 mod codec;
 pub mod postgres;
@@ -106,9 +107,13 @@ impl Store {
         }
     }
 
-    /// Writes a batch, all partitions in one transaction. Fails with
-    /// [`StoreError::Fenced`], writing nothing, if any partition has been
-    /// claimed by another owner since.
+    /// Writes a batch, all its partitions in one transaction (the projector
+    /// writes one partition per call). Writes nothing and fails with
+    /// [`StoreError::Fenced`] if a partition has been claimed by another
+    /// owner since, [`StoreError::AlreadyApplied`] if the batch was committed
+    /// before, [`StoreError::OffsetMoved`] if the partition does not stand
+    /// where the batch starts, or [`StoreError::ConcurrentDuplicate`] if one
+    /// of its event ids was stored since it was loaded.
     /// With an evaluator, the batch's breach transitions are evaluated and
     /// written to the alert outbox in the same transaction, and returned.
     pub async fn commit(
@@ -311,6 +316,11 @@ pub struct DeadLetter {
 pub struct PartitionWrite {
     pub partition: i32,
     pub generation: i64,
+    /// The stored next offset the batch was read from (the owner's view;
+    /// `None` for a partition never seen): the commit is refused if the
+    /// stored one differs, so that no batch is ever applied twice, even when
+    /// a commit whose outcome was lost with the connection is tried again.
+    pub start_offset: Option<i64>,
     /// The first offset not yet applied after this batch (`None`: no record
     /// was ever seen on this partition; only the clock moves).
     pub next_offset: Option<i64>,
@@ -327,12 +337,51 @@ pub struct PartitionWrite {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// Why a partition's offset row refused a batch, given the row as stored
+/// (`generation`, `next_offset`), if any.
+fn refusal(w: &PartitionWrite, stored: Option<(i64, Option<i64>)>) -> StoreError {
+    match stored {
+        Some((generation, next)) if generation == w.generation => match w.next_offset {
+            Some(end) if next == Some(end) => StoreError::AlreadyApplied {
+                partition: w.partition,
+                next_offset: end,
+            },
+            _ => StoreError::OffsetMoved {
+                partition: w.partition,
+                expected: w.start_offset,
+                stored: next,
+            },
+        },
+        _ => StoreError::Fenced {
+            partition: w.partition,
+            generation: w.generation,
+        },
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another member claimed the partition since this one did: nothing of
     /// the batch was written.
     #[error("partition {partition} is owned by a newer generation than {generation}")]
     Fenced { partition: i32, generation: i64 },
+    /// The batch was committed already (a retry after a commit whose
+    /// outcome was lost): nothing more was written.
+    #[error("the batch of partition {partition} up to offset {next_offset} was committed already")]
+    AlreadyApplied { partition: i32, next_offset: i64 },
+    /// The stored offset is not where this owner left it, under the same
+    /// generation: the store was changed behind the pipeline's back.
+    #[error("partition {partition}: stored next offset {stored:?}, expected {expected:?}")]
+    OffsetMoved {
+        partition: i32,
+        expected: Option<i64>,
+        stored: Option<i64>,
+    },
+    /// Another partition's transaction stored one of the batch's event ids
+    /// since the batch was loaded (the same id on two partitions): tried
+    /// again, the id is then a duplicate.
+    #[error("partition {partition}: an event id of the batch was stored concurrently")]
+    ConcurrentDuplicate { partition: i32 },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// Stored data this version cannot read.
@@ -347,7 +396,10 @@ impl StoreError {
     /// database restarting, serialization failure).
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Fenced { .. } => false,
+            StoreError::ConcurrentDuplicate { .. } => true,
+            StoreError::Fenced { .. }
+            | StoreError::AlreadyApplied { .. }
+            | StoreError::OffsetMoved { .. } => false,
             StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
             StoreError::Database(e) => match e {
                 sqlx::Error::Io(_)

@@ -417,7 +417,8 @@ impl PgStore {
             let updated = sqlx::query(
                 "UPDATE partition_offsets SET next_offset = COALESCE($3, next_offset), clock = COALESCE($4, clock),
                         event_time = GREATEST(event_time, $6), updated_at = now()
-                 WHERE topic = $1 AND partition = $2 AND generation = $5",
+                 WHERE topic = $1 AND partition = $2 AND generation = $5
+                   AND next_offset IS NOT DISTINCT FROM $7",
             )
             .bind(&self.topic)
             .bind(w.partition)
@@ -425,14 +426,19 @@ impl PgStore {
             .bind(w.clock)
             .bind(w.generation)
             .bind(w.event_time)
+            .bind(w.start_offset)
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
+                let stored = sqlx::query_as(
+                    "SELECT generation, next_offset FROM partition_offsets WHERE topic = $1 AND partition = $2",
+                )
+                .bind(&self.topic)
+                .bind(w.partition)
+                .fetch_optional(&mut *tx)
+                .await?;
                 tx.rollback().await?;
-                return Err(StoreError::Fenced {
-                    partition: w.partition,
-                    generation: w.generation,
-                });
+                return Err(super::refusal(w, stored));
             }
         }
         for w in writes {
@@ -440,10 +446,17 @@ impl PgStore {
             write_cases(&mut tx, w).await?;
             write_documents(&mut tx, w).await?;
             if !w.seen.is_empty() {
-                sqlx::query("INSERT INTO seen_events (event_id) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING")
+                let stored = sqlx::query("INSERT INTO seen_events (event_id) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING")
                     .bind(&w.seen)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if stored != w.seen.len() as u64 {
+                    tx.rollback().await?;
+                    return Err(StoreError::ConcurrentDuplicate {
+                        partition: w.partition,
+                    });
+                }
             }
             write_dead_letters(&mut tx, &self.topic, w).await?;
         }

@@ -160,7 +160,7 @@ impl SqliteStore {
             let updated = sqlx::query(
                 "UPDATE partition_offsets SET next_offset = COALESCE(?3, next_offset), clock = COALESCE(?4, clock),
                         event_time = COALESCE(max(event_time, ?6), ?6, event_time), updated_at = ?7
-                 WHERE topic = ?1 AND partition = ?2 AND generation = ?5",
+                 WHERE topic = ?1 AND partition = ?2 AND generation = ?5 AND next_offset IS ?8",
             )
             .bind(&self.topic)
             .bind(w.partition)
@@ -169,14 +169,19 @@ impl SqliteStore {
             .bind(w.generation)
             .bind(w.event_time)
             .bind(Utc::now())
+            .bind(w.start_offset)
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
+                let stored = sqlx::query_as(
+                    "SELECT generation, next_offset FROM partition_offsets WHERE topic = ?1 AND partition = ?2",
+                )
+                .bind(&self.topic)
+                .bind(w.partition)
+                .fetch_optional(&mut *tx)
+                .await?;
                 tx.rollback().await?;
-                return Err(StoreError::Fenced {
-                    partition: w.partition,
-                    generation: w.generation,
-                });
+                return Err(super::refusal(w, stored));
             }
         }
         for w in writes {
@@ -284,11 +289,19 @@ async fn write_partition(
             .execute(&mut **tx)
             .await?;
     }
+    let mut stored = 0;
     for id in &w.seen {
-        sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES (?1)")
+        stored += sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES (?1)")
             .bind(id)
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
+    }
+    if stored != w.seen.len() as u64 {
+        // Dropping the transaction rolls it back.
+        return Err(StoreError::ConcurrentDuplicate {
+            partition: w.partition,
+        });
     }
     for d in &w.dead_letters {
         sqlx::query(

@@ -534,13 +534,13 @@ async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
 }
 
 #[tokio::test]
-async fn a_commit_from_an_older_owner_generation_is_refused_and_writes_nothing_in_postgres() {
+async fn a_commit_from_an_older_owner_or_applied_twice_is_refused_and_writes_nothing_in_postgres() {
     let (_, url) = fresh_database().await;
     commit_from_an_older_generation_is_refused(&url).await;
 }
 
 #[tokio::test]
-async fn a_commit_from_an_older_owner_generation_is_refused_and_writes_nothing_in_sqlite() {
+async fn a_commit_from_an_older_owner_or_applied_twice_is_refused_and_writes_nothing_in_sqlite() {
     commit_from_an_older_generation_is_refused("sqlite::memory:").await;
 }
 
@@ -579,6 +579,44 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     assert!(store.day_counters().await.unwrap().is_empty());
     assert_eq!(store.offsets().await.unwrap(), vec![(0, None)]);
     store.commit(&[write(new.generation)], None).await.unwrap();
-    assert_eq!(store.day_counters().await.unwrap().len(), 1);
+    let counters = store.day_counters().await.unwrap();
+    assert_eq!(counters.len(), 1);
+    assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
+
+    // The same batch again, as after a commit whose outcome was lost with
+    // the connection: recognised, and nothing is written twice.
+    match store.commit(&[write(new.generation)], None).await {
+        Err(StoreError::AlreadyApplied {
+            partition: 0,
+            next_offset: 10,
+        }) => {}
+        other => panic!("expected an already-applied batch, got {other:?}"),
+    }
+    // A batch that does not start where the partition stands is refused.
+    let mut elsewhere = write(new.generation);
+    elsewhere.start_offset = Some(7);
+    elsewhere.next_offset = Some(12);
+    match store.commit(&[elsewhere], None).await {
+        Err(StoreError::OffsetMoved {
+            partition: 0,
+            expected: Some(7),
+            stored: Some(10),
+        }) => {}
+        other => panic!("expected a moved offset, got {other:?}"),
+    }
+    assert_eq!(store.day_counters().await.unwrap(), counters);
+    assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
+
+    // An event id stored since the batch was loaded (by another
+    // partition's transaction) makes the batch fail, to be tried again.
+    let mut next = write(new.generation);
+    next.start_offset = Some(10);
+    next.next_offset = Some(11);
+    next.seen = vec!["e2".into(), "e1".into()];
+    match store.commit(&[next], None).await {
+        Err(e @ StoreError::ConcurrentDuplicate { partition: 0 }) => assert!(e.is_transient()),
+        other => panic!("expected a concurrent duplicate, got {other:?}"),
+    }
+    assert_eq!(store.day_counters().await.unwrap(), counters);
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
 }
