@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::runtime::Handle;
-use tracing::{debug, error, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::Settings;
 use crate::domain::time::local_date;
@@ -194,8 +194,13 @@ impl Backoff {
         Backoff(Duration::from_millis(50))
     }
     fn sleep(&mut self) {
-        std::thread::sleep(self.0);
+        std::thread::sleep(self.next());
+    }
+    /// The wait before the next attempt; each is twice the last, up to 2 s.
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
         self.0 = (self.0 * 2).min(Duration::from_secs(2));
+        wait
     }
 }
 
@@ -324,169 +329,235 @@ struct Worker {
     clock: Clock,
 }
 
+/// Records read for one partition and not yet handed to a commit.
+struct Pending {
+    records: Vec<Record>,
+    since: Instant,
+}
+
+/// A partition batch being committed on the runtime, with the clock it was
+/// projected at and when it started.
+type InFlight = tokio::task::JoinHandle<(
+    PartitionBatch,
+    Result<BatchReport, StoreError>,
+    DateTime<Utc>,
+    Instant,
+)>;
+
 impl Worker {
+    /// Reads records and hands each partition's batch to its own commit on
+    /// the runtime as soon as it is full, old enough, or due for a clock
+    /// tick, at most one commit per partition at a time: partitions never
+    /// wait for each other, and reading goes on while the database works.
     fn run(self) -> anyhow::Result<()> {
-        let mut pending: HashMap<i32, Vec<Record>> = HashMap::new();
-        let mut pending_count = 0usize;
-        let mut first_at: Option<Instant> = None;
+        let mut pending: HashMap<i32, Pending> = HashMap::new();
+        let mut in_flight: HashMap<i32, InFlight> = HashMap::new();
+        let mut not_before: HashMap<i32, Instant> = HashMap::new();
+        let mut backoff = Backoff::new();
         let mut last_tick = Instant::now();
         while !self.shutdown.is_triggered() {
-            if last_tick.elapsed() >= self.tick {
+            let tick_due = last_tick.elapsed() >= self.tick;
+            if tick_due {
                 self.claim_again_if_switched()?;
             }
-            let wait = match first_at {
-                Some(t) => self.max_wait.saturating_sub(t.elapsed()),
-                None => Duration::from_millis(100),
-            };
-            let polled = self.consumer.poll(wait);
-            if std::mem::take(&mut self.owned.lock().expect("ownership lock").rebalanced) {
-                // Fetching restarts at the stored offsets: drop what was read.
-                pending.clear();
-                pending_count = 0;
-                first_at = None;
-            }
-            match polled {
-                Some(Ok(m)) => {
-                    let owned = self.owned.lock().expect("ownership lock");
-                    let expected = owned
-                        .claims
-                        .get(&m.partition())
-                        .map(|c| c.next_offset.unwrap_or(0));
-                    drop(owned);
-                    match expected {
-                        Some(next) if m.offset() >= next => {
-                            pending.entry(m.partition()).or_default().push(Record {
-                                partition: m.partition(),
-                                offset: m.offset(),
-                                key: m.key().map(<[u8]>::to_vec),
-                                value: m.payload().map(<[u8]>::to_vec),
-                            });
-                            pending_count += 1;
-                            first_at.get_or_insert_with(Instant::now);
-                        }
-                        _ => {} // not ours any more, or already applied
-                    }
+            let buffered: usize = pending.values().map(|p| p.records.len()).sum();
+            if buffered < 2 * self.max_records {
+                let wait = if in_flight.is_empty() {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::from_millis(2)
+                };
+                let polled = self.consumer.poll(wait);
+                if std::mem::take(&mut self.owned.lock().expect("ownership lock").rebalanced) {
+                    // Fetching restarts at the stored offsets: drop what was read.
+                    pending.clear();
                 }
-                Some(Err(e)) => warn!(error = %e, "consumer error"),
-                None => {}
+                match polled {
+                    Some(Ok(m)) => self.keep(&m, &mut pending),
+                    Some(Err(e)) => warn!(error = %e, "consumer error"),
+                    None => {}
+                }
+            } else {
+                // The database is behind: read on once a commit completes.
+                std::thread::sleep(Duration::from_millis(1));
             }
-            let full = pending_count >= self.max_records;
-            let timed_out = first_at.is_some_and(|t| t.elapsed() >= self.max_wait);
-            let tick_due = last_tick.elapsed() >= self.tick;
-            if !(full || timed_out || tick_due) {
-                continue;
+
+            let done: Vec<i32> = in_flight
+                .iter()
+                .filter(|(_, h)| h.is_finished())
+                .map(|(p, _)| *p)
+                .collect();
+            for partition in done {
+                let handle = in_flight.remove(&partition).expect("in flight");
+                let settled = self.runtime.block_on(handle)?;
+                self.settle(settled, &mut pending, &mut not_before, &mut backoff)?;
             }
+
             let now = self.clock.now();
-            let batches = self.take_batches(&mut pending, now, tick_due);
-            pending_count = 0;
-            first_at = None;
+            let claims: Vec<(i32, Claim)> = {
+                let owned = self.owned.lock().expect("ownership lock");
+                owned.claims.iter().map(|(p, c)| (*p, *c)).collect()
+            };
+            for (partition, claim) in claims {
+                if in_flight.contains_key(&partition)
+                    || not_before
+                        .get(&partition)
+                        .is_some_and(|t| Instant::now() < *t)
+                {
+                    continue;
+                }
+                let clock_moved =
+                    claim.reevaluate || claim.clock.map(local_date) != Some(local_date(now));
+                let ready = pending.get(&partition).is_some_and(|p| {
+                    p.records.len() >= self.max_records || p.since.elapsed() >= self.max_wait
+                });
+                if !(ready || (tick_due && clock_moved)) {
+                    continue;
+                }
+                let records = match pending.get_mut(&partition) {
+                    Some(p) if p.records.len() > self.max_records => {
+                        let rest = p.records.split_off(self.max_records);
+                        let records = std::mem::replace(&mut p.records, rest);
+                        p.since = Instant::now();
+                        records
+                    }
+                    _ => pending
+                        .remove(&partition)
+                        .map(|p| p.records)
+                        .unwrap_or_default(),
+                };
+                let batch = PartitionBatch {
+                    partition,
+                    claim,
+                    records,
+                };
+                let projector = self.projector.clone();
+                in_flight.insert(
+                    partition,
+                    self.runtime.spawn(async move {
+                        let started = Instant::now();
+                        let outcome = projector
+                            .project_partition(&batch, now)
+                            .instrument(info_span!(
+                                "ingest.batch",
+                                partition,
+                                records = batch.records.len()
+                            ))
+                            .await;
+                        (batch, outcome, now, started)
+                    }),
+                );
+            }
             if tick_due {
                 last_tick = Instant::now();
             }
-            if batches.is_empty() {
-                continue;
+        }
+        // Let the commits under way finish: their outcome is booked, and
+        // what was not committed is read again after a restart.
+        for (_, handle) in in_flight {
+            if let Ok(settled) = self.runtime.block_on(handle) {
+                let _ = self.settle(settled, &mut pending, &mut not_before, &mut backoff);
             }
-            self.commit(batches, now)?;
         }
         info!("ingest stopping: uncommitted records will be read again after a restart");
         Ok(())
     }
 
-    /// The batches to write now: every partition with records, and on a tick
-    /// every owned partition whose clock has passed a local midnight.
-    fn take_batches(
-        &self,
-        pending: &mut HashMap<i32, Vec<Record>>,
-        now: DateTime<Utc>,
-        tick: bool,
-    ) -> Vec<PartitionBatch> {
-        let owned = self.owned.lock().expect("ownership lock");
-        let mut batches = Vec::new();
-        for (&partition, claim) in &owned.claims {
-            let records = pending.remove(&partition).unwrap_or_default();
-            let clock_moved =
-                claim.reevaluate || claim.clock.map(local_date) != Some(local_date(now));
-            if !records.is_empty() || (tick && clock_moved) {
-                batches.push(PartitionBatch {
-                    partition,
-                    claim: *claim,
-                    records,
+    /// Keeps a fetched record for its partition's next batch, unless the
+    /// partition is not (or no longer) ours or the record is already applied.
+    fn keep(&self, m: &BorrowedMessage<'_>, pending: &mut HashMap<i32, Pending>) {
+        let expected = self
+            .owned
+            .lock()
+            .expect("ownership lock")
+            .claims
+            .get(&m.partition())
+            .map(|c| c.next_offset.unwrap_or(0));
+        if expected.is_some_and(|next| m.offset() >= next) {
+            pending
+                .entry(m.partition())
+                .or_insert_with(|| Pending {
+                    records: Vec::new(),
+                    since: Instant::now(),
+                })
+                .records
+                .push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
                 });
-            }
         }
-        pending.clear();
-        batches
     }
 
-    /// Commits each partition's batch (concurrently, one transaction each),
-    /// retrying those that failed transiently until they succeed.
-    fn commit(&self, batches: Vec<PartitionBatch>, now: DateTime<Utc>) -> anyhow::Result<()> {
-        let span = info_span!(
-            "ingest.batch",
-            records = batches.iter().map(|b| b.records.len()).sum::<usize>()
-        );
-        let _entered = span.enter();
-        let mut backoff = Backoff::new();
-        let started = Instant::now();
-        let mut remaining = batches;
-        loop {
-            let outcomes = self
-                .runtime
-                .block_on(self.projector.project(&remaining, now));
-            let mut retry = Vec::new();
-            let mut fenced = Vec::new();
-            for (batch, outcome) in remaining.into_iter().zip(outcomes) {
-                match outcome {
-                    Ok(report) => self.committed(&batch, &report, now, started),
-                    Err(StoreError::AlreadyApplied { partition, .. }) => {
-                        info!(
-                            partition,
-                            "batch found committed already (its outcome was lost); going on"
-                        );
-                        self.committed(&batch, &BatchReport::default(), now, started);
-                    }
-                    Err(StoreError::Fenced {
-                        partition,
-                        generation,
-                    }) => {
-                        warn!(
-                            partition,
-                            generation,
-                            "fenced: another member owns the partition; batch abandoned"
-                        );
-                        fenced.push(batch);
-                    }
-                    Err(e) if e.is_transient() => {
-                        warn!(partition = batch.partition, error = %e, "cannot commit; retrying the same batch");
-                        retry.push(batch);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+    /// Books the outcome of one partition's commit. A transient failure
+    /// sends the partition back to its stored offset, to be read and tried
+    /// again after a backoff; a fenced one lets the partition go, or follows
+    /// a rebuild's switch-over.
+    fn settle(
+        &self,
+        (batch, outcome, now, started): (
+            PartitionBatch,
+            Result<BatchReport, StoreError>,
+            DateTime<Utc>,
+            Instant,
+        ),
+        pending: &mut HashMap<i32, Pending>,
+        not_before: &mut HashMap<i32, Instant>,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<()> {
+        let partition = batch.partition;
+        let current = self
+            .owned
+            .lock()
+            .expect("ownership lock")
+            .claims
+            .get(&partition)
+            .map(|c| c.generation);
+        if current != Some(batch.claim.generation) {
+            // Revoked or claimed again while committing: a commit that got
+            // through was fenced by nothing and stands; anything else is moot.
+            if let Ok(report) = &outcome {
+                self.committed(&batch, report, now, started);
             }
-            if !fenced.is_empty() {
-                // A rebuild's switch fences every partition: claim them all in
-                // the new schema (which also refetches whatever was to be
-                // retried). Otherwise the fenced partitions are let go.
-                if self.follow_switch()? {
-                    return Ok(());
-                }
-                {
-                    let mut owned = self.owned.lock().expect("ownership lock");
-                    for b in &fenced {
-                        owned.claims.remove(&b.partition);
-                    }
-                }
-                self.rewind(&fenced)?;
-            }
-            if retry.is_empty() {
-                return Ok(());
-            }
-            if self.shutdown.is_triggered() {
-                return self.rewind(&retry);
-            }
-            backoff.sleep();
-            remaining = retry;
+            return Ok(());
         }
+        match outcome {
+            Ok(report) => {
+                *backoff = Backoff::new();
+                self.committed(&batch, &report, now, started);
+            }
+            Err(StoreError::AlreadyApplied { .. }) => {
+                info!(
+                    partition,
+                    "batch found committed already (its outcome was lost); going on"
+                );
+                self.committed(&batch, &BatchReport::default(), now, started);
+            }
+            Err(StoreError::Fenced { generation, .. }) => {
+                warn!(
+                    partition,
+                    generation, "fenced: another member owns the partition; batch abandoned"
+                );
+                if !self.follow_switch()? {
+                    self.owned
+                        .lock()
+                        .expect("ownership lock")
+                        .claims
+                        .remove(&partition);
+                }
+                pending.remove(&partition);
+            }
+            Err(e) if e.is_transient() => {
+                let wait = backoff.next();
+                warn!(partition, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot commit; the batch will be read and tried again");
+                pending.remove(&partition);
+                not_before.insert(partition, Instant::now() + wait);
+                self.rewind(&[batch])?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// Books one committed partition batch: the owner's view of the

@@ -89,8 +89,9 @@ impl Projector {
         futures_util::future::join_all(batches.iter().map(|b| self.project_partition(b, now))).await
     }
 
+    /// Projects one partition's batch in one transaction.
     #[instrument(name = "projector.batch", skip_all, fields(partition = batch.partition, records = batch.records.len()), err)]
-    async fn project_partition(
+    pub async fn project_partition(
         &self,
         batch: &PartitionBatch,
         now: DateTime<Utc>,
