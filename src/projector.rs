@@ -3,7 +3,7 @@
 //! one transaction together with the partitions' next offsets.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -52,6 +52,9 @@ pub struct Projector {
     units: Units,
     evaluator: Option<Evaluator>,
     alerts_written: Arc<Notify>,
+    /// Partitions whose batches load their stored event ids before folding
+    /// (see [`Projector::project_partition`]).
+    careful: Arc<Mutex<HashSet<i32>>>,
 }
 
 impl Projector {
@@ -62,6 +65,7 @@ impl Projector {
             units,
             evaluator,
             alerts_written: Arc::new(Notify::new()),
+            careful: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -90,13 +94,19 @@ impl Projector {
     }
 
     /// Projects one partition's batch in one transaction.
+    ///
+    /// Event ids are not looked up before folding while the partition's
+    /// recent batches held no repeated id: the commit's insert of the ids
+    /// (unique) is what decides. Should one of them turn out stored already,
+    /// that transaction is rolled back and the batch folded again with its
+    /// stored ids loaded, and the partition stays careful until a batch
+    /// comes without repeats.
     #[instrument(name = "projector.batch", skip_all, fields(partition = batch.partition, records = batch.records.len()), err)]
     pub async fn project_partition(
         &self,
         batch: &PartitionBatch,
         now: DateTime<Utc>,
     ) -> Result<BatchReport, StoreError> {
-        let mut report = BatchReport::default();
         let mut events: Vec<CaseEvent> = Vec::with_capacity(batch.records.len());
         let mut dead_letters = Vec::new();
         for r in &batch.records {
@@ -112,8 +122,58 @@ impl Projector {
                 }),
             }
         }
-        let (cases, documents) = keys(&events);
-        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let careful = self
+            .careful
+            .lock()
+            .expect("careful lock")
+            .contains(&batch.partition);
+        if !careful {
+            match self
+                .fold_and_commit(batch, now, &events, &dead_letters, false)
+                .await
+            {
+                Err(StoreError::ConcurrentDuplicate { .. }) => {
+                    debug!(
+                        partition = batch.partition,
+                        "an event id of the batch was stored before: folding it again with the stored ids"
+                    );
+                    self.careful
+                        .lock()
+                        .expect("careful lock")
+                        .insert(batch.partition);
+                }
+                outcome => return outcome,
+            }
+        }
+        let report = self
+            .fold_and_commit(batch, now, &events, &dead_letters, true)
+            .await?;
+        if report.duplicates == 0 {
+            self.careful
+                .lock()
+                .expect("careful lock")
+                .remove(&batch.partition);
+        }
+        Ok(report)
+    }
+
+    /// Loads the working set (with the batch's stored event ids when
+    /// `check_seen`), folds, and commits.
+    async fn fold_and_commit(
+        &self,
+        batch: &PartitionBatch,
+        now: DateTime<Utc>,
+        events: &[CaseEvent],
+        dead_letters: &[DeadLetter],
+        check_seen: bool,
+    ) -> Result<BatchReport, StoreError> {
+        let mut report = BatchReport::default();
+        let (cases, documents) = keys(events);
+        let ids: Vec<String> = if check_seen {
+            events.iter().map(|e| e.event_id.clone()).collect()
+        } else {
+            Vec::new()
+        };
         let mut fold = self
             .store
             .load(
@@ -132,7 +192,7 @@ impl Projector {
         let mut changed_cases = HashSet::new();
         let mut changed_documents = HashSet::new();
         let mut seen = Vec::new();
-        for e in &events {
+        for e in events {
             match fold.apply(e) {
                 Applied::Duplicate => report.duplicates += 1,
                 outcome => {
@@ -193,7 +253,7 @@ impl Projector {
             cases,
             documents,
             seen,
-            dead_letters,
+            dead_letters: dead_letters.to_vec(),
         };
         report.alerts = self
             .store

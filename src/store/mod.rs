@@ -113,7 +113,7 @@ impl Store {
     /// owner since, [`StoreError::AlreadyApplied`] if the batch was committed
     /// before, [`StoreError::OffsetMoved`] if the partition does not stand
     /// where the batch starts, or [`StoreError::ConcurrentDuplicate`] if one
-    /// of its event ids was stored since it was loaded.
+    /// of its event ids is stored already.
     /// With an evaluator, the batch's breach transitions are evaluated and
     /// written to the alert outbox in the same transaction, and returned.
     pub async fn commit(
@@ -377,10 +377,12 @@ pub enum StoreError {
         expected: Option<i64>,
         stored: Option<i64>,
     },
-    /// Another partition's transaction stored one of the batch's event ids
-    /// since the batch was loaded (the same id on two partitions): tried
-    /// again, the id is then a duplicate.
-    #[error("partition {partition}: an event id of the batch was stored concurrently")]
+    /// One of the batch's event ids is stored already: by an earlier batch,
+    /// when this one was folded without looking its ids up, or by another
+    /// partition's transaction since it was loaded (the same id on two
+    /// partitions). Nothing was written; folded again with the stored ids
+    /// loaded, the id is a duplicate.
+    #[error("partition {partition}: an event id of the batch is stored already")]
     ConcurrentDuplicate { partition: i32 },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

@@ -620,3 +620,75 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     assert_eq!(store.day_counters().await.unwrap(), counters);
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
 }
+
+/// Batches are folded without looking their event ids up first; an id
+/// stored by an earlier batch is caught by the commit and the batch folded
+/// again as a duplicate, in both stores.
+#[tokio::test]
+async fn an_event_id_of_an_earlier_batch_counts_once_though_ids_are_not_looked_up_first() {
+    let (_, url) = fresh_database().await;
+    let sqlite = repo().join("var/test-logs/repeated-ids.sqlite");
+    let _ = std::fs::remove_file(&sqlite);
+    for url in [url, format!("sqlite://{}", sqlite.display())] {
+        repeated_ids_count_once(&url).await;
+    }
+}
+
+async fn repeated_ids_count_once(url: &str) {
+    use cchc_pipeline::projector::{PartitionBatch, Projector, Record};
+    let store = Store::connect(url, 2, "t").await.unwrap();
+    let units = units();
+    let projector = Projector::new(store.clone(), units.clone(), None);
+    let values: Vec<Vec<u8>> = Simulator::new(
+        &units,
+        5,
+        NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(),
+        20.0,
+    )
+    .take(300)
+    .map(|r| r.value.into_bytes())
+    .collect();
+    let sent: Vec<&Vec<u8>> = values[..250]
+        .iter()
+        .chain([&values[10]])
+        .chain(&values[250..])
+        .chain([&values[150], &values[290]])
+        .collect();
+    let records: Vec<Record> = sent
+        .iter()
+        .enumerate()
+        .map(|(offset, v)| Record {
+            partition: 0,
+            offset: offset as i64,
+            key: None,
+            value: Some((*v).clone()),
+        })
+        .collect();
+    let now = Utc::now();
+    let mut claim = store.claim(0).await.unwrap();
+    let mut reports = Vec::new();
+    for chunk in [&records[..200], &records[200..]] {
+        let report = projector
+            .project_partition(
+                &PartitionBatch {
+                    partition: 0,
+                    claim,
+                    records: chunk.to_vec(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        claim.next_offset = Some(chunk.last().unwrap().offset + 1);
+        claim.clock = Some(now);
+        claim.reevaluate = false;
+        reports.push(report);
+    }
+    assert_eq!(reports[0].duplicates, 0);
+    assert_eq!(reports[1].duplicates, 3, "{:?}", reports[1]);
+    let produced = Produced {
+        values: sent.into_iter().map(|v| Some(v.clone())).collect(),
+        dead: BTreeMap::new(),
+    };
+    assert_projections(&store, &produced).await;
+}
