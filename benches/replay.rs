@@ -132,6 +132,18 @@ fn main() -> anyhow::Result<()> {
             anyhow::Ok(())
         })?;
         let url = format!("{}/{db}", admin_url.rsplit_once('/').expect("URL").0);
+        // Statement statistics, when the server preloads pg_stat_statements
+        // (scripts/bench.sh does).
+        let statements = runtime.block_on(async {
+            let pool = sqlx::PgPool::connect(&url).await?;
+            sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .execute(&pool)
+                .await?;
+            sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&pool)
+                .await?;
+            anyhow::Ok(pool)
+        });
         let mut child = Command::new(&binary)
             .args(["run", "--config"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"))
@@ -228,6 +240,10 @@ fn main() -> anyhow::Result<()> {
             })
             .collect();
         println!("pipeline RSS along the way: {}", rss.join(", "));
+        match statements {
+            Ok(pool) => runtime.block_on(print_statements(&pool))?,
+            Err(e) => println!("(no statement statistics: {e})"),
+        }
     }
     Ok(())
 }
@@ -261,4 +277,33 @@ fn postgres_cpu_seconds() -> f64 {
         })
         .map(process_cpu_seconds)
         .sum()
+}
+
+/// The statements that took the database's time during the replay.
+async fn print_statements(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let this_db = "dbid = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let rows: Vec<(i64, f64, i64, String)> = sqlx::query_as(&format!(
+        "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g')
+         FROM pg_stat_statements WHERE {this_db} ORDER BY total_exec_time DESC LIMIT 8"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let total: f64 = sqlx::query_scalar(&format!(
+        "SELECT COALESCE(sum(total_exec_time), 0)::float8 FROM pg_stat_statements WHERE {this_db}"
+    ))
+    .fetch_one(pool)
+    .await?;
+    println!(
+        "database time by statement (pg_stat_statements, {:.1} s in all):",
+        total / 1000.0
+    );
+    for (calls, ms, rows, query) in rows {
+        let query: String = query.chars().take(90).collect();
+        println!(
+            "  {:>5.1}%  {:>7.2} s  {calls:>6} calls  {rows:>9} rows  {query}",
+            100.0 * ms / total.max(1e-9),
+            ms / 1000.0
+        );
+    }
+    Ok(())
 }

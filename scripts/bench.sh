@@ -17,6 +17,10 @@ cleanup() {
     bash scripts/postgres.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+if [[ "$name" == replay ]]; then
+    # Per-statement times of the replay (printed by the benchmark).
+    export PG_EXTRA_CONF="shared_preload_libraries = 'pg_stat_statements'"
+fi
 bash scripts/kafka.sh start &
 kafka=$!
 bash scripts/postgres.sh start

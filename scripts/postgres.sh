@@ -164,6 +164,11 @@ log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
 EOF
+    # Extra settings for this cluster, e.g. for a benchmark's profile:
+    # PG_EXTRA_CONF="shared_preload_libraries = 'pg_stat_statements'".
+    if [[ -n "${PG_EXTRA_CONF:-}" ]]; then
+        printf '%s\n' "$PG_EXTRA_CONF" >>"$data/postgresql.conf"
+    fi
     cat >"$data/pg_hba.conf" <<'EOF'
 # scripts/postgres.sh: trust, reachable only from this machine.
 local   all   all                 trust
