@@ -221,6 +221,13 @@ impl Projector {
         }
         report.records = batch.records.len();
         report.dead_letters = dead_letters.len();
+        // In key order: the upserts then walk each index from one end to the
+        // other instead of jumping around it.
+        let mut changed_cases: Vec<CaseKey> = changed_cases.into_iter().collect();
+        changed_cases.sort_unstable();
+        let mut changed_documents: Vec<DocumentKey> = changed_documents.into_iter().collect();
+        changed_documents.sort_unstable();
+        seen.sort_unstable();
         let cases = changed_cases
             .into_iter()
             .map(|k| {
