@@ -362,11 +362,17 @@ impl Worker {
             }
             let buffered: usize = pending.values().map(|p| p.records.len()).sum();
             if buffered < 2 * self.max_records {
-                let wait = if in_flight.is_empty() {
-                    Duration::from_millis(50)
-                } else {
-                    Duration::from_millis(2)
-                };
+                // Wake in time for the oldest pending batch's deadline.
+                let wait = pending
+                    .values()
+                    .map(|p| self.max_wait.saturating_sub(p.since.elapsed()))
+                    .min()
+                    .unwrap_or(Duration::from_millis(50))
+                    .min(if in_flight.is_empty() {
+                        Duration::from_millis(50)
+                    } else {
+                        Duration::from_millis(2)
+                    });
                 let polled = self.consumer.poll(wait);
                 if std::mem::take(&mut self.owned.lock().expect("ownership lock").rebalanced) {
                     // Fetching restarts at the stored offsets: drop what was read.
