@@ -25,7 +25,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::runtime::Handle;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Settings;
 use crate::domain::time::local_date;
@@ -595,14 +595,6 @@ impl Worker {
                 }
             }
         }
-        debug!(
-            partition = batch.partition,
-            records = report.records,
-            applied = report.applied,
-            duplicates = report.duplicates,
-            dead_letters = report.dead_letters,
-            "batch committed"
-        );
         for a in &report.alerts {
             info!(
                 alert_id = %a.alert_id,

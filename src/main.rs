@@ -187,14 +187,7 @@ fn main() -> ExitCode {
                 listen,
                 exit_when_done,
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let result = runtime.block_on(async {
-                let stop = Shutdown::default();
-                let on_signal = stop.clone();
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    on_signal.trigger();
-                });
+            let result = until_signal(None, |stop| async move {
                 startup::demo(settings, &options, stop).await
             });
             finish(result.map(|_| ()))
@@ -276,17 +269,10 @@ fn main() -> ExitCode {
                 restart,
                 switch_lag,
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let result = runtime.block_on(async {
-                let stop = Shutdown::default();
-                let on_signal = stop.clone();
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    info!("stop requested; the rebuild can be continued later");
-                    on_signal.trigger();
-                });
-                rebuild::rebuild(&settings, &options, stop).await
-            });
+            let result = until_signal(
+                Some("stop requested; the rebuild can be continued later"),
+                |stop| async move { rebuild::rebuild(&settings, &options, stop).await },
+            );
             finish(result.map(|summary| match summary {
                 Some(s) => println!("{s}"),
                 None => println!("rebuild interrupted; run `cchc rebuild` again to continue it"),
@@ -296,17 +282,10 @@ fn main() -> ExitCode {
             let Some(settings) = load(&config) else {
                 return ExitCode::FAILURE;
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let result = runtime.block_on(async {
-                let shutdown = Shutdown::default();
-                let on_signal = shutdown.clone();
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    info!("stop requested; finishing the current batch");
-                    on_signal.trigger();
-                });
-                startup::run_until_stopped(settings, shutdown).await
-            });
+            let result = until_signal(
+                Some("stop requested; finishing the current batch"),
+                |stop| startup::run_until_stopped(settings, stop),
+            );
             finish(result)
         }
     }
@@ -320,6 +299,30 @@ fn execute<T>(
 ) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     finish(runtime.block_on(work).map(show))
+}
+
+/// Runs `work` on a fresh runtime with a [`Shutdown`] that SIGTERM or
+/// Ctrl-C triggers (logging `message`, if any).
+fn until_signal<T, F>(
+    message: Option<&'static str>,
+    work: impl FnOnce(Shutdown) -> F,
+) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let stop = Shutdown::default();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            if let Some(message) = message {
+                info!("{message}");
+            }
+            on_signal.trigger();
+        });
+        work(stop).await
+    })
 }
 
 fn first_of_this_year() -> chrono::NaiveDate {

@@ -251,33 +251,39 @@ impl PgStore {
         for sql in &statements {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
-        let breach_states = sqlx::query(&format!(
-            "INSERT INTO {new}.breach_states (commune, indicator, \"window\", in_breach, transitions)
-             SELECT commune, indicator, \"window\", in_breach, transitions FROM {old}.breach_states"
-        ))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected() as i64;
-        let alerts = sqlx::query(&format!(
-            "INSERT INTO {new}.alert_outbox (seq, alert_id, commune, payload, created_at, published_at)
-             SELECT seq, alert_id, commune, payload, created_at, published_at FROM {old}.alert_outbox"
-        ))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected() as i64;
+        // What subscribers have been told, in foreign-key order.
+        let mut carried = Vec::new();
+        for (table, columns) in [
+            (
+                "breach_states",
+                "commune, indicator, \"window\", in_breach, transitions",
+            ),
+            (
+                "alert_outbox",
+                "seq, alert_id, commune, payload, created_at, published_at",
+            ),
+            (
+                "webhook_deliveries",
+                "alert_seq, url, attempts, next_attempt, delivered_at, last_error",
+            ),
+        ] {
+            let rows = sqlx::query(&format!(
+                "INSERT INTO {new}.{table} ({columns}) SELECT {columns} FROM {old}.{table}"
+            ))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as i64;
+            carried.push(rows);
+        }
+        let [breach_states, alerts, webhook_deliveries] = carried[..] else {
+            unreachable!("three tables")
+        };
         sqlx::query(&format!(
             "SELECT setval(pg_get_serial_sequence('{new}.alert_outbox', 'seq'),
                            COALESCE((SELECT max(seq) FROM {new}.alert_outbox), 0) + 1, false)"
         ))
         .execute(&mut *tx)
         .await?;
-        let webhook_deliveries = sqlx::query(&format!(
-            "INSERT INTO {new}.webhook_deliveries (alert_seq, url, attempts, next_attempt, delivered_at, last_error)
-             SELECT alert_seq, url, attempts, next_attempt, delivered_at, last_error FROM {old}.webhook_deliveries"
-        ))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected() as i64;
         sqlx::query(&format!(
             "UPDATE {new}.dead_letters d SET resent_at = o.resent_at FROM {old}.dead_letters o
              WHERE o.resent_at IS NOT NULL AND o.topic = d.topic AND o.partition = d.partition

@@ -232,6 +232,28 @@ async fn a_rebuild_replays_into_a_fresh_schema_and_the_running_pipeline_switches
     .await
     .unwrap();
     assert!(planted >= rebuilt + 1000, "{planted} vs {rebuilt}");
+
+    // What subscribers were told was carried over: every alert and breach
+    // state of the old schema is in the new one.
+    for (what, sql) in [
+        (
+            "alerts",
+            "SELECT count(*) FROM public.alert_outbox o WHERE NOT EXISTS
+               (SELECT 1 FROM cchc_gen_2.alert_outbox n WHERE n.alert_id = o.alert_id)",
+        ),
+        (
+            "breach states",
+            "SELECT count(*) FROM public.breach_states o WHERE NOT EXISTS
+               (SELECT 1 FROM cchc_gen_2.breach_states n WHERE (n.commune, n.indicator, n.\"window\")
+                  = (o.commune, o.indicator, o.\"window\"))",
+        ),
+    ] {
+        let missing: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&pg.pool())
+            .await
+            .unwrap();
+        assert_eq!(missing, 0, "{what} of the old schema missing in the new one");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
