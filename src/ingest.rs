@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -110,7 +110,6 @@ impl ConsumerContext for IngestContext {
     ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let schema = self.projector.store().schema();
                 let mut claims = BTreeMap::new();
                 for elem in tpl.elements() {
                     let partition = elem.partition();
@@ -121,6 +120,7 @@ impl ConsumerContext for IngestContext {
                         None => return, // shutting down
                     }
                 }
+                let schema = self.projector.store().schema();
                 let topic = self.projector.store().topic().to_string();
                 for (partition, claim) in &claims {
                     let offset = claim
@@ -170,6 +170,14 @@ impl IngestContext {
     fn claim(&self, partition: i32) -> Option<Claim> {
         let mut backoff = Backoff::new();
         loop {
+            // Claim where the projections are served now, should a rebuild
+            // have switched them over since the store last looked.
+            if let Err(e) = self
+                .runtime
+                .block_on(self.projector.store().refresh_active())
+            {
+                warn!(partition, error = %e, "cannot read which projection schema is active");
+            }
             match self
                 .runtime
                 .block_on(self.projector.store().claim(partition))
@@ -212,7 +220,9 @@ pub struct Clock {
 
 impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.skew
+        // Microseconds, as the store keeps it: a commit checks the stored
+        // clock against the one its batch started from.
+        (Utc::now() + self.skew).trunc_subsecs(6)
     }
 }
 
@@ -401,7 +411,13 @@ impl Worker {
 
             let now = self.clock.now();
             let claims: Vec<(i32, Claim)> = {
-                let owned = self.owned.lock().expect("ownership lock");
+                let mut owned = self.owned.lock().expect("ownership lock");
+                if std::mem::take(&mut owned.rebalanced) {
+                    // Claimed anew (a rebalance, or a rebuild's switch-over)
+                    // since these were read: fetching restarts at the
+                    // stored offsets.
+                    pending.clear();
+                }
                 owned.claims.iter().map(|(p, c)| (*p, *c)).collect()
             };
             for (partition, claim) in claims {
@@ -533,12 +549,27 @@ impl Worker {
                 *backoff = Backoff::new();
                 self.committed(&batch, &report, now, started);
             }
-            Err(StoreError::AlreadyApplied { .. }) => {
+            Err(StoreError::Resync {
+                next_offset, clock, ..
+            }) => {
                 info!(
                     partition,
-                    "batch found committed already (its outcome was lost); going on"
+                    ?next_offset,
+                    ?clock,
+                    "an earlier commit whose outcome was lost went through; going on from the stored position"
                 );
-                self.committed(&batch, &BatchReport::default(), now, started);
+                if let Some(claim) = self
+                    .owned
+                    .lock()
+                    .expect("ownership lock")
+                    .claims
+                    .get_mut(&partition)
+                {
+                    claim.next_offset = next_offset;
+                    claim.clock = clock;
+                }
+                pending.remove(&partition);
+                self.rewind(&[batch])?;
             }
             Err(StoreError::Fenced { generation, .. }) => {
                 warn!(

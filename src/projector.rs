@@ -84,7 +84,7 @@ impl Projector {
     /// process folds another). Returns one outcome per batch, in order.
     /// Nothing of a batch is written unless all of it is; a failed batch can
     /// be tried again, and one that was in fact committed is then refused
-    /// with [`StoreError::AlreadyApplied`].
+    /// with [`StoreError::Resync`].
     pub async fn project(
         &self,
         batches: &[PartitionBatch],
@@ -251,6 +251,7 @@ impl Projector {
             partition: batch.partition,
             generation: batch.claim.generation,
             start_offset: batch.claim.next_offset,
+            start_clock: batch.claim.clock,
             next_offset: batch.records.last().map(|r| r.offset + 1),
             clock: Some(now),
             clock_moved: batch.claim.reevaluate

@@ -110,9 +110,9 @@ impl Store {
     /// Writes a batch, all its partitions in one transaction (the projector
     /// writes one partition per call). Writes nothing and fails with
     /// [`StoreError::Fenced`] if a partition has been claimed by another
-    /// owner since, [`StoreError::AlreadyApplied`] if the batch was committed
-    /// before, [`StoreError::OffsetMoved`] if the partition does not stand
-    /// where the batch starts, or [`StoreError::ConcurrentDuplicate`] if one
+    /// owner since, [`StoreError::Resync`] if the partition does not stand
+    /// where the batch starts (offset and clock), or
+    /// [`StoreError::ConcurrentDuplicate`] if one
     /// of its event ids is stored already.
     /// With an evaluator, the batch's breach transitions are evaluated and
     /// written to the alert outbox in the same transaction, and returned.
@@ -321,6 +321,9 @@ pub struct PartitionWrite {
     /// stored one differs, so that no batch is ever applied twice, even when
     /// a commit whose outcome was lost with the connection is tried again.
     pub start_offset: Option<i64>,
+    /// The stored clock the batch was folded from (the owner's view), also
+    /// checked by the commit: a clock tick is applied once too.
+    pub start_clock: Option<DateTime<Utc>>,
     /// The first offset not yet applied after this batch (`None`: no record
     /// was ever seen on this partition; only the clock moves).
     pub next_offset: Option<i64>,
@@ -338,20 +341,19 @@ pub struct PartitionWrite {
 }
 
 /// Why a partition's offset row refused a batch, given the row as stored
-/// (`generation`, `next_offset`), if any.
-fn refusal(w: &PartitionWrite, stored: Option<(i64, Option<i64>)>) -> StoreError {
+/// (`generation`, `next_offset`, `clock`), if any.
+fn refusal(
+    w: &PartitionWrite,
+    stored: Option<(i64, Option<i64>, Option<DateTime<Utc>>)>,
+) -> StoreError {
     match stored {
-        Some((generation, next)) if generation == w.generation => match w.next_offset {
-            Some(end) if next == Some(end) => StoreError::AlreadyApplied {
+        Some((generation, next_offset, clock)) if generation == w.generation => {
+            StoreError::Resync {
                 partition: w.partition,
-                next_offset: end,
-            },
-            _ => StoreError::OffsetMoved {
-                partition: w.partition,
-                expected: w.start_offset,
-                stored: next,
-            },
-        },
+                next_offset,
+                clock,
+            }
+        }
         _ => StoreError::Fenced {
             partition: w.partition,
             generation: w.generation,
@@ -365,17 +367,15 @@ pub enum StoreError {
     /// the batch was written.
     #[error("partition {partition} is owned by a newer generation than {generation}")]
     Fenced { partition: i32, generation: i64 },
-    /// The batch was committed already (a retry after a commit whose
-    /// outcome was lost): nothing more was written.
-    #[error("the batch of partition {partition} up to offset {next_offset} was committed already")]
-    AlreadyApplied { partition: i32, next_offset: i64 },
-    /// The stored offset is not where this owner left it, under the same
-    /// generation: the store was changed behind the pipeline's back.
-    #[error("partition {partition}: stored next offset {stored:?}, expected {expected:?}")]
-    OffsetMoved {
+    /// The partition, still this owner's, does not stand where the batch
+    /// starts: an earlier commit of this owner whose outcome was lost with
+    /// the connection did go through. Nothing was written; the owner goes
+    /// on from the stored position.
+    #[error("partition {partition} stands at offset {next_offset:?}, clock {clock:?}, not where the batch starts")]
+    Resync {
         partition: i32,
-        expected: Option<i64>,
-        stored: Option<i64>,
+        next_offset: Option<i64>,
+        clock: Option<DateTime<Utc>>,
     },
     /// One of the batch's event ids is stored already: by an earlier batch,
     /// when this one was folded without looking its ids up, or by another
@@ -399,9 +399,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::ConcurrentDuplicate { .. } => true,
-            StoreError::Fenced { .. }
-            | StoreError::AlreadyApplied { .. }
-            | StoreError::OffsetMoved { .. } => false,
+            StoreError::Fenced { .. } | StoreError::Resync { .. } => false,
             StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
             StoreError::Database(e) => match e {
                 sqlx::Error::Io(_)

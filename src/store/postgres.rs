@@ -238,11 +238,21 @@ impl PgStore {
         ))
         .execute(&mut *tx)
         .await?;
+        // Every generation of the new schema above every one of the old, so
+        // that no claim made in one can pass for a claim made in the other;
+        // partitions the rebuild never claimed start from their beginning.
         let statements = [
             format!("UPDATE {old}.partition_offsets SET generation = generation + 1"),
             format!(
                 "UPDATE {new}.partition_offsets SET generation = generation + 1 +
                    (SELECT COALESCE(max(generation), 0) FROM {old}.partition_offsets)"
+            ),
+            format!(
+                "INSERT INTO {new}.partition_offsets (topic, partition, next_offset, generation)
+                 SELECT topic, partition, NULL,
+                        (SELECT COALESCE(max(generation), 0) + 1 FROM {old}.partition_offsets)
+                 FROM {old}.partition_offsets
+                 ON CONFLICT (topic, partition) DO NOTHING"
             ),
             format!("DELETE FROM {new}.webhook_deliveries"),
             format!("DELETE FROM {new}.alert_outbox"),
@@ -424,7 +434,7 @@ impl PgStore {
                 "UPDATE partition_offsets SET next_offset = COALESCE($3, next_offset), clock = COALESCE($4, clock),
                         event_time = GREATEST(event_time, $6), updated_at = now()
                  WHERE topic = $1 AND partition = $2 AND generation = $5
-                   AND next_offset IS NOT DISTINCT FROM $7",
+                   AND next_offset IS NOT DISTINCT FROM $7 AND clock IS NOT DISTINCT FROM $8",
             )
             .bind(&self.topic)
             .bind(w.partition)
@@ -433,11 +443,12 @@ impl PgStore {
             .bind(w.generation)
             .bind(w.event_time)
             .bind(w.start_offset)
+            .bind(w.start_clock)
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
                 let stored = sqlx::query_as(
-                    "SELECT generation, next_offset FROM partition_offsets WHERE topic = $1 AND partition = $2",
+                    "SELECT generation, next_offset, clock FROM partition_offsets WHERE topic = $1 AND partition = $2",
                 )
                 .bind(&self.topic)
                 .bind(w.partition)

@@ -160,7 +160,7 @@ impl SqliteStore {
             let updated = sqlx::query(
                 "UPDATE partition_offsets SET next_offset = COALESCE(?3, next_offset), clock = COALESCE(?4, clock),
                         event_time = COALESCE(max(event_time, ?6), ?6, event_time), updated_at = ?7
-                 WHERE topic = ?1 AND partition = ?2 AND generation = ?5 AND next_offset IS ?8",
+                 WHERE topic = ?1 AND partition = ?2 AND generation = ?5 AND next_offset IS ?8 AND clock IS ?9",
             )
             .bind(&self.topic)
             .bind(w.partition)
@@ -170,11 +170,12 @@ impl SqliteStore {
             .bind(w.event_time)
             .bind(Utc::now())
             .bind(w.start_offset)
+            .bind(w.start_clock)
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
                 let stored = sqlx::query_as(
-                    "SELECT generation, next_offset FROM partition_offsets WHERE topic = ?1 AND partition = ?2",
+                    "SELECT generation, next_offset, clock FROM partition_offsets WHERE topic = ?1 AND partition = ?2",
                 )
                 .bind(&self.topic)
                 .bind(w.partition)

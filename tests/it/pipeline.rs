@@ -584,40 +584,57 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
 
     // The same batch again, as after a commit whose outcome was lost with
-    // the connection: recognised, and nothing is written twice.
+    // the connection: refused, nothing written twice, and the owner told
+    // where the partition stands.
     match store.commit(&[write(new.generation)], None).await {
-        Err(StoreError::AlreadyApplied {
+        Err(StoreError::Resync {
             partition: 0,
-            next_offset: 10,
+            next_offset: Some(10),
+            clock: None,
         }) => {}
-        other => panic!("expected an already-applied batch, got {other:?}"),
-    }
-    // A batch that does not start where the partition stands is refused.
-    let mut elsewhere = write(new.generation);
-    elsewhere.start_offset = Some(7);
-    elsewhere.next_offset = Some(12);
-    match store.commit(&[elsewhere], None).await {
-        Err(StoreError::OffsetMoved {
-            partition: 0,
-            expected: Some(7),
-            stored: Some(10),
-        }) => {}
-        other => panic!("expected a moved offset, got {other:?}"),
+        other => panic!("expected a resync, got {other:?}"),
     }
     assert_eq!(store.day_counters().await.unwrap(), counters);
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
+
+    // A clock tick (no records) is applied once too: retried from the clock
+    // it started from, it is refused.
+    let t1 = chrono::DateTime::parse_from_rfc3339("2023-01-03T00:00:00.123456Z")
+        .unwrap()
+        .to_utc();
+    let mut tick = write(new.generation);
+    tick.start_offset = Some(10);
+    tick.next_offset = None;
+    tick.clock = Some(t1);
+    tick.cases.clear();
+    tick.seen.clear();
+    store
+        .commit(std::slice::from_ref(&tick), None)
+        .await
+        .unwrap();
+    let after_tick = store.day_counters().await.unwrap();
+    match store.commit(&[tick], None).await {
+        Err(StoreError::Resync {
+            partition: 0,
+            next_offset: Some(10),
+            clock: Some(clock),
+        }) => assert_eq!(clock, t1),
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    assert_eq!(store.day_counters().await.unwrap(), after_tick);
 
     // An event id stored since the batch was loaded (by another
     // partition's transaction) makes the batch fail, to be tried again.
     let mut next = write(new.generation);
     next.start_offset = Some(10);
+    next.start_clock = Some(t1);
     next.next_offset = Some(11);
     next.seen = vec!["e2".into(), "e1".into()];
     match store.commit(&[next], None).await {
         Err(e @ StoreError::ConcurrentDuplicate { partition: 0 }) => assert!(e.is_transient()),
         other => panic!("expected a concurrent duplicate, got {other:?}"),
     }
-    assert_eq!(store.day_counters().await.unwrap(), counters);
+    assert_eq!(store.day_counters().await.unwrap(), after_tick);
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
 }
 
@@ -664,7 +681,8 @@ async fn repeated_ids_count_once(url: &str) {
             value: Some((*v).clone()),
         })
         .collect();
-    let now = Utc::now();
+    // To the microsecond, as the pipeline's clock and the store keep it.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
     let mut claim = store.claim(0).await.unwrap();
     let mut reports = Vec::new();
     for chunk in [&records[..200], &records[200..]] {
