@@ -372,10 +372,20 @@ impl Worker {
             }
             let buffered: usize = pending.values().map(|p| p.records.len()).sum();
             if buffered < 2 * self.max_records {
-                // Wake in time for the oldest pending batch's deadline.
+                // Wake in time for the first pending batch that can go: its
+                // deadline passed, and neither a commit of its partition in
+                // flight nor a backoff holds it.
                 let wait = pending
-                    .values()
-                    .map(|p| self.max_wait.saturating_sub(p.since.elapsed()))
+                    .iter()
+                    .filter(|(p, _)| !in_flight.contains_key(p))
+                    .map(|(p, pending)| {
+                        let due = self.max_wait.saturating_sub(pending.since.elapsed());
+                        let held = not_before
+                            .get(p)
+                            .map(|t| t.saturating_duration_since(Instant::now()))
+                            .unwrap_or_default();
+                        due.max(held)
+                    })
                     .min()
                     .unwrap_or(Duration::from_millis(50))
                     .min(if in_flight.is_empty() {
@@ -552,7 +562,7 @@ impl Worker {
             Err(StoreError::Resync {
                 next_offset, clock, ..
             }) => {
-                info!(
+                warn!(
                     partition,
                     ?next_offset,
                     ?clock,
