@@ -28,7 +28,6 @@ use tokio::runtime::Handle;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Settings;
-use crate::domain::time::local_date;
 use crate::metrics::Metrics;
 use crate::projector::{BatchReport, PartitionBatch, Projector, Record};
 use crate::store::{Claim, StoreError};
@@ -123,11 +122,7 @@ impl ConsumerContext for IngestContext {
                 let schema = self.projector.store().schema();
                 let topic = self.projector.store().topic().to_string();
                 for (partition, claim) in &claims {
-                    let offset = claim
-                        .next_offset
-                        .map(Offset::Offset)
-                        .unwrap_or(Offset::Beginning);
-                    if let Err(e) = tpl.set_partition_offset(&topic, *partition, offset) {
+                    if let Err(e) = tpl.set_partition_offset(&topic, *partition, resume_at(claim)) {
                         error!(partition, error = %e, "cannot set the start offset");
                     }
                 }
@@ -193,6 +188,15 @@ impl IngestContext {
             }
         }
     }
+}
+
+/// Where fetching resumes for a claimed partition: its stored next offset,
+/// or the beginning for a partition never applied.
+fn resume_at(claim: &Claim) -> Offset {
+    claim
+        .next_offset
+        .map(Offset::Offset)
+        .unwrap_or(Offset::Beginning)
 }
 
 struct Backoff(Duration);
@@ -438,12 +442,10 @@ impl Worker {
                 {
                     continue;
                 }
-                let clock_moved =
-                    claim.reevaluate || claim.clock.map(local_date) != Some(local_date(now));
                 let ready = pending.get(&partition).is_some_and(|p| {
                     p.records.len() >= self.max_records || p.since.elapsed() >= self.max_wait
                 });
-                if !(ready || (tick_due && clock_moved)) {
+                if !(ready || (tick_due && claim.evaluates_all(now))) {
                     continue;
                 }
                 let records = match pending.get_mut(&partition) {
@@ -579,7 +581,7 @@ impl Worker {
                     claim.clock = clock;
                 }
                 pending.remove(&partition);
-                self.rewind(&[batch])?;
+                self.rewind(partition)?;
             }
             Err(StoreError::Fenced { generation, .. }) => {
                 warn!(
@@ -600,7 +602,7 @@ impl Worker {
                 warn!(partition, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot commit; the batch will be read and tried again");
                 pending.remove(&partition);
                 not_before.insert(partition, Instant::now() + wait);
-                self.rewind(&[batch])?;
+                self.rewind(partition)?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -692,15 +694,12 @@ impl Worker {
             let Some(claim) = self.consumer.context().claim(partition) else {
                 return Ok(true); // shutting down
             };
-            let offset = claim
-                .next_offset
-                .map(Offset::Offset)
-                .unwrap_or(Offset::Beginning);
-            self.seek(topic, partition, offset).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot move partition {partition} to the rebuilt projections' offset: {e}"
-                )
-            })?;
+            self.seek(topic, partition, resume_at(&claim))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot move partition {partition} to the rebuilt projections' offset: {e}"
+                    )
+                })?;
             self.owned
                 .lock()
                 .expect("ownership lock")
@@ -710,24 +709,18 @@ impl Worker {
         Ok(true)
     }
 
-    /// After an abandoned batch, fetch the still-owned partitions again from
-    /// their stored offsets.
-    /// A partition that cannot be rewound would go on past the abandoned
-    /// records, so that is fatal: the process restarts from stored offsets.
-    fn rewind(&self, batches: &[PartitionBatch]) -> anyhow::Result<()> {
+    /// After an abandoned batch, fetches the partition again from its stored
+    /// offset, if still owned. A partition that cannot be rewound would go
+    /// on past the abandoned records, so that is fatal: the process restarts
+    /// from stored offsets.
+    fn rewind(&self, partition: i32) -> anyhow::Result<()> {
         let owned = self.owned.lock().expect("ownership lock");
-        let topic = self.projector.store().topic();
-        for b in batches {
-            if let Some(claim) = owned.claims.get(&b.partition) {
-                let offset = claim
-                    .next_offset
-                    .map(Offset::Offset)
-                    .unwrap_or(Offset::Beginning);
-                self.seek(topic, b.partition, offset).map_err(|e| {
-                    error!(partition = b.partition, error = %e, "cannot rewind after an abandoned batch");
-                    anyhow::anyhow!("cannot rewind partition {} after an abandoned batch: {e}", b.partition)
-                })?;
-            }
+        if let Some(claim) = owned.claims.get(&partition) {
+            let topic = self.projector.store().topic();
+            self.seek(topic, partition, resume_at(claim)).map_err(|e| {
+                error!(partition, error = %e, "cannot rewind after an abandoned batch");
+                anyhow::anyhow!("cannot rewind partition {partition} after an abandoned batch: {e}")
+            })?;
         }
         Ok(())
     }

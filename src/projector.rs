@@ -10,7 +10,6 @@ use tokio::sync::Notify;
 use chrono::{DateTime, Utc};
 use tracing::{debug, instrument};
 
-use crate::domain::time::local_date;
 use crate::domain::{
     decode, Alert, Applied, CaseEvent, CaseKey, DocumentKey, Evaluator, EventKind, Units,
 };
@@ -79,21 +78,10 @@ impl Projector {
         &self.store
     }
 
-    /// Projects each partition's batch with the clock at `now`, each in its
-    /// own transaction, concurrently (the database works on one while this
-    /// process folds another). Returns one outcome per batch, in order.
-    /// Nothing of a batch is written unless all of it is; a failed batch can
-    /// be tried again, and one that was in fact committed is then refused
-    /// with [`StoreError::Resync`].
-    pub async fn project(
-        &self,
-        batches: &[PartitionBatch],
-        now: DateTime<Utc>,
-    ) -> Vec<Result<BatchReport, StoreError>> {
-        futures_util::future::join_all(batches.iter().map(|b| self.project_partition(b, now))).await
-    }
-
-    /// Projects one partition's batch in one transaction.
+    /// Projects one partition's batch with the clock at `now`, in one
+    /// transaction. Nothing of it is written unless all of it is; a failed
+    /// batch can be tried again, and one that was in fact committed is then
+    /// refused with [`StoreError::Resync`].
     ///
     /// Event ids are not looked up before folding while the partition's
     /// recent batches held no repeated id: the commit's insert of the ids
@@ -132,7 +120,7 @@ impl Projector {
                 .fold_and_commit(batch, now, &events, &dead_letters, false)
                 .await
             {
-                Err(StoreError::ConcurrentDuplicate { .. }) => {
+                Err(StoreError::IdStoredAlready { .. }) => {
                     debug!(
                         partition = batch.partition,
                         "an event id of the batch was stored before: folding it again with the stored ids"
@@ -254,8 +242,7 @@ impl Projector {
             start_clock: batch.claim.clock,
             next_offset: batch.records.last().map(|r| r.offset + 1),
             clock: Some(now),
-            clock_moved: batch.claim.reevaluate
-                || batch.claim.clock.map(local_date) != Some(local_date(now)),
+            clock_moved: batch.claim.evaluates_all(now),
             event_time: events.iter().map(|e| e.occurred_at).max(),
             deltas: fold.into_deltas().into_iter().collect(),
             cases,

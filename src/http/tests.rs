@@ -44,17 +44,15 @@ async fn app(events: usize) -> Router {
     );
     let claim = store.claim(0).await.unwrap();
     projector
-        .project(
-            &[PartitionBatch {
+        .project_partition(
+            &PartitionBatch {
                 partition: 0,
                 claim,
                 records,
-            }],
+            },
             Utc::now(),
         )
         .await
-        .pop()
-        .unwrap()
         .unwrap();
     let producer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", "127.0.0.1:1")

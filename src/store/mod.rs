@@ -112,7 +112,7 @@ impl Store {
     /// [`StoreError::Fenced`] if a partition has been claimed by another
     /// owner since, [`StoreError::Resync`] if the partition does not stand
     /// where the batch starts (offset and clock), or
-    /// [`StoreError::ConcurrentDuplicate`] if one
+    /// [`StoreError::IdStoredAlready`] if one
     /// of its event ids is stored already.
     /// With an evaluator, the batch's breach transitions are evaluated and
     /// written to the alert outbox in the same transaction, and returned.
@@ -300,6 +300,16 @@ pub struct Claim {
     pub reevaluate: bool,
 }
 
+impl Claim {
+    /// Whether a batch at `now` evaluates every commune of the partition for
+    /// breaches: after a claim, and whenever the clock has passed a local
+    /// midnight since the partition's last batch.
+    pub fn evaluates_all(&self, now: DateTime<Utc>) -> bool {
+        use crate::domain::time::local_date;
+        self.reevaluate || self.clock.map(local_date) != Some(local_date(now))
+    }
+}
+
 /// A record kept aside because it is not a valid event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -383,7 +393,7 @@ pub enum StoreError {
     /// partitions). Nothing was written; folded again with the stored ids
     /// loaded, the id is a duplicate.
     #[error("partition {partition}: an event id of the batch is stored already")]
-    ConcurrentDuplicate { partition: i32 },
+    IdStoredAlready { partition: i32 },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// Stored data this version cannot read.
@@ -398,7 +408,7 @@ impl StoreError {
     /// database restarting, serialization failure).
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::ConcurrentDuplicate { .. } => true,
+            StoreError::IdStoredAlready { .. } => true,
             StoreError::Fenced { .. } | StoreError::Resync { .. } => false,
             StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
             StoreError::Database(e) => match e {

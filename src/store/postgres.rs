@@ -470,7 +470,7 @@ impl PgStore {
                     .rows_affected();
                 if stored != w.seen.len() as u64 {
                     tx.rollback().await?;
-                    return Err(StoreError::ConcurrentDuplicate {
+                    return Err(StoreError::IdStoredAlready {
                         partition: w.partition,
                     });
                 }

@@ -300,7 +300,7 @@ async fn write_partition(
     }
     if stored != w.seen.len() as u64 {
         // Dropping the transaction rolls it back.
-        return Err(StoreError::ConcurrentDuplicate {
+        return Err(StoreError::IdStoredAlready {
             partition: w.partition,
         });
     }

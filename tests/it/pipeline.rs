@@ -631,7 +631,7 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     next.next_offset = Some(11);
     next.seen = vec!["e2".into(), "e1".into()];
     match store.commit(&[next], None).await {
-        Err(e @ StoreError::ConcurrentDuplicate { partition: 0 }) => assert!(e.is_transient()),
+        Err(e @ StoreError::IdStoredAlready { partition: 0 }) => assert!(e.is_transient()),
         other => panic!("expected a concurrent duplicate, got {other:?}"),
     }
     assert_eq!(store.day_counters().await.unwrap(), after_tick);
