@@ -19,7 +19,9 @@ cleanup() {
 trap cleanup EXIT
 if [[ "$name" == replay ]]; then
     # Per-statement times of the replay (printed by the benchmark).
-    export PG_EXTRA_CONF="shared_preload_libraries = 'pg_stat_statements'"
+    # Settings of your own come after it, e.g. PG_EXTRA_CONF="shared_buffers = 2GB".
+    export PG_EXTRA_CONF="shared_preload_libraries = 'pg_stat_statements'${PG_EXTRA_CONF:+
+$PG_EXTRA_CONF}"
 fi
 bash scripts/kafka.sh start &
 kafka=$!
