@@ -43,7 +43,7 @@ fn main() {
                 let parsed: serde_json::Value = serde_json::from_slice(v.as_bytes()).expect("json");
                 black_box(parsed);
             }
-        })
+        });
     });
     group.bench_function("decode_and_fold", |b| {
         b.iter(|| {
@@ -54,14 +54,14 @@ fn main() {
                 }
             }
             black_box(fold.deltas().len())
-        })
+        });
     });
     group.bench_function("decode_only", |b| {
         b.iter(|| {
             for v in &values {
                 black_box(decode(Some(v.as_bytes()), &units).is_ok());
             }
-        })
+        });
     });
     group.finish();
     c.final_summary();

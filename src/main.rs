@@ -200,7 +200,7 @@ fn main() -> ExitCode {
                 println!(
                     "{} events sent to {}, {} without a commune code (they will be dead letters)",
                     r.lines, settings.kafka.topic, r.unkeyed
-                )
+                );
             })
         }
         Command::DeadLetters(DeadLetterCommand::List {
@@ -212,7 +212,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             execute(operate::list_dead_letters(&settings, after, limit), |t| {
-                print!("{t}")
+                print!("{t}");
             })
         }
         Command::DeadLetters(DeadLetterCommand::Resend {
@@ -254,7 +254,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             execute(operate::report(&settings, window), |table| {
-                print!("{table}")
+                print!("{table}");
             })
         }
         Command::Rebuild {

@@ -309,7 +309,7 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
             Err(e) => Rejection::NotJson(e.to_string()),
         });
     }
-    let raw: RawEnvelope = match parse(text, "") {
+    let raw: RawEnvelope<'_> = match parse(text, "") {
         Ok(raw) => raw,
         Err(rejection) => return Err(future_version(text).unwrap_or(rejection)),
     };
@@ -374,7 +374,7 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
 }
 
 fn received(data: &str) -> Result<Received, Rejection> {
-    let raw: RawReceived = parse(data, "data")?;
+    let raw: RawReceived<'_> = parse(data, "data")?;
     raw.procedure_code
         .ok_or(Rejection::MissingField("data.procedure_code"))?;
     let channel = match raw.channel.as_deref() {
@@ -412,7 +412,7 @@ fn received(data: &str) -> Result<Received, Rejection> {
 }
 
 fn resolved(data: &str) -> Result<Resolved, Rejection> {
-    let raw: RawResolved = parse(data, "data")?;
+    let raw: RawResolved<'_> = parse(data, "data")?;
     let due_at = raw.due_at.ok_or(Rejection::DueAtMissing)?;
     let due_date = local_date_of(&timestamp("data.due_at", &due_at)?);
     let outcome = match raw.outcome.as_deref() {
@@ -425,7 +425,7 @@ fn resolved(data: &str) -> Result<Resolved, Rejection> {
 }
 
 fn rated(data: &str) -> Result<Rated, Rejection> {
-    let raw: RawRated = parse(data, "data")?;
+    let raw: RawRated<'_> = parse(data, "data")?;
     let rating = match raw.rating.as_deref() {
         None => return Err(Rejection::MissingField("data.rating")),
         Some("very_satisfied") => Rating::VerySatisfied,
@@ -454,7 +454,7 @@ fn rated(data: &str) -> Result<Rated, Rejection> {
 }
 
 fn signed(data: &str) -> Result<DocumentSigned, Rejection> {
-    let raw: RawSigned = parse(data, "data")?;
+    let raw: RawSigned<'_> = parse(data, "data")?;
     let document_id = raw
         .document_id
         .filter(|d| !d.is_empty())
@@ -483,9 +483,8 @@ fn parse<'a, T: Deserialize<'a>>(text: &'a str, at: &str) -> Result<T, Rejection
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let err = match serde_path_to_error::deserialize::<_, T>(&mut de) {
-        Err(e) => e,
-        Ok(_) => unreachable!("the same input failed to parse a moment ago"),
+    let Err(err) = serde_path_to_error::deserialize::<_, T>(&mut de) else {
+        unreachable!("the same input failed to parse a moment ago")
     };
     let path = err.path().to_string();
     Err(classify(err.into_inner(), at, &path))
