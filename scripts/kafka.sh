@@ -2,7 +2,7 @@
 # A throw-away single-node Apache Kafka broker (KRaft) on 127.0.0.1 for tests,
 # run straight from the jars Maven Central serves (no tarball, no container).
 #
-#   bash scripts/kafka.sh fetch    download the broker's jars once into .cache/
+#   bash scripts/kafka.sh fetch    download the broker's jars once into the cache (below)
 #   bash scripts/kafka.sh start    fetch if needed, fresh data dir, start, wait until ready
 #   bash scripts/kafka.sh stop     SIGTERM, SIGKILL after KAFKA_STOP_TIMEOUT s; idempotent
 #   bash scripts/kafka.sh status   exit 0 when running and accepting connections
@@ -15,8 +15,10 @@
 #   KAFKA_STOP_TIMEOUT     seconds between SIGTERM and SIGKILL, default 20
 #   KAFKA_HEAP_OPTS        default "-Xms256m -Xmx768m"
 #   KAFKA_AUTO_CREATE_TOPICS  default false: tests create their topics with the admin API
+#   CCHC_CACHE_DIR         where fetched jars are kept, default ~/.cache/cchc-pipeline
+#                          (outside the clone, so a fresh clone reuses them)
 #
-# State lives in var/kafka/ (wiped on every start); jars in .cache/kafka-<version>/libs.
+# State lives in var/kafka/ (wiped on every start); jars in $CCHC_CACHE_DIR/kafka-<version>/libs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +34,8 @@ KAFKA_AUTO_CREATE_TOPICS="${KAFKA_AUTO_CREATE_TOPICS:-false}"
 KAFKA_LOG_LINES="${KAFKA_LOG_LINES:-80}"
 
 POM="$ROOT/scripts/kafka-pom.xml"
-CACHE_DIR="$ROOT/.cache/kafka-$KAFKA_VERSION"
+CCHC_CACHE_DIR="${CCHC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cchc-pipeline}"
+CACHE_DIR="$CCHC_CACHE_DIR/kafka-$KAFKA_VERSION"
 LIBS="$CACHE_DIR/libs"
 FETCHED_MARKER="$CACHE_DIR/.fetched"
 
@@ -87,11 +90,11 @@ ensure_tools() {
 
 cmd_fetch() {
     if [[ -f "$FETCHED_MARKER" ]] && compgen -G "$LIBS/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null; then
-        say "jars for Kafka $KAFKA_VERSION already in ${LIBS#"$ROOT"/}"
+        say "jars for Kafka $KAFKA_VERSION already in $LIBS"
         return 0
     fi
     ensure_tools
-    say "fetching Kafka $KAFKA_VERSION jars from Maven Central into ${LIBS#"$ROOT"/}"
+    say "fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIBS"
     local started=$SECONDS
     # A half-finished earlier attempt is redone from scratch: the marker is written last.
     rm -rf "$CACHE_DIR"
@@ -101,7 +104,7 @@ cmd_fetch() {
         org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
         -DoutputDirectory="$LIBS" -DincludeScope=runtime >"$CACHE_DIR/fetch.log" 2>&1; then
         cat "$CACHE_DIR/fetch.log" >&2
-        die "maven could not fetch the Kafka $KAFKA_VERSION jars (log: ${CACHE_DIR#"$ROOT"/}/fetch.log)"
+        die "maven could not fetch the Kafka $KAFKA_VERSION jars (log: $CACHE_DIR/fetch.log)"
     fi
     [[ -f "$LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]] || die "maven finished but kafka_2.13-$KAFKA_VERSION.jar is missing"
     date -u +%FT%TZ >"$FETCHED_MARKER"

@@ -89,7 +89,7 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join(format!("{}.sqlite", unique_name("readme")));
     let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cchc"))
+    let mut child = crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
         .current_dir(&repo)
         .args([
             "demo",

@@ -26,6 +26,27 @@ const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres"
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Makes the child `command` starts die with this test binary: a test run
+/// that is interrupted, or killed itself, must not leave `cchc` processes
+/// behind (the Drop of a test's process handle does not run then). Linux's
+/// parent-death signal fires when the thread that spawned the child exits, so
+/// spawn long-lived children from the test's own thread or a runtime worker,
+/// never from a short-lived blocking-pool thread.
+pub fn dies_with_test(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    #[allow(unsafe_code)]
+    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 /// The broker's bootstrap servers: `KAFKA_BOOTSTRAP_SERVERS`, else the broker
 /// that `scripts/kafka.sh` starts by default.
 pub fn kafka_bootstrap() -> String {
@@ -267,6 +288,23 @@ impl PrivatePostgres {
     /// connections again. Open connections are cut.
     pub async fn restart(&self, mode: RestartMode) {
         self.run_script(&["restart", mode.as_arg()]).await;
+    }
+
+    /// Like [`PrivatePostgres::restart`], with the server down for `down`
+    /// between the stop and the start.
+    pub async fn restart_after(&self, mode: RestartMode, down: Duration) {
+        let mut command = self.script_command(&["restart", mode.as_arg()]);
+        command.env("PG_DOWN_SECONDS", down.as_secs().to_string());
+        let output = tokio::process::Command::from(command)
+            .output()
+            .await
+            .expect("running scripts/postgres.sh");
+        assert!(
+            output.status.success(),
+            "scripts/postgres.sh restart (instance {}) failed: {}",
+            self.instance,
+            String::from_utf8_lossy(&output.stderr),
+        );
     }
 
     fn script_command(&self, args: &[&str]) -> std::process::Command {
