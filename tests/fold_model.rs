@@ -1,16 +1,11 @@
 //! Property tests: `decode` + `Fold` against a deliberately simple reference
 //! model of DOMAIN.md, written here without reusing any of the Fold's logic.
 //!
-//! The reference takes the whole arrival sequence and the final clock and
-//! computes every (commune, local day) counter from scratch:
-//!
-//! 1. an `event_id` seen before is dropped whole (first arrival wins);
-//! 2. per case and slot (received; closing = resolved | withdrawn; rating) and
-//!    per document, the winner is the event with the greatest `occurred_at`,
-//!    ties going to the one that arrived last;
-//! 3. the winners' contributions are added up as DOMAIN.md defines them, plus
-//!    one late `due` on `due_date + 1` for each case still open whose due date
-//!    is before the clock's local date.
+//! The reference (tests/reference/mod.rs, shared with the end-to-end tests
+//! of the pipeline) takes the whole arrival sequence and the final clock and
+//! computes every (commune, local day) counter from scratch; its module doc
+//! lists the rules and the choices it makes where DOMAIN.md could be read
+//! two ways.
 //!
 //! Events are generated as model values, rendered to JSON text (with random
 //! offsets, fractional seconds and unknown fields) and decoded by
@@ -19,19 +14,6 @@
 //! around local midnight (17:00 UTC) and on a small pool of instants, so that
 //! equal `occurred_at` values happen often (see
 //! `the_generator_makes_the_interesting_cases_often`).
-//!
-//! Choices the reference makes where DOMAIN.md could be read two ways (the
-//! Fold makes the same ones):
-//! - a case is identified by (commune, case_id), a document by
-//!   (commune, document_id);
-//! - a resolved case is on time against the `due_at` carried by the winning
-//!   `case.resolved` (the contract repeats it there "so the event stands
-//!   alone"); an open case is overdue against the `due_at` of the winning
-//!   `case.received`;
-//! - the closing slot is shared by resolutions and withdrawals: a withdrawal
-//!   later than a resolution takes the resolution back, and vice versa;
-//! - receipt, closing and rating are independent slots: a resolution dated
-//!   before the receipt still counts, a rating counts whatever the closing.
 //!
 //! No deviation of the Fold from DOMAIN.md was found. The batch property
 //! writes down two things the store must do for batches to add up (the
@@ -44,16 +26,22 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Days, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Days, FixedOffset, NaiveDate, Utc};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
 
+mod reference;
+use reference::{
+    local_day, Counts, Fact, Table, DIGITAL, DUE, ELECTRONIC, ONLINE, ON_TIME, RATINGS, RECEIVED,
+    SATISFIED, SIGNATURES,
+};
+
 use cchc_pipeline::domain::{
     decode, Applied, CaseEvent, CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, Fold,
-    UnitKind, UnitSpec, Units,
+    Indicator, UnitKind, UnitSpec, Units, Window,
 };
 
 // ---------------------------------------------------------------------------
@@ -296,115 +284,14 @@ fn utc(ns: i64) -> DateTime<Utc> {
 // The reference model
 // ---------------------------------------------------------------------------
 
-/// received, received_online, received_electronic, due, on_time, ratings,
-/// satisfied, signatures, digital.
-type Counts = [i64; 9];
-const RECEIVED: usize = 0;
-const ONLINE: usize = 1;
-const ELECTRONIC: usize = 2;
-const DUE: usize = 3;
-const ON_TIME: usize = 4;
-const RATINGS: usize = 5;
-const SATISFIED: usize = 6;
-const SIGNATURES: usize = 7;
-const DIGITAL: usize = 8;
-
-type Table = BTreeMap<(String, NaiveDate), Counts>;
-
-/// The local (UTC+7) calendar date of an instant, by plain arithmetic.
-fn local_day(ns: i64) -> NaiveDate {
-    let days = (ns + LOCAL_OFFSET_NS).div_euclid(NS_PER_DAY);
-    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + Days::new(days as u64)
-}
-
-/// The counters DOMAIN.md defines, from the whole arrival sequence and the
-/// clock's final time (`None`: the clock never ticked).
+/// The shared reference model (tests/reference) over the JSON text of the
+/// events, as the one-stop software sends them.
 fn reference(arrivals: &[Ev], clock_ns: Option<i64>) -> Table {
-    // 1. For a repeated event_id the first arrival wins: drop the rest whole.
-    let mut seen = HashSet::new();
-    let kept: Vec<&Ev> = arrivals
+    let facts: Vec<Fact> = arrivals
         .iter()
-        .filter(|e| seen.insert(e.id.clone()))
+        .map(|e| Fact::from_json(to_json(e).as_bytes()))
         .collect();
-
-    // 2. One winner per slot: the latest occurred_at; on equal times, the
-    //    last to arrive.
-    let mut candidates: BTreeMap<Slot, Vec<(i64, usize, &Ev)>> = BTreeMap::new();
-    for (arrival, e) in kept.iter().enumerate() {
-        candidates
-            .entry(slot(e))
-            .or_default()
-            .push((e.at.ns, arrival, e));
-    }
-    let winners: BTreeMap<Slot, &Ev> = candidates
-        .into_iter()
-        .map(|(s, c)| {
-            (
-                s,
-                c.into_iter()
-                    .max_by_key(|(at, arrival, _)| (*at, *arrival))
-                    .unwrap()
-                    .2,
-            )
-        })
-        .collect();
-
-    // 3. Counters per commune and local day.
-    let mut table = Table::new();
-    let mut add = |commune: usize, day: NaiveDate, counter: usize| {
-        table
-            .entry((COMMUNES[commune].to_string(), day))
-            .or_insert([0; 9])[counter] += 1;
-    };
-    for (s, e) in &winners {
-        let day = local_day(e.at.ns);
-        match &e.kind {
-            Kind::Received {
-                channel,
-                level,
-                electronic,
-                ..
-            } => {
-                add(e.commune, day, RECEIVED);
-                if *channel == "online" && (*level == "partial" || *level == "full") {
-                    add(e.commune, day, ONLINE);
-                }
-                if *electronic {
-                    add(e.commune, day, ELECTRONIC);
-                }
-            }
-            Kind::Resolved { due, .. } => {
-                add(e.commune, day, DUE);
-                if day <= local_day(due.ns) {
-                    add(e.commune, day, ON_TIME);
-                }
-            }
-            Kind::Withdrawn { .. } => {}
-            Kind::Rated { rating, .. } => {
-                add(e.commune, day, RATINGS);
-                if *rating != "dissatisfied" {
-                    add(e.commune, day, SATISFIED);
-                }
-            }
-            Kind::Signed { digital, .. } => {
-                add(e.commune, day, SIGNATURES);
-                if *digital {
-                    add(e.commune, day, DIGITAL);
-                }
-            }
-        }
-        // Still open and overdue: late on the first day after the due date.
-        if let (Slot::Received(commune, case), Kind::Received { due, .. }) = (s, &e.kind) {
-            let open = !winners.contains_key(&Slot::Closing(*commune, *case));
-            let due_day = local_day(due.ns);
-            if let Some(today) = clock_ns.map(local_day) {
-                if open && today > due_day {
-                    add(*commune, due_day + Days::new(1), DUE);
-                }
-            }
-        }
-    }
-    table
+    reference::reference(&facts, clock_ns)
 }
 
 // ---------------------------------------------------------------------------
@@ -914,6 +801,107 @@ proptest! {
         items.extend(s.clock_end.map(Item::Tick));
         let (fold, _) = run(s.clock0, &items);
         prop_assert_eq!(table(&fold), reference(&arrivals, final_clock(s.clock0, &items)));
+    }
+}
+
+/// The reference's own reading of a window, `[from, to)` in local days, for
+/// the local date `today`: ytd from 1 January, qtd from the first day of the
+/// quarter's first month (January, April, July, October), mtd from the 1st,
+/// rolling_30d the 30 days ending today; a range as given. Written with
+/// plain calendar arithmetic, not `Window::days`.
+fn reference_window(
+    window: &str,
+    today: NaiveDate,
+    range: (NaiveDate, NaiveDate),
+) -> (NaiveDate, NaiveDate) {
+    let ymd = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let tomorrow = today + Days::new(1);
+    match window {
+        "ytd" => (ymd(today.year(), 1, 1), tomorrow),
+        "qtd" => {
+            let first_month = [1, 1, 1, 4, 4, 4, 7, 7, 7, 10, 10, 10][today.month0() as usize];
+            (ymd(today.year(), first_month, 1), tomorrow)
+        }
+        "mtd" => (ymd(today.year(), today.month(), 1), tomorrow),
+        "rolling_30d" => (today - Days::new(29), tomorrow),
+        _ => range,
+    }
+}
+
+/// One commune's counters summed over the local days `[from, to)`.
+fn window_sum(table: &Table, commune: &str, (from, to): (NaiveDate, NaiveDate)) -> Counts {
+    let mut sum = [0; 9];
+    for ((c, day), counts) in table {
+        if c == commune && *day >= from && *day < to {
+            for (s, n) in sum.iter_mut().zip(counts) {
+                *s += n;
+            }
+        }
+    }
+    sum
+}
+
+proptest! {
+    #![proptest_config(config(500))]
+
+    /// Every window, as the API and the breach evaluation compute it (the
+    /// days of `Window::days`, their counters summed), equals the reference's
+    /// sum over its own reading of the window; and a window with a zero
+    /// denominator has an undefined rate, never 0 or 1.
+    #[test]
+    fn window_sums_agree_with_the_reference(
+        s in scenario(40),
+        // Local dates from 2023-01-05 to 2023-08-14: quarter, month and year
+        // starts on both sides of the generated events (2023-03-27 + 21 days).
+        today_offset in -81i64..140,
+        window in select(vec!["ytd", "qtd", "mtd", "rolling_30d", "range"]),
+        range_start in -10i64..30,
+        range_len in 1i64..40,
+    ) {
+        let mut items: Vec<Item> = s.events.iter().cloned().map(Item::Event).collect();
+        items.extend(s.clock_end.map(Item::Tick));
+        let (fold, _) = run(s.clock0, &items);
+        let fold_table = table(&fold);
+        let expected = reference(&s.events, final_clock(s.clock0, &items));
+
+        let base = local_day(BASE_NS);
+        let shift = |d: i64| if d >= 0 { base + Days::new(d as u64) } else { base - Days::new((-d) as u64) };
+        let today = shift(today_offset);
+        let range = (shift(range_start), shift(range_start + range_len));
+        let parsed: Window = if window == "range" {
+            format!("{}..{}", range.0, range.1).parse().unwrap()
+        } else {
+            window.parse().unwrap()
+        };
+        let days = parsed.days(today);
+        prop_assert_eq!(days, reference_window(window, today, range), "bounds of {}", window);
+
+        for commune in COMMUNES {
+            let got = window_sum(&fold_table, commune, days);
+            prop_assert_eq!(got, window_sum(&expected, commune, reference_window(window, today, range)));
+            let c = DayCounters {
+                received: got[RECEIVED],
+                received_online: got[ONLINE],
+                received_electronic: got[ELECTRONIC],
+                due: got[DUE],
+                on_time: got[ON_TIME],
+                ratings: got[RATINGS],
+                satisfied: got[SATISFIED],
+                signatures: got[SIGNATURES],
+                digital: got[DIGITAL],
+            };
+            for indicator in Indicator::ALL {
+                let ratio = indicator.ratio(&c);
+                match ratio.rate() {
+                    None => prop_assert_eq!(ratio.denominator, 0, "{:?}", indicator),
+                    Some(rate) => {
+                        prop_assert!(ratio.denominator > 0);
+                        prop_assert!((0.0..=1.0).contains(&rate), "{:?} rate {}", indicator, rate);
+                        prop_assert_eq!(rate, ratio.numerator as f64 / ratio.denominator as f64);
+                    }
+                }
+            }
+        }
     }
 }
 

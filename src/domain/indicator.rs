@@ -182,20 +182,6 @@ impl fmt::Display for Window {
     }
 }
 
-/// Sums the counters of the days in `[from, to)`.
-pub fn sum_days<'a>(
-    days: impl IntoIterator<Item = (NaiveDate, &'a DayCounters)>,
-    range: (NaiveDate, NaiveDate),
-) -> DayCounters {
-    let mut total = DayCounters::default();
-    for (day, c) in days {
-        if day >= range.0 && day < range.1 {
-            total += *c;
-        }
-    }
-    total
-}
-
 /// How a rate is compared with its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Comparator {
