@@ -8,6 +8,7 @@
 #                                      restart the SAME cluster, keeping its data; safe while
 #                                      tests are connected (their connections are cut).
 #                                      Mode also from PG_RESTART_MODE; default fast.
+#                                      PG_DOWN_SECONDS keeps it down that long (default 0).
 #   bash scripts/postgres.sh stop      stop it and delete its data; idempotent
 #   bash scripts/postgres.sh status    exit 0 when it accepts connections
 #   bash scripts/postgres.sh logs      tail of the server log (PG_LOG_LINES, default 80)
@@ -229,6 +230,8 @@ cmd_restart() {
     is_running || die "no cluster is running; use: bash scripts/postgres.sh start"
     local started=$SECONDS
     as_pg "$PG_BIN/pg_ctl" -D "$(data_dir)" -m "$mode" -w -t "$PG_START_TIMEOUT" stop >/dev/null
+    # Tests keep the server down a while, to see clients wait for it.
+    sleep "${PG_DOWN_SECONDS:-0}"
     pg_ctl_start || {
         tail_log >&2
         die "PostgreSQL did not come back after a $mode stop"

@@ -551,8 +551,13 @@ impl Worker {
         if current != Some(batch.claim.generation) {
             // Revoked or claimed again while committing: a commit that got
             // through was fenced by nothing and stands; anything else is moot.
-            if let Ok(report) = &outcome {
-                self.committed(&batch, report, now, started);
+            match &outcome {
+                Ok(report) => self.committed(&batch, report, now, started),
+                Err(StoreError::Fenced { generation, .. }) => warn!(
+                    partition,
+                    generation, "fenced: another member owns the partition; batch abandoned"
+                ),
+                Err(_) => {}
             }
             return Ok(());
         }

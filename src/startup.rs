@@ -2,9 +2,10 @@
 
 use anyhow::Context;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::alerts::{self, LiveAlerts};
 use crate::config::Settings;
@@ -18,18 +19,10 @@ use crate::store::Store;
 /// `shutdown` is triggered: the projection consumer, the alert relay, the
 /// webhook worker and the HTTP server.
 pub async fn run_until_stopped(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    let store = Store::connect(
-        &settings.database.url,
-        settings.database.max_connections,
-        &settings.kafka.topic,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot open the projection store at {}",
-            redact(&settings.database.url)
-        )
-    })?;
+    let Some(store) = open_store(&settings, &shutdown).await? else {
+        info!("stopped while waiting for the database");
+        return Ok(());
+    };
     info!(topic = %settings.kafka.topic, group = %settings.kafka.group_id, "projection store ready");
     ensure_topic(&settings, &settings.alerts.topic, 3).await?;
     let listener = tokio::net::TcpListener::bind(&settings.http.listen)
@@ -50,11 +43,52 @@ pub async fn run_until_stopped(settings: Settings, shutdown: Shutdown) -> anyhow
     result
 }
 
+/// Opens the projection store (running its migrations), waiting with
+/// backoff while the database is unreachable: down, starting up or
+/// restarting, since an operator may well start the pipeline first. Anything
+/// else (a bad URL, refused credentials, a failed migration) is fatal at
+/// once. `None` when `shutdown` came first.
+async fn open_store(settings: &Settings, shutdown: &Shutdown) -> anyhow::Result<Option<Store>> {
+    let url = &settings.database.url;
+    let mut wait = Duration::from_millis(250);
+    for attempt in 1u32.. {
+        let error = match Store::connect(
+            url,
+            settings.database.max_connections,
+            &settings.kafka.topic,
+        )
+        .await
+        {
+            Ok(store) => return Ok(Some(store)),
+            Err(e) if e.is_transient() => e,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot open the projection store at {}",
+                    redact(url)
+                )))
+            }
+        };
+        warn!(
+            attempt,
+            database = %redact(url),
+            error = %error,
+            retry_in_ms = wait.as_millis() as u64,
+            "database unreachable; waiting for it"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => return Ok(None),
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    unreachable!("the attempts never run out")
+}
+
 /// Waits for the HTTP server's graceful shutdown, at most a few seconds: a
 /// client holding a connection open must not keep the process alive.
 async fn stop_server(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
     let abort = server.abort_handle();
-    match tokio::time::timeout(std::time::Duration::from_secs(3), server).await {
+    match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(result) => Ok(result??),
         Err(_) => {
             abort.abort();
@@ -185,7 +219,7 @@ async fn follow_rebuilds_until_stopped(store: Store, shutdown: Shutdown) {
     }
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.wait() => return,
         }
         if let Err(e) = store.refresh_active().await {
@@ -255,7 +289,7 @@ pub async fn demo(
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::ClientConfig;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     const MAX_LAG: i64 = 6_000;
     const CHUNK: usize = 2_000;

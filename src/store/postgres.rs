@@ -669,10 +669,16 @@ async fn evaluate_alerts(
     evaluate_alerts_in!(tx, evaluator, writes)
 }
 
+/// The URL's options; connections say they are `cchc` (in
+/// `pg_stat_activity` and the server's log) unless the URL names itself.
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    Ok(url
+    let options = url
         .parse::<PgConnectOptions>()?
-        .log_statements(tracing::log::LevelFilter::Trace))
+        .log_statements(tracing::log::LevelFilter::Trace);
+    Ok(match options.get_application_name() {
+        Some(_) => options,
+        None => options.application_name("cchc"),
+    })
 }
 
 /// A pool whose connections resolve table names in `schema` only, which is
