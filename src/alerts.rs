@@ -113,6 +113,7 @@ pub async fn relay_once(
     for result in futures_util::future::join_all(sends).await {
         result.map_err(|(e, _)| e)?;
     }
+    crate::fault::crash_point("relay-published");
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     store.mark_published(&seqs, webhook_urls).await?;
     for row in &rows {

@@ -19,10 +19,12 @@
 //!   Kafka and HTTP; they use `domain` and `store`.
 //! - [`startup`], [`operate`], [`rebuild`]: wiring and operator commands;
 //!   see everything.
-//! - [`config`], [`telemetry`], [`metrics`], [`simulator`]: shared services.
+//! - [`config`], [`telemetry`], [`metrics`], [`simulator`]: shared services;
+//!   [`fault`]: crash points for the fault tests.
 pub mod alerts;
 pub mod config;
 pub mod domain;
+pub mod fault;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
