@@ -69,6 +69,7 @@ pub struct Services {
     store: Store,
     metrics: Arc<Metrics>,
     live: LiveAlerts,
+    changes: crate::projector::LiveChanges,
     shutdown: Shutdown,
     ingest: std::thread::JoinHandle<anyhow::Result<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -87,6 +88,7 @@ impl Services {
             settings.units.clone(),
             Some(settings.evaluator()),
         );
+        let changes = projector.changes();
         let (live, _) = tokio::sync::broadcast::channel(1024);
         let mut tasks = Vec::new();
         if settings.alerts.relay {
@@ -126,6 +128,7 @@ impl Services {
             store,
             metrics,
             live,
+            changes,
             shutdown,
             ingest,
             tasks,
@@ -138,6 +141,7 @@ impl Services {
         Ok(crate::http::AppState {
             store: self.store.clone(),
             live: self.live.clone(),
+            changes: self.changes.clone(),
             metrics: self.metrics.clone(),
             units: settings.units.clone(),
             targets: settings.targets.clone(),
