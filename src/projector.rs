@@ -2,10 +2,10 @@
 //! load the facts it touches, move the clock, fold, and write everything in
 //! one transaction together with the partitions' next offsets.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 
 use chrono::{DateTime, Utc};
 use tracing::{debug, instrument};
@@ -44,6 +44,12 @@ pub struct BatchReport {
     pub alerts: Vec<Alert>,
 }
 
+/// Live subscribers (server-sent events): after every committed batch
+/// (clock ticks included), a small JSON note of what it changed: `partition`,
+/// `records`, `communes` (those whose counters, cases or documents changed),
+/// `event_time` (the batch's latest event), `clock` and `committed_at`.
+pub type LiveChanges = broadcast::Sender<Arc<str>>;
+
 /// Folds batches into the store.
 #[derive(Debug, Clone)]
 pub struct Projector {
@@ -51,6 +57,7 @@ pub struct Projector {
     units: Units,
     evaluator: Option<Evaluator>,
     alerts_written: Arc<Notify>,
+    changes: LiveChanges,
     /// Partitions whose batches load their stored event ids before folding
     /// (see [`Projector::project_partition`]).
     careful: Arc<Mutex<HashSet<i32>>>,
@@ -64,6 +71,7 @@ impl Projector {
             units,
             evaluator,
             alerts_written: Arc::new(Notify::new()),
+            changes: broadcast::channel(256).0,
             careful: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -72,6 +80,11 @@ impl Projector {
     /// publishes them at once.
     pub fn alerts_written(&self) -> Arc<Notify> {
         self.alerts_written.clone()
+    }
+
+    /// Told of every committed batch (see [`LiveChanges`]).
+    pub fn changes(&self) -> LiveChanges {
+        self.changes.clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -255,7 +268,31 @@ impl Projector {
             .commit(std::slice::from_ref(&write), self.evaluator.as_ref())
             .await?;
         debug!(?report, "batch committed");
+        self.tell_changes(&write, report.records);
         Ok(report)
+    }
+
+    /// Tells live subscribers, if any, what a committed batch changed.
+    fn tell_changes(&self, write: &PartitionWrite, records: usize) {
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        let communes: BTreeSet<&str> = write
+            .deltas
+            .iter()
+            .map(|((commune, _), _)| commune.as_str())
+            .chain(write.cases.iter().map(|(k, _)| k.commune.as_str()))
+            .chain(write.documents.iter().map(|(k, _)| k.commune.as_str()))
+            .collect();
+        let note = serde_json::json!({
+            "partition": write.partition,
+            "records": records,
+            "communes": communes,
+            "event_time": write.event_time,
+            "clock": write.clock,
+            "committed_at": Utc::now(),
+        });
+        let _ = self.changes.send(Arc::from(note.to_string()));
     }
 }
 

@@ -103,6 +103,7 @@ pub struct Services {
     store: Store,
     metrics: Arc<Metrics>,
     live: LiveAlerts,
+    changes: crate::projector::LiveChanges,
     shutdown: Shutdown,
     ingest: std::thread::JoinHandle<anyhow::Result<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -121,6 +122,7 @@ impl Services {
             settings.units.clone(),
             Some(settings.evaluator()),
         );
+        let changes = projector.changes();
         let (live, _) = tokio::sync::broadcast::channel(1024);
         let mut tasks = Vec::new();
         if settings.alerts.relay {
@@ -160,6 +162,7 @@ impl Services {
             store,
             metrics,
             live,
+            changes,
             shutdown,
             ingest,
             tasks,
@@ -172,6 +175,7 @@ impl Services {
         Ok(crate::http::AppState {
             store: self.store.clone(),
             live: self.live.clone(),
+            changes: self.changes.clone(),
             metrics: self.metrics.clone(),
             units: settings.units.clone(),
             targets: settings.targets.clone(),

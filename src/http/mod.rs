@@ -11,18 +11,25 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{
+    DefaultBodyLimit, FromRequestParts, Path, Query, RawPathParams, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use futures_util::Stream;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 use tracing::{error, info};
@@ -33,35 +40,82 @@ use crate::domain::time::local_date;
 use crate::domain::{DayCounters, Indicator, Standing, Targets, Unit, UnitCode, Units, Window};
 use crate::ingest::{Clock, Shutdown};
 use crate::metrics::Metrics;
+use crate::projector::LiveChanges;
 use crate::store::{Freshness, Store, StoreError};
 
 /// The OpenAPI document of this API (also served at `/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// Every route, as (method, path): the OpenAPI document must list exactly
-/// these (checked by a test), and the router serves them.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/"),
-    ("get", "/health"),
-    ("get", "/ready"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
-    ("get", "/api/v1/communes/{code}/indicators"),
-    ("get", "/api/v1/units/{code}/communes"),
-    ("get", "/api/v1/communes/{code}/series/{indicator}"),
-    ("get", "/api/v1/communes/{code}/overdue"),
-    ("get", "/api/v1/alerts"),
-    ("get", "/api/v1/alerts/stream"),
-    ("get", "/api/v1/admin/dead-letters"),
-    ("post", "/api/v1/admin/dead-letters/{id}/resend"),
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token: the dashboard page, probes, metrics, this document.
+    Public,
+    /// A read or an admin token.
+    Read,
+    /// An admin token.
+    Admin,
+}
+
+/// Every route, as (method, path, access): the one list the router is built
+/// from (see [`router`]), which the OpenAPI document must match exactly
+/// (checked by the tests, both ways).
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("get", "/", Access::Public),
+    ("get", "/health", Access::Public),
+    ("get", "/ready", Access::Public),
+    ("get", "/metrics", Access::Public),
+    ("get", "/openapi.json", Access::Public),
+    ("get", "/api/v1/communes/{code}/indicators", Access::Read),
+    ("get", "/api/v1/units/{code}/communes", Access::Read),
+    (
+        "get",
+        "/api/v1/communes/{code}/series/{indicator}",
+        Access::Read,
+    ),
+    ("get", "/api/v1/communes/{code}/overdue", Access::Read),
+    ("get", "/api/v1/alerts", Access::Read),
+    ("get", "/api/v1/alerts/stream", Access::Read),
+    ("get", "/api/v1/projections/stream", Access::Read),
+    ("get", "/api/v1/admin/dead-letters", Access::Admin),
+    (
+        "post",
+        "/api/v1/admin/dead-letters/{id}/resend",
+        Access::Admin,
+    ),
 ];
+
+/// The handler of one entry of [`ROUTES`].
+fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
+    match (method, path) {
+        ("get", "/") => get(|| async { Html(DASHBOARD) }),
+        ("get", "/health") => get(|| async { Json(json!({"status": "ok"})) }),
+        ("get", "/ready") => get(ready),
+        ("get", "/metrics") => get(metrics),
+        ("get", "/openapi.json") => {
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) })
+        }
+        ("get", "/api/v1/communes/{code}/indicators") => get(commune_indicators),
+        ("get", "/api/v1/units/{code}/communes") => get(unit_communes),
+        ("get", "/api/v1/communes/{code}/series/{indicator}") => get(series),
+        ("get", "/api/v1/communes/{code}/overdue") => get(overdue),
+        ("get", "/api/v1/alerts") => get(recent_alerts),
+        ("get", "/api/v1/alerts/stream") => get(alerts_stream),
+        ("get", "/api/v1/projections/stream") => get(projections_stream),
+        ("get", "/api/v1/admin/dead-letters") => get(dead_letters),
+        ("post", "/api/v1/admin/dead-letters/{id}/resend") => post(resend_dead_letter),
+        _ => panic!("ROUTES lists {method} {path}, which has no handler"),
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub live: LiveAlerts,
+    /// Told of every committed batch (the projections stream).
+    pub changes: LiveChanges,
     pub metrics: Arc<Metrics>,
     pub units: Units,
     pub targets: Targets,
@@ -75,42 +129,32 @@ pub struct AppState {
 
 type Shared = Arc<AppState>;
 
-/// The routes, built the same way by `main` and the tests.
+/// The routes, built the same way by `main` and the tests: exactly those of
+/// [`ROUTES`] (this is the router's only `.route` call), every error answer
+/// in the API's JSON shape.
 pub fn router(state: AppState) -> Router {
     let max_body = state.http.max_body_bytes;
     let state = Arc::new(state);
-    let read = Router::new()
-        .route(
-            "/api/v1/communes/{code}/indicators",
-            get(commune_indicators),
-        )
-        .route("/api/v1/units/{code}/communes", get(unit_communes))
-        .route("/api/v1/communes/{code}/series/{indicator}", get(series))
-        .route("/api/v1/communes/{code}/overdue", get(overdue))
-        .route("/api/v1/alerts", get(recent_alerts))
-        .route("/api/v1/alerts/stream", get(alerts_stream))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_read));
-    let admin = Router::new()
-        .route("/api/v1/admin/dead-letters", get(dead_letters))
-        .route(
-            "/api/v1/admin/dead-letters/{id}/resend",
-            post(resend_dead_letter),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
-        .route("/", get(|| async { Html(DASHBOARD) }))
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route(
-            "/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
-        )
-        .merge(read)
-        .merge(admin)
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+    let (mut public, mut read, mut admin) = (Router::new(), Router::new(), Router::new());
+    for &(method, path, access) in ROUTES {
+        let part = match access {
+            Access::Public => &mut public,
+            Access::Read => &mut read,
+            Access::Admin => &mut admin,
+        };
+        *part = std::mem::take(part).route(path, handler(method, path));
+    }
+    public
+        .merge(read.route_layer(middleware::from_fn_with_state(state.clone(), require_read)))
+        .merge(admin.route_layer(middleware::from_fn_with_state(state.clone(), require_admin)))
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(max_body, json_errors))
         .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such route: {method} {}", uri.path()))
 }
 
 /// An API error: a status, a stable code and a message for people.
@@ -120,42 +164,224 @@ pub enum ApiError {
     Unauthorized,
     Forbidden,
     NotFound(String),
-    Unavailable,
+    /// A dependency (the store, Kafka) does not answer.
+    Unavailable(String),
+    /// A fault of the server itself; the details stay in the log.
+    Internal,
+}
+
+/// The one shape of every error answer: `{"error": {"code", "message"}}`.
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, message) = match self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+        let (status, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
                 "a valid bearer token is required".to_string(),
             ),
             ApiError::Forbidden => (
                 StatusCode::FORBIDDEN,
-                "forbidden",
                 "this route needs an admin token".to_string(),
             ),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
-            ApiError::Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the projection store is unavailable".to_string(),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_string(),
             ),
         };
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response()
+        error_response(status, error_code(status), &message)
+    }
+}
+
+/// The stable `code` of an error answer with this status.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         error!(error = %e, "store error in a request");
-        ApiError::Unavailable
+        ApiError::Unavailable("the projection store is unavailable".into())
+    }
+}
+
+/// Gives every error answer the API's JSON shape, whichever layer made it:
+/// axum's own answers (405 for a wrong method, 413 for a body over
+/// `http.max_body_bytes`, ...) are plain text or empty; they are rewritten
+/// here, keeping their status and headers such as `Allow`.
+async fn json_errors(State(max_body): State<usize>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::NOT_FOUND => format!("no such route: {method} {path}"),
+        // (axum adds its `Allow` header outside this layer.)
+        StatusCode::METHOD_NOT_ALLOWED => format!(
+            "{method} is not allowed on {path} (allowed: {})",
+            allowed_methods(&path).join(",")
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is larger than the limit of {max_body} bytes")
+        }
+        s if s.is_server_error() => {
+            error!(status = %s, body = %text, %method, %path, "a server error answer");
+            "internal error".to_string()
+        }
+        s if text.is_empty() => s.canonical_reason().unwrap_or("bad request").to_string(),
+        _ => text,
+    };
+    let mut out = error_response(status, error_code(status), &message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The methods [`ROUTES`] serve on `path`, as in an `Allow` header.
+fn allowed_methods(path: &str) -> Vec<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut methods: Vec<String> = ROUTES
+        .iter()
+        .filter(|(_, pattern, _)| {
+            let pattern: Vec<&str> = pattern.split('/').collect();
+            pattern.len() == segments.len()
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && p.ends_with('}')))
+        })
+        .flat_map(|(method, _, _)| match *method {
+            "get" => vec!["GET".to_string(), "HEAD".to_string()],
+            m => vec![m.to_uppercase()],
+        })
+        .collect();
+    methods.sort();
+    methods.dedup();
+    methods
+}
+
+/// [`Query`] whose rejection is a JSON 400 naming the parameter.
+struct ApiQuery<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(q)) => Ok(ApiQuery(q)),
+            Err(e) => {
+                // "Failed to deserialize query string: limit: invalid digit ..."
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                let is_name = |n: &str| {
+                    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                };
+                Err(ApiError::BadRequest(match detail.split_once(": ") {
+                    Some((name, why)) if is_name(name) => {
+                        format!("bad query parameter `{name}`: {why}")
+                    }
+                    _ => format!("bad query string: {detail}"),
+                }))
+            }
+        }
+    }
+}
+
+/// [`Path`] whose rejection is a JSON 400 naming the parameter.
+struct ApiPath<T>(T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let e = match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(p)) => return Ok(ApiPath(p)),
+            Err(e) => e,
+        };
+        if e.status().is_server_error() {
+            error!(error = %e.body_text(), "path parameters do not fit their handler");
+            return Err(ApiError::Internal);
+        }
+        let PathRejection::FailedToDeserializePathParams(e) = e else {
+            return Err(ApiError::BadRequest(e.body_text()));
+        };
+        let raw: Vec<(String, String)> = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map(|p| {
+                p.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body_text = e.body_text();
+        let (name, value, expected) = match e.into_kind() {
+            ErrorKind::ParseErrorAtKey {
+                key,
+                value,
+                expected_type,
+            } => (Some(key), value, expected_type),
+            ErrorKind::ParseErrorAtIndex {
+                index,
+                value,
+                expected_type,
+            } => (raw.get(index).map(|(k, _)| k.clone()), value, expected_type),
+            ErrorKind::ParseError {
+                value,
+                expected_type,
+            } => (
+                raw.iter()
+                    .find(|(_, v)| *v == value)
+                    .map(|(k, _)| k.clone()),
+                value,
+                expected_type,
+            ),
+            _ => return Err(ApiError::BadRequest(body_text)),
+        };
+        let expected = match expected {
+            "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" => "an integer",
+            other => other,
+        };
+        let value: String = value.chars().take(64).collect();
+        Err(ApiError::BadRequest(format!(
+            "path parameter `{}` must be {expected}, not `{value}`",
+            name.as_deref().unwrap_or("?")
+        )))
     }
 }
 
@@ -296,8 +522,8 @@ fn window_json(w: Window, range: (NaiveDate, NaiveDate)) -> Value {
 
 async fn commune_indicators(
     State(s): State<Shared>,
-    Path(code): Path<String>,
-    Query(q): Query<WindowQuery>,
+    ApiPath(code): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WindowQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let unit = s.commune(&code)?;
     let (window, range) = s.window(&q)?;
@@ -312,8 +538,8 @@ async fn commune_indicators(
 
 async fn unit_communes(
     State(s): State<Shared>,
-    Path(code): Path<String>,
-    Query(q): Query<WindowQuery>,
+    ApiPath(code): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WindowQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let parent = s
         .units
@@ -347,8 +573,8 @@ async fn unit_communes(
 
 async fn series(
     State(s): State<Shared>,
-    Path((code, indicator)): Path<(String, String)>,
-    Query(q): Query<WindowQuery>,
+    ApiPath((code, indicator)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<WindowQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let indicator: Indicator = indicator.parse().map_err(ApiError::NotFound)?;
     let (window, range) = s.window(&q)?;
@@ -411,8 +637,8 @@ impl AppState {
 
 async fn overdue(
     State(s): State<Shared>,
-    Path(code): Path<String>,
-    Query(q): Query<PageQuery>,
+    ApiPath(code): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let unit = s.commune(&code)?;
     let limit = s.limit(q.limit)?;
@@ -452,6 +678,13 @@ async fn overdue(
     })))
 }
 
+/// `stream`, ended when the server stops (a live stream would otherwise
+/// hold the graceful shutdown up).
+fn until_shutdown<T: Stream>(s: &AppState, stream: T) -> impl Stream<Item = T::Item> {
+    let shutdown = s.shutdown.clone();
+    futures_util::StreamExt::take_until(stream, async move { shutdown.wait().await })
+}
+
 /// Every alert as it is published, as `event: alert` with the alert's JSON.
 /// A subscriber too slow to keep up misses alerts rather than holding the
 /// relay back; the alerts topic keeps them all.
@@ -461,7 +694,30 @@ async fn alerts_stream(
     let stream = BroadcastStream::new(s.live.subscribe())
         .filter_map(|m| m.ok())
         .map(|payload| Ok(Event::default().event("alert").data(&*payload)));
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(until_shutdown(&s, stream)).keep_alive(KeepAlive::default())
+}
+
+/// The projections as they change: first `event: freshness` (what they
+/// reflect now), then `event: changed` after every committed batch and clock
+/// tick, with the communes it changed and its event time, clock and commit
+/// time, for clients to fetch again what they show. A subscriber too slow to
+/// keep up gets `{"missed": n}` instead of the notes it missed.
+async fn projections_stream(
+    State(s): State<Shared>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // Subscribed first: no change falls between the freshness and the stream.
+    let changes = BroadcastStream::new(s.changes.subscribe()).map(|m| {
+        let data = match m {
+            Ok(note) => note.to_string(),
+            Err(BroadcastStreamRecvError::Lagged(n)) => json!({ "missed": n }).to_string(),
+        };
+        Ok(Event::default().event("changed").data(data))
+    });
+    let first = Event::default()
+        .event("freshness")
+        .data(json!({"freshness": s.freshness().await?}).to_string());
+    let stream = tokio_stream::once(Ok(first)).chain(changes);
+    Ok(Sse::new(until_shutdown(&s, stream)).keep_alive(KeepAlive::default()))
 }
 
 #[derive(Deserialize)]
@@ -472,7 +728,7 @@ struct RecentQuery {
 /// The latest published alerts, newest first: what a subscriber missed.
 async fn recent_alerts(
     State(s): State<Shared>,
-    Query(q): Query<RecentQuery>,
+    ApiQuery(q): ApiQuery<RecentQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = s.limit(q.limit.or(Some(50)))?;
     let alerts: Vec<Value> = s
@@ -509,7 +765,7 @@ struct DeadLetterQuery {
 
 async fn dead_letters(
     State(s): State<Shared>,
-    Query(q): Query<DeadLetterQuery>,
+    ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = s.limit(q.limit)?;
     let rows = s.store.dead_letters(q.after.unwrap_or(0), limit).await?;
@@ -528,7 +784,9 @@ async fn dead_letters(
             })
         })
         .collect();
-    Ok(Json(json!({"dead_letters": items, "next": next})))
+    Ok(Json(
+        json!({"dead_letters": items, "next": next, "freshness": s.freshness().await?}),
+    ))
 }
 
 /// Sends a dead letter through again: its original bytes, or the corrected
@@ -536,7 +794,7 @@ async fn dead_letters(
 /// its commune), so it is checked and counted like any other.
 async fn resend_dead_letter(
     State(s): State<Shared>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let row = s
@@ -567,7 +825,10 @@ async fn resend_dead_letter(
         .await
         .map_err(|(e, _)| {
             error!(error = %e, "cannot resend a dead letter");
-            ApiError::Unavailable
+            ApiError::Unavailable(format!(
+                "cannot send to the events topic `{}`: Kafka does not answer",
+                s.events_topic
+            ))
         })?;
     s.store.mark_resent(id).await?;
     info!(
@@ -576,9 +837,11 @@ async fn resend_dead_letter(
         offset = delivery.offset,
         "dead letter sent again"
     );
-    Ok(Json(
-        json!({"id": id, "resent_to": {"topic": s.events_topic, "partition": delivery.partition, "offset": delivery.offset}}),
-    ))
+    Ok(Json(json!({
+        "id": id,
+        "resent_to": {"topic": s.events_topic, "partition": delivery.partition, "offset": delivery.offset},
+        "freshness": s.freshness().await?,
+    })))
 }
 
 #[cfg(test)]

@@ -15,63 +15,139 @@ use crate::simulator::Simulator;
 const READ: &str = "demo-read-token";
 const ADMIN: &str = "demo-admin-token";
 
-async fn app(events: usize) -> Router {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
-    let settings = Settings::load_file(&file).unwrap();
-    let store = Store::connect("sqlite::memory:", 1, "t").await.unwrap();
+/// A router over a SQLite store holding `events` simulated events and one
+/// dead letter, with the projector that filled it (its batches reach the
+/// projections stream) and a producer to `bootstrap`.
+struct Harness {
+    app: Router,
+    projector: Projector,
+    settings: Settings,
+}
+
+fn simulated(settings: &Settings, from: usize, n: usize) -> Vec<Record> {
     let year = chrono::Datelike::year(&Utc::now());
     let start = NaiveDate::from_ymd_opt(year, 1, 1).unwrap();
-    let mut records: Vec<Record> = Simulator::new(&settings.units, 5, start, 5.0)
-        .take(events)
+    Simulator::new(&settings.units, 5, start, 5.0)
+        .skip(from)
+        .take(n)
         .enumerate()
-        .map(|(n, r)| Record {
+        .map(|(k, r)| Record {
             partition: 0,
-            offset: n as i64,
+            offset: (from + k) as i64,
             key: Some(r.key.into_bytes()),
             value: Some(r.value.into_bytes()),
         })
-        .collect();
-    records.push(Record {
-        partition: 0,
-        offset: events as i64,
-        key: None,
-        value: Some(b"not json".to_vec()),
-    });
-    let projector = Projector::new(
-        store.clone(),
-        settings.units.clone(),
-        Some(settings.evaluator()),
-    );
-    let claim = store.claim(0).await.unwrap();
-    projector
-        .project_partition(
-            &PartitionBatch {
-                partition: 0,
-                claim,
-                records,
+        .collect()
+}
+
+impl Harness {
+    async fn new(events: usize, bootstrap: &str) -> Harness {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let settings = Settings::load_file(&file).unwrap();
+        let store = Store::connect("sqlite::memory:", 1, "t").await.unwrap();
+        let mut records = simulated(&settings, 0, events);
+        records.push(Record {
+            partition: 0,
+            offset: events as i64,
+            key: None,
+            value: Some(b"not json".to_vec()),
+        });
+        let projector = Projector::new(
+            store.clone(),
+            settings.units.clone(),
+            Some(settings.evaluator()),
+        );
+        let h = Harness {
+            app: Router::new(),
+            projector: projector.clone(),
+            settings: settings.clone(),
+        };
+        h.project(records).await;
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("message.timeout.ms", "10000")
+            .create()
+            .unwrap();
+        let app = router(AppState {
+            store,
+            live: tokio::sync::broadcast::channel(4).0,
+            changes: projector.changes(),
+            metrics: Default::default(),
+            units: settings.units.clone(),
+            targets: settings.targets.clone(),
+            clock: Clock {
+                skew: chrono::Duration::zero(),
             },
-            Utc::now(),
-        )
+            http: settings.http.clone(),
+            events_topic: "t".into(),
+            producer,
+            shutdown: Default::default(),
+        });
+        Harness { app, ..h }
+    }
+
+    /// Projects `records` as one batch of partition 0 (none: a clock tick).
+    async fn project(&self, records: Vec<Record>) {
+        let claim = self.projector.store().claim(0).await.unwrap();
+        self.projector
+            .project_partition(
+                &PartitionBatch {
+                    partition: 0,
+                    claim,
+                    records,
+                },
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn app(events: usize) -> Router {
+    Harness::new(events, "127.0.0.1:1").await.app
+}
+
+fn request(method: &str, uri: &str, token: Option<&str>, body: Vec<u8>) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    req.body(Body::from(body)).unwrap()
+}
+
+/// Calls the API; every error answer must be `{"error": {"code", "message"}}`
+/// JSON, whatever made it.
+async fn call_with_headers(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, HeaderMap, Value) {
+    let res = app
+        .clone()
+        .oneshot(request(method, uri, token, body))
         .await
         .unwrap();
-    let producer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", "127.0.0.1:1")
-        .create()
-        .unwrap();
-    router(AppState {
-        store,
-        live: tokio::sync::broadcast::channel(4).0,
-        metrics: Default::default(),
-        units: settings.units.clone(),
-        targets: settings.targets.clone(),
-        clock: Clock {
-            skew: chrono::Duration::zero(),
-        },
-        http: settings.http.clone(),
-        events_topic: "t".into(),
-        producer,
-        shutdown: Default::default(),
-    })
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status.is_client_error() || status.is_server_error() {
+        assert_eq!(
+            headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{method} {uri}: {status} answered {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{method} {uri}: {status} answered {body}"
+        );
+    }
+    (status, headers, body)
 }
 
 async fn call(
@@ -81,67 +157,185 @@ async fn call(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header("Authorization", format!("Bearer {t}"));
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::from(body)).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let (status, _, body) = call_with_headers(app, method, uri, token, body).await;
+    (status, body)
 }
 
 async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
     call(app, "GET", uri, Some(READ), vec![]).await
 }
 
-#[test]
-fn the_openapi_document_lists_exactly_the_routes() {
+/// Whether an answer is the router's own "no such route or method" (as
+/// opposed to a handler's 404 for an unknown commune or dead letter).
+fn is_no_route(status: StatusCode, body: &Value) -> bool {
+    status == StatusCode::METHOD_NOT_ALLOWED
+        || (status == StatusCode::NOT_FOUND
+            && body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no such route")))
+}
+
+/// A documented path with its parameters filled with sample values.
+fn sample_uri(path: &str) -> String {
+    path.replace("{code}", "31471")
+        .replace("{indicator}", "online_rate")
+        .replace("{id}", "999999")
+}
+
+/// The status and content type of an answer, without reading its body (a
+/// live stream never ends).
+async fn head_of(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let res = app
+        .clone()
+        .oneshot(request(method, uri, token, vec![]))
+        .await
+        .unwrap();
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (res.status(), content_type)
+}
+
+fn documented_operations() -> Vec<(String, String, Value)> {
     let doc: Value = serde_json::from_str(OPENAPI).unwrap();
-    let mut documented: Vec<(String, String)> = doc["paths"]
+    let mut ops: Vec<(String, String, Value)> = doc["paths"]
         .as_object()
         .unwrap()
         .iter()
         .flat_map(|(path, ops)| {
             ops.as_object()
                 .unwrap()
-                .keys()
-                .map(move |m| (m.clone(), path.clone()))
+                .iter()
+                .map(move |(m, op)| (m.clone(), path.clone(), op.clone()))
         })
         .collect();
-    documented.sort();
+    ops.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    ops
+}
+
+#[test]
+fn the_openapi_document_lists_exactly_the_routes_with_their_tokens() {
+    let documented: Vec<(String, String)> = documented_operations()
+        .into_iter()
+        .map(|(m, p, _)| (m, p))
+        .collect();
     let mut routes: Vec<(String, String)> = ROUTES
         .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect();
     routes.sort();
     assert_eq!(documented, routes);
+    // Each operation names the token it needs: none, a read (or admin)
+    // token, or an admin token.
+    for (method, path, op) in documented_operations() {
+        let access = ROUTES
+            .iter()
+            .find(|(m, p, _)| *m == method && *p == path)
+            .unwrap()
+            .2;
+        let want = match access {
+            Access::Public => Value::Null,
+            Access::Read => serde_json::json!([{"bearer": []}]),
+            Access::Admin => serde_json::json!([{"admin": []}]),
+        };
+        assert_eq!(
+            op.get("security").cloned().unwrap_or(Value::Null),
+            want,
+            "{method} {path}: documented security vs {access:?}"
+        );
+    }
+}
+
+/// The router's routes are those of `ROUTES` only if `router` is the one
+/// place that adds routes, and only from `ROUTES`: checked on the source.
+#[test]
+fn the_router_adds_routes_only_from_the_routes_table() {
+    let source = include_str!("mod.rs");
+    let code = &source[..source.find("#[cfg(test)]").unwrap()];
+    assert_eq!(
+        code.matches(".route(").count(),
+        1,
+        "one `.route(` call, in `router`'s loop over ROUTES"
+    );
+    assert!(code.contains("for &(method, path, access) in ROUTES {"));
+    for forbidden in [
+        ".nest(",
+        ".nest_service(",
+        ".route_service(",
+        ".fallback_service(",
+    ] {
+        assert!(!code.contains(forbidden), "{forbidden} bypasses ROUTES");
+    }
+    // The merged routers are the table's parts.
+    assert_eq!(code.matches(".merge(").count(), 2);
+    assert!(code.contains(".merge(read.route_layer("));
+    assert!(code.contains(".merge(admin.route_layer("));
 }
 
 #[tokio::test]
-async fn every_listed_route_is_served() {
+async fn every_documented_operation_is_served_with_its_tokens() {
     let app = app(100).await;
-    for (method, path) in ROUTES {
+    for (method, path, _) in documented_operations() {
+        let uri = sample_uri(&path);
+        let access = ROUTES
+            .iter()
+            .find(|(m, p, _)| *m == method && *p == path)
+            .map(|r| r.2);
+        let method = method.to_uppercase();
         if path.ends_with("/stream") {
-            continue; // an endless response; covered by the alerts tests
+            let (status, content_type) = head_of(&app, &method, &uri, Some(READ)).await;
+            assert_eq!(status, StatusCode::OK, "{method} {uri}");
+            assert_eq!(content_type, "text/event-stream", "{method} {uri}");
+        } else {
+            let (status, body) = call(&app, &method, &uri, Some(ADMIN), vec![]).await;
+            assert!(
+                !is_no_route(status, &body),
+                "{method} {uri}: {status} {body}"
+            );
+            assert!(!status.is_server_error(), "{method} {uri}: {status} {body}");
         }
-        let uri = path
-            .replace("{code}", "31471")
-            .replace("{indicator}", "online_rate")
-            .replace("{id}", "999999");
-        let (status, body) = call(&app, &method.to_uppercase(), &uri, Some(ADMIN), vec![]).await;
-        assert!(
-            body["error"]["message"] != "no such route" && status != StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {uri}: {status} {body}"
-        );
+        let (status, _) = head_of(&app, &method, &uri, None).await;
+        match access {
+            Some(Access::Public) => assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {uri}"),
+            Some(Access::Read) => assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}"),
+            Some(Access::Admin) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+                let (status, _) = head_of(&app, &method, &uri, Some(READ)).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+            }
+            None => panic!("{method} {path} is documented but not in ROUTES"),
+        }
     }
+    // And the check can fail: an undocumented path is the router's 404.
+    let (status, body) = get(&app, "/api/v1/communes/31471/nothing").await;
+    assert!(is_no_route(status, &body), "{status} {body}");
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_one_in_docs() {
+    let app = app(1).await;
+    let res = app
+        .clone()
+        .oneshot(request("GET", "/openapi.json", None, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+    let served = res.into_body().collect().await.unwrap().to_bytes();
+    let file =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"))
+            .unwrap();
+    assert_eq!(served.as_ref(), file.as_slice());
+    let doc: Value = serde_json::from_slice(&file).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 }
 
 #[tokio::test]
@@ -334,15 +528,350 @@ async fn tokens_guard_the_api_and_the_admin_routes() {
 }
 
 #[tokio::test]
-async fn an_oversized_request_body_is_refused() {
+async fn every_error_answer_is_json_with_a_clear_message() {
     let app = app(10).await;
-    let (status, _) = call(
+    let big = vec![b'x'; 2 << 20];
+    let cases = [
+        // Query rejections, named by parameter.
+        (
+            "GET",
+            "/api/v1/communes/31471/overdue?limit=ten",
+            Some(READ),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "bad query parameter `limit`",
+        ),
+        (
+            "GET",
+            "/api/v1/alerts?limit=1.5",
+            Some(READ),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "bad query parameter `limit`",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/dead-letters?after=yesterday",
+            Some(ADMIN),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "bad query parameter `after`",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/dead-letters?limit=-",
+            Some(ADMIN),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "bad query parameter `limit`",
+        ),
+        // A path rejection, named by parameter.
+        (
+            "POST",
+            "/api/v1/admin/dead-letters/abc/resend",
+            Some(ADMIN),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "path parameter `id` must be an integer, not `abc`",
+        ),
+        (
+            "POST",
+            "/api/v1/admin/dead-letters/99999999999999999999/resend",
+            Some(ADMIN),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "path parameter `id` must be an integer",
+        ),
+        // The body limit (http.max_body_bytes).
+        (
+            "POST",
+            "/api/v1/admin/dead-letters/1/resend",
+            Some(ADMIN),
+            big,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "larger than the limit of 1048576 bytes",
+        ),
+        // Wrong methods, on read, admin and public routes.
+        (
+            "DELETE",
+            "/api/v1/communes/31471/indicators",
+            Some(READ),
+            vec![],
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "DELETE is not allowed on /api/v1/communes/31471/indicators",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/dead-letters/1/resend",
+            Some(ADMIN),
+            vec![],
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "GET is not allowed",
+        ),
+        (
+            "POST",
+            "/health",
+            None,
+            vec![],
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "POST is not allowed on /health",
+        ),
+        // Unknown routes.
+        (
+            "GET",
+            "/nothing/here",
+            None,
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route: GET /nothing/here",
+        ),
+        (
+            "PUT",
+            "/api/v1/admin/nothing",
+            Some(ADMIN),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route: PUT /api/v1/admin/nothing",
+        ),
+    ];
+    for (method, uri, token, body, want, code, text) in cases {
+        // `call` checks the JSON shape of every error answer.
+        let (status, headers, body) = call_with_headers(&app, method, uri, token, body).await;
+        assert_eq!(status, want, "{method} {uri}: {body}");
+        assert_eq!(body["error"]["code"], code, "{method} {uri}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(text), "{method} {uri}: {message}");
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            let allow = headers[header::ALLOW].to_str().unwrap();
+            assert!(
+                message.ends_with(&format!("(allowed: {allow})")),
+                "{message} names the methods of `Allow: {allow}`"
+            );
+        }
+    }
+}
+
+/// Reads server-sent events from an answer's body.
+struct SseReader {
+    body: Body,
+    text: String,
+}
+
+impl SseReader {
+    /// The next event's name and JSON data (within 5 s).
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(str::to_string)
+                };
+                if let (Some(event), Some(data)) = (field("event: "), field("data: ")) {
+                    return (event, serde_json::from_str(&data).unwrap());
+                }
+                continue; // a keep-alive comment
+            }
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), self.body.frame())
+                .await
+                .expect("an event within 5 s")
+                .expect("the stream goes on")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.text.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_projections_stream_tells_each_committed_batch() {
+    let h = Harness::new(100, "127.0.0.1:1").await;
+    let res = h
+        .app
+        .clone()
+        .oneshot(request(
+            "GET",
+            "/api/v1/projections/stream",
+            Some(READ),
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut events = SseReader {
+        body: res.into_body(),
+        text: String::new(),
+    };
+    let (event, data) = events.next().await;
+    assert_eq!(event, "freshness");
+    assert!(data["freshness"]["event_time"].is_string(), "{data}");
+    assert!(data["freshness"]["committed_at"].is_string(), "{data}");
+
+    let batch = simulated(&h.settings, 101, 40);
+    let mut communes: Vec<String> = batch
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+        .collect();
+    communes.sort();
+    communes.dedup();
+    h.project(batch).await;
+    let (event, data) = events.next().await;
+    assert_eq!(event, "changed");
+    assert_eq!(data["partition"], 0);
+    assert_eq!(data["records"], 40);
+    let told: Vec<String> = serde_json::from_value(data["communes"].clone()).unwrap();
+    assert_eq!(told, communes, "the communes of the batch's events");
+    assert!(data["event_time"].is_string(), "{data}");
+    assert!(data["clock"].is_string(), "{data}");
+    assert!(data["committed_at"].is_string(), "{data}");
+
+    // A clock tick (a batch without records) is told too.
+    h.project(vec![]).await;
+    let (event, data) = events.next().await;
+    assert_eq!(event, "changed");
+    assert_eq!(data["records"], 0);
+    assert!(data["event_time"].is_null(), "{data}");
+}
+
+#[tokio::test]
+async fn admin_answers_carry_freshness() {
+    let app = app(20).await;
+    let (status, body) = call(
         &app,
-        "POST",
-        "/api/v1/admin/dead-letters/1/resend",
+        "GET",
+        "/api/v1/admin/dead-letters",
         Some(ADMIN),
-        vec![b'x'; 2 << 20],
+        vec![],
     )
     .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["freshness"]["event_time"].is_string(), "{body}");
+    assert!(body["freshness"]["committed_at"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn resending_an_unknown_dead_letter_is_a_json_404_behind_the_admin_token() {
+    let app = app(10).await;
+    let uri = "/api/v1/admin/dead-letters/424242/resend";
+    let (status, _) = call(&app, "POST", uri, None, vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&app, "POST", uri, Some("wrong"), vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(&app, "POST", uri, Some(READ), vec![]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&app, "POST", uri, Some(ADMIN), b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["message"], "no dead letter 424242");
+}
+
+/// Reads the record at `offset` of partition `partition` of topic `t`.
+fn read_record(bootstrap: &str, partition: i32, offset: i64) -> (Option<Vec<u8>>, Vec<u8>) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "http-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("t", partition, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(std::time::Duration::from_millis(200)) {
+            let m = m.unwrap();
+            assert_eq!((m.partition(), m.offset()), (partition, offset));
+            return (
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+            );
+        }
+    }
+    panic!("no record at t/{partition}/{offset}");
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_then_sent_through_again() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("t", 1, 1).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let h = Harness::new(10, &bootstrap).await;
+    let list = || {
+        call(
+            &h.app,
+            "GET",
+            "/api/v1/admin/dead-letters",
+            Some(ADMIN),
+            vec![],
+        )
+    };
+
+    let (status, body) = list().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let letters = body["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{body}");
+    assert_eq!(letters[0]["value"], "not json");
+    assert!(letters[0]["resent_at"].is_null());
+    let id = letters[0]["id"].as_i64().unwrap();
+    let uri = format!("/api/v1/admin/dead-letters/{id}/resend");
+
+    // The corrected event, given as the body, goes to the events topic keyed
+    // by its commune.
+    let corrected = simulated(&h.settings, 500, 1).remove(0);
+    let commune = corrected.key.clone().unwrap();
+    let (status, body) = call(
+        &h.app,
+        "POST",
+        &uri,
+        Some(ADMIN),
+        corrected.value.clone().unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], id);
+    assert_eq!(body["resent_to"]["topic"], "t");
+    assert!(body["freshness"]["committed_at"].is_string(), "{body}");
+    let partition = body["resent_to"]["partition"].as_i64().unwrap() as i32;
+    let offset = body["resent_to"]["offset"].as_i64().unwrap();
+    let (key, value) = tokio::task::spawn_blocking({
+        let bootstrap = bootstrap.clone();
+        move || read_record(&bootstrap, partition, offset)
+    })
+    .await
+    .unwrap();
+    assert_eq!(key, Some(commune));
+    assert_eq!(value, corrected.value.unwrap());
+
+    let (_, body) = list().await;
+    assert!(
+        body["dead_letters"][0]["resent_at"].is_string(),
+        "marked resent: {body}"
+    );
+
+    // Without a body: the original bytes, as they were kept.
+    let (status, body) = call(&h.app, "POST", &uri, Some(ADMIN), vec![]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let offset = body["resent_to"]["offset"].as_i64().unwrap();
+    let (_, value) =
+        tokio::task::spawn_blocking(move || read_record(&bootstrap, partition, offset))
+            .await
+            .unwrap();
+    assert_eq!(value, b"not json");
 }

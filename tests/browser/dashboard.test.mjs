@@ -254,7 +254,7 @@ describe('dashboard against cchc demo', () => {
     for (const word of ['met', 'breached', 'too few cases', 'no data']) assert.ok(legend.includes(word), `legend names ${word}`);
   });
 
-  step('a value changes while the demo is producing (polling)', async (t) => {
+  step('a value changes while the demo is producing (projections stream, no polling)', async (t) => {
     assert.ok(firstText, 'the first test read the cell');
     const changed = await until(
       'the roll-up online_rate cell to change',
@@ -269,6 +269,16 @@ describe('dashboard against cchc demo', () => {
     });
     const flat = (s) => `"${s.replace(/\s+/g, ' ')}"`;
     t.diagnostic(`roll-up online_rate: ${flat(firstText)} -> ${flat(changed)} at ${since()}`);
+    // The change came from the stream's notes, not from the fallback poll.
+    const live = await page.evaluate(() => ({
+      changes: document.querySelector('#live').dataset.changes,
+      seen: Number(document.body.dataset.changesSeen || 0),
+      polls: Number(document.body.dataset.polls || 0),
+    }));
+    t.diagnostic(`projections stream: ${JSON.stringify(live)}`);
+    assert.equal(live.changes, 'open', 'the projections stream is open');
+    assert.ok(live.seen > 0, 'change notes arrived');
+    assert.equal(live.polls, 0, 'no fallback poll while the stream is open');
   });
 
   step(
@@ -283,8 +293,8 @@ describe('dashboard against cchc demo', () => {
         { timeout: 180_000, interval: 200 },
       );
       t.diagnostic(`demo report printed at ${since()}: ${demoOut.match(/^.*events projected.*$/m)[0]}`);
-      // The page polls every ~3 s: within a few polls it shows what the API
-      // answers (asked again each time: the clock tick may still mark cases overdue).
+      // The page fetches again on every change note: soon it shows what the
+      // API answers (asked again each time: the clock tick may still mark cases overdue).
       let last;
       let expected;
       await until(
