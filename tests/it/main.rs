@@ -8,5 +8,7 @@ mod alerts;
 mod embedded;
 mod pipeline;
 mod rebuild;
+#[path = "../reference/mod.rs"]
+mod reference;
 mod support;
 mod testbed;

@@ -17,10 +17,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use cchc_pipeline::config::Settings;
-use cchc_pipeline::domain::{decode, CaseKey, CaseState, DayCounters, Fold, Units};
+use cchc_pipeline::domain::{CaseKey, CaseState, DayCounters, Units};
 use cchc_pipeline::simulator::Simulator;
 use cchc_pipeline::store::{PartitionWrite, Store, StoreError};
 
+use crate::reference::{reference, Fact, Table};
 use crate::support::{
     create_topic, fresh_database, kafka_bootstrap, unique_name, PrivatePostgres, RestartMode,
 };
@@ -39,7 +40,7 @@ pub(crate) fn units() -> Units {
 /// batches and a one-second clock tick.
 pub(crate) fn cchc(setup: &Setup, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cchc"));
-    command
+    crate::support::dies_with_test(&mut command)
         .args(args)
         .env("CCHC_ALERTS__TOPIC", &setup.alerts_topic)
         .env("CCHC_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap())
@@ -116,6 +117,22 @@ impl Pipeline {
         assert!(ok, "kill {sig} failed");
     }
 
+    /// Waits for the process to exit by itself; panics after `limit`.
+    pub(crate) fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`cchc run` still running {limit:?} after being told to stop: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub(crate) fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -142,7 +159,10 @@ pub(crate) type Outgoing = (String, Option<Vec<u8>>, Option<&'static str>);
 /// at (partition, offset) with their reason codes.
 #[derive(Default)]
 pub(crate) struct Produced {
-    pub(crate) values: Vec<Option<Vec<u8>>>,
+    /// How many records were produced.
+    pub(crate) records: usize,
+    /// The valid records, in production order.
+    valid: Vec<Vec<u8>>,
     dead: BTreeMap<(i32, i64), &'static str>,
 }
 
@@ -170,11 +190,15 @@ pub(crate) async fn send_all(topic: &str, records: Vec<Outgoing>, produced: &mut
         let results = join_all(sends).await;
         for ((_, value, dead), result) in chunk.iter().zip(results) {
             let delivery = result.map_err(|(e, _)| e).expect("delivery");
-            produced.values.push(value.clone());
-            if let Some(code) = dead {
-                produced
-                    .dead
-                    .insert((delivery.partition, delivery.offset), code);
+            produced.records += 1;
+            match (dead, value) {
+                (Some(code), _) => {
+                    produced
+                        .dead
+                        .insert((delivery.partition, delivery.offset), code);
+                }
+                (None, Some(value)) => produced.valid.push(value.clone()),
+                (None, None) => unreachable!("a record without a value is malformed"),
             }
         }
     }
@@ -187,7 +211,7 @@ fn malformed(valid: &str, n: usize) -> (Option<Vec<u8>>, &'static str) {
         v[k] = x;
         Some(v.to_string().into_bytes())
     };
-    match n % 15 {
+    match n % 16 {
         0 => (Some(b"{\"event_id\": oops".to_vec()), "not_json"),
         1 => (Some(b"[1,2,3]".to_vec()), "not_an_object"),
         2 => (Some(vec![0xff, 0xfe, 0x00]), "not_utf8"),
@@ -229,6 +253,16 @@ fn malformed(valid: &str, n: usize) -> (Option<Vec<u8>>, &'static str) {
             v.as_object_mut().unwrap().remove("case_id");
             v["event_type"] = "case.withdrawn".into();
             (Some(v.to_string().into_bytes()), "case_id_missing")
+        }
+        14 => {
+            // A receipt through a channel the contract does not know.
+            v["event_type"] = "case.received".into();
+            v["case_id"] = "000.00.31.H37-230330-0001".into();
+            v["data"] = serde_json::json!({
+                "procedure_code": "1.001234", "channel": "fax",
+                "due_at": "2023-04-04T17:00:00+07:00", "registered_electronically": true
+            });
+            (Some(v.to_string().into_bytes()), "invalid_value")
         }
         _ => {
             v["event_type"] = "case.resolved".into();
@@ -273,31 +307,36 @@ pub(crate) fn workload(seed: u64, count: usize, garbage: f64) -> Vec<Outgoing> {
     out
 }
 
-/// The fold of every valid produced record, in production order (which is
-/// each commune's partition order), with the clock at `now`.
-fn expected(produced: &Produced, units: &Units) -> BTreeMap<(String, NaiveDate), DayCounters> {
-    let mut fold = Fold::new(None);
-    for value in &produced.values {
-        if let Ok(e) = decode(value.as_deref(), units) {
-            fold.apply(&e);
-        }
-    }
-    fold.advance_clock(Utc::now());
-    fold.deltas()
-        .iter()
-        .filter(|(_, c)| !c.is_zero())
-        .map(|((c, d), v)| ((c.to_string(), *d), *v))
-        .collect()
+/// The reference model's counters (tests/reference, the same model the
+/// fold's property tests use) for every valid produced record, in production
+/// order (which is each commune's partition order), with the clock at `now`.
+fn expected(produced: &Produced) -> Table {
+    let facts: Vec<Fact> = produced.valid.iter().map(|v| Fact::from_json(v)).collect();
+    reference(&facts, Utc::now().timestamp_nanos_opt())
 }
 
-async fn stored(store: &Store) -> BTreeMap<(String, NaiveDate), DayCounters> {
+/// The stored counters in the reference's shape, zero days dropped.
+async fn stored(store: &Store) -> Table {
     store
         .day_counters()
         .await
         .expect("reading counters")
         .into_iter()
         .filter(|(_, _, c)| !c.is_zero())
-        .map(|(c, d, v)| ((c, d), v))
+        .map(|(commune, day, c)| {
+            let counts = [
+                c.received,
+                c.received_online,
+                c.received_electronic,
+                c.due,
+                c.on_time,
+                c.ratings,
+                c.satisfied,
+                c.signatures,
+                c.digital,
+            ];
+            ((commune, day), counts)
+        })
         .collect()
 }
 
@@ -356,10 +395,9 @@ pub(crate) async fn wait_caught_up(
 }
 
 pub(crate) async fn assert_projections(store: &Store, produced: &Produced) {
-    let units = units();
     // The clock may pass a local midnight between the two reads: try again.
     for attempt in 0..3 {
-        let want = expected(produced, &units);
+        let want = expected(produced);
         let got = stored(store).await;
         if want == got {
             break;
@@ -397,6 +435,48 @@ pub(crate) async fn assert_projections(store: &Store, produced: &Produced) {
     );
 }
 
+/// A connection to the test's database that watches the pipeline's own
+/// connections (application_name `cchc`) in `pg_stat_activity`.
+async fn watcher(setup: &Setup) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&setup.database_url)
+        .await
+        .expect("connecting the watcher")
+}
+
+/// Waits until one of the pipeline's connections is inside a transaction
+/// that has written (it has a transaction id) and not yet committed; true
+/// when seen before `limit`. The caller acts at once: such a transaction
+/// lasts milliseconds.
+async fn open_write_transaction(db: &sqlx::PgPool, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'cchc' \
+               AND backend_xid IS NOT NULL",
+        )
+        .fetch_one(db)
+        .await
+        .expect("reading pg_stat_activity");
+        if open > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    false
+}
+
+/// Lines of a pipeline's log that contain `needle`.
+pub(crate) fn log_lines(pipeline: &Pipeline, needle: &str) -> usize {
+    std::fs::read_to_string(&pipeline.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
 pub(crate) async fn setup(partitions: i32, database_url: Option<String>) -> (Setup, Store) {
     let topic = unique_name("events");
     create_topic(&topic, partitions).await;
@@ -404,9 +484,10 @@ pub(crate) async fn setup(partitions: i32, database_url: Option<String>) -> (Set
         Some(url) => url,
         None => fresh_database().await.1,
     };
-    let store = Store::connect(&database_url, 2, &topic)
-        .await
-        .expect("store");
+    // Named, so as not to be taken for the pipeline's own connections.
+    let separator = if database_url.contains('?') { '&' } else { '?' };
+    let test_url = format!("{database_url}{separator}application_name=cchc-test");
+    let store = Store::connect(&test_url, 2, &topic).await.expect("store");
     (
         Setup {
             topic,
@@ -441,14 +522,32 @@ async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_gar
             produced
         })
     };
+    // Half the kills come at random moments; the other half the moment a
+    // batch's transaction is open and has written (its commit in flight).
+    let db = watcher(&setup).await;
     let mut rng = SmallRng::seed_from_u64(5);
+    let mut mid_commit = 0;
     for kill in 0..kills {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(400..2_500))).await;
+        let targeted = kill % 2 == 1 && open_write_transaction(&db, Duration::from_secs(20)).await;
         pipeline.assert_running();
         pipeline.kill();
-        eprintln!("SIGKILL {} of {kills}", kill + 1);
+        mid_commit += usize::from(targeted);
+        eprintln!(
+            "SIGKILL {} of {kills}{}",
+            kill + 1,
+            if targeted {
+                ", inside an open transaction"
+            } else {
+                ""
+            }
+        );
         pipeline = Pipeline::start(&setup, "a");
     }
+    assert!(
+        mid_commit >= kills / 2 * 3 / 4,
+        "only {mid_commit} of {kills} kills hit an open write transaction"
+    );
     let produced = producing.await.unwrap();
     wait_caught_up(
         &store,
@@ -467,12 +566,26 @@ async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_gar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_restart_mid_run_loses_and_doubles_nothing() {
+async fn a_database_down_at_start_and_restarted_mid_run_loses_and_doubles_nothing() {
     let postgres = PrivatePostgres::start().await;
     let (setup, store) = setup(3, Some(postgres.url().to_string())).await;
-    let records = workload(12, 60_000, 0.02);
+    let records = workload(12, env_number("SOAK_EVENTS", 200_000), 0.02);
     let mut produced = Produced::default();
-    let mut pipeline = Pipeline::start(&setup, "a");
+
+    // The pipeline starts while the database is down: it waits for it.
+    let down = postgres.restart_after(RestartMode::Fast, Duration::from_secs(4));
+    let starting = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Pipeline::start(&setup, "a")
+    };
+    let ((), mut pipeline) = tokio::join!(down, starting);
+    pipeline.assert_running();
+    assert!(
+        log_lines(&pipeline, "database unreachable; waiting for it") > 0,
+        "the pipeline did not wait for the database: {}",
+        pipeline.log.display()
+    );
+
     let producing = {
         let topic = setup.topic.clone();
         tokio::spawn(async move {
@@ -480,10 +593,27 @@ async fn a_database_restart_mid_run_loses_and_doubles_nothing() {
             produced
         })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    postgres.restart(RestartMode::Immediate).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    postgres.restart(RestartMode::Fast).await;
+    // Restarts while batches are being written: each cuts the pipeline's
+    // connections, some in the middle of a commit.
+    let db = watcher(&setup).await;
+    let mut restarts = 0;
+    for mode in [
+        RestartMode::Immediate,
+        RestartMode::Fast,
+        RestartMode::Immediate,
+    ] {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !open_write_transaction(&db, Duration::from_secs(20)).await {
+            break;
+        }
+        postgres.restart(mode).await;
+        restarts += 1;
+        pipeline.assert_running();
+    }
+    assert_eq!(
+        restarts, 3,
+        "the pipeline stopped writing before three restarts"
+    );
     let produced = producing.await.unwrap();
     wait_caught_up(
         &store,
@@ -494,13 +624,18 @@ async fn a_database_restart_mid_run_loses_and_doubles_nothing() {
     )
     .await;
     pipeline.assert_running();
+    assert!(
+        log_lines(&pipeline, "tried again") > 0,
+        "no batch was retried after a restart: {}",
+        pipeline.log.display()
+    );
     assert_projections(&store, &produced).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
     let (setup, store) = setup(4, None).await;
-    let records = workload(13, 80_000, 0.02);
+    let records = workload(13, env_number("SOAK_EVENTS", 200_000), 0.02);
     let mut produced = Produced::default();
     let mut a = Pipeline::start(&setup, "a");
     let producing = {
@@ -521,12 +656,64 @@ async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
     a.signal("-CONT");
     tokio::time::sleep(Duration::from_secs(4)).await;
     b.kill(); // leave without a goodbye: A takes everything back
+    assert!(
+        log_lines(&a, "fenced: another member owns the partition") > 0,
+        "the zombie never tried to commit a batch of a partition it had lost: {}",
+        a.log.display()
+    );
     let produced = producing.await.unwrap();
     wait_caught_up(
         &store,
         &setup.topic,
         4,
         &mut [&mut a],
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_projections(&store, &produced).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_mid_batch_stop_the_pipeline_cleanly_and_lose_nothing() {
+    let (setup, store) = setup(3, None).await;
+    let records = workload(14, 60_000, 0.05);
+    let mut produced = Produced::default();
+    let mut pipeline = Pipeline::start(&setup, "a");
+    let producing = {
+        let topic = setup.topic.clone();
+        tokio::spawn(async move {
+            send_all(&topic, records, &mut produced).await;
+            produced
+        })
+    };
+    let db = watcher(&setup).await;
+    for (signal, stops) in [("-TERM", 1), ("-INT", 2)] {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // While a batch is being written.
+        assert!(open_write_transaction(&db, Duration::from_secs(20)).await);
+        pipeline.signal(signal);
+        let status = pipeline.wait_for_exit(Duration::from_secs(20));
+        assert!(
+            status.success(),
+            "`cchc run` exited with {status} on {signal}"
+        );
+        assert_eq!(
+            log_lines(
+                &pipeline,
+                "ingest stopping: uncommitted records will be read again"
+            ),
+            stops,
+            "{signal} did not stop the consumer cleanly: {}",
+            pipeline.log.display()
+        );
+        pipeline = Pipeline::start(&setup, "a");
+    }
+    let produced = producing.await.unwrap();
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        3,
+        &mut [&mut pipeline],
         Duration::from_secs(300),
     )
     .await;
@@ -705,7 +892,8 @@ async fn repeated_ids_count_once(url: &str) {
     assert_eq!(reports[0].duplicates, 0);
     assert_eq!(reports[1].duplicates, 3, "{:?}", reports[1]);
     let produced = Produced {
-        values: sent.into_iter().map(|v| Some(v.clone())).collect(),
+        records: sent.len(),
+        valid: sent.into_iter().cloned().collect(),
         dead: BTreeMap::new(),
     };
     assert_projections(&store, &produced).await;

@@ -303,7 +303,7 @@ async fn an_interrupted_rebuild_continues_from_its_stored_offsets_and_a_restart_
     assert!(ok);
     assert!(child.wait().unwrap().success());
     let stopped_at = applied().await;
-    let total = produced.values.len() as i64;
+    let total = produced.records as i64;
     assert!(stopped_at < total, "interrupted before the end");
 
     // Run again: continues into the same schema, and switches.
