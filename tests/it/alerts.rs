@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use cchc_pipeline::alerts::signature;
 use cchc_pipeline::store::Store;
 
-use crate::pipeline::{setup, wait_caught_up, Pipeline, Setup};
+use crate::pipeline::{log_lines, setup, wait_caught_up, Pipeline, Setup};
 use crate::support::{free_port, kafka_bootstrap, unique_name};
 
 const C: &str = "31471";
@@ -67,6 +67,31 @@ impl Events {
             "case.resolved",
             json!({"due_at": due.to_rfc3339(), "outcome": "completed"}),
         )
+    }
+
+    /// A receipt of case `case` (an id of its own, so that a later receipt
+    /// can correct it).
+    fn received_as(
+        &mut self,
+        case: &str,
+        online: bool,
+        electronic: bool,
+        due: DateTime<FixedOffset>,
+    ) -> Value {
+        let mut v = self.received(online, due);
+        v["case_id"] = json!(case);
+        v["data"]["registered_electronically"] = json!(electronic);
+        v
+    }
+
+    fn signed(&mut self, document: &str, digital: bool) -> Value {
+        let signature = if digital { "digital" } else { "handwritten" };
+        let mut v = self.base(
+            "document.signed",
+            json!({"document_id": document, "signature": signature}),
+        );
+        v.as_object_mut().unwrap().remove("case_id");
+        v
     }
 
     fn rated(&mut self, satisfied: bool) -> Value {
@@ -169,16 +194,63 @@ async fn caught_up(store: &Store, setup: &Setup, pipeline: &mut Pipeline) {
     .await;
 }
 
+/// `config/default.toml` with the line `from` replaced by `to`, in a file of
+/// its own.
+fn config_replacing(from: &str, to: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_config()).unwrap();
+    assert!(text.contains(from), "config/default.toml has no `{from}`");
+    let config = std::env::temp_dir().join(format!("{}.toml", unique_name("config")));
+    std::fs::write(&config, text.replacen(from, to, 1)).unwrap();
+    config
+}
+
+/// The alerts of both windows evaluated in this test, sorted (alerts of one
+/// batch come in no particular order; each id ends with its transition's
+/// sequence number, so sorting keeps each key's breach → recovery order).
+fn both_windows(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = ["ytd", "rolling_30d"]
+        .iter()
+        .flat_map(|w| {
+            list.iter().map(move |(indicator_seq, kind)| {
+                let (indicator, seq) = indicator_seq.split_once('.').unwrap();
+                (format!("{C}.{indicator}.{w}.{seq}"), kind.to_string())
+            })
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Adds `new` to the alerts wanted so far and waits until the topic holds
+/// exactly those, in both windows.
+async fn expect(
+    reader: &mut AlertReader,
+    want: &mut Vec<(&'static str, &'static str)>,
+    new: &[(&'static str, &'static str)],
+) {
+    want.extend_from_slice(new);
+    let mut got = reader.until(2 * want.len(), Duration::from_secs(30)).await;
+    got.sort();
+    assert_eq!(got, both_windows(want));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_cross_each_target_both_ways_once_with_strict_targets_and_minimum_samples() {
     let (setup, store) = setup(1, None).await;
-    let mut pipeline = Pipeline::start(&setup, "a");
+    // Two windows: every crossing below happens in both.
+    let config = config_replacing(
+        "windows = [\"ytd\"]",
+        "windows = [\"ytd\", \"rolling_30d\"]",
+    );
+    let mut pipeline = Pipeline::start_with(&setup, "a", &config, &[]);
     let mut reader = AlertReader::new(&setup.alerts_topic);
     let now = Utc::now().with_timezone(&local()) - Span::hours(1);
     let mut ev = Events::new(now);
     let due = now + Span::days(5);
+    let mut want = Vec::new();
 
-    // 19 in-person receipts: 0% online, but below the minimum sample of 20.
+    // Online rate (>= 70%, minimum sample 20). 19 in-person receipts: 0%
+    // online, but below the minimum sample.
     let batch: Vec<Value> = (0..19).map(|_| ev.received(false, due)).collect();
     send(&setup.topic, batch).await;
     caught_up(&store, &setup, &mut pipeline).await;
@@ -187,39 +259,130 @@ async fn alerts_cross_each_target_both_ways_once_with_strict_targets_and_minimum
         vec![],
         "no alert below the minimum sample"
     );
-
     // The 20th: a breach. Then 46 online (46/66 = 69.7%): still in breach.
     let mut batch = vec![ev.received(false, due)];
     batch.extend((0..46).map(|_| ev.received(true, due)));
     send(&setup.topic, batch).await;
-    assert_eq!(
-        reader.until(1, Duration::from_secs(30)).await,
-        ids(&[("online_rate.ytd.1", "indicator.breached")])
-    );
+    expect(
+        &mut reader,
+        &mut want,
+        &[("online_rate.1", "indicator.breached")],
+    )
+    .await;
     // One more online: 47/67 = 70.1%, recovered.
     send(&setup.topic, vec![ev.received(true, due)]).await;
-    let mut want = ids(&[
-        ("online_rate.ytd.1", "indicator.breached"),
-        ("online_rate.ytd.2", "indicator.recovered"),
-    ]);
-    assert_eq!(reader.until(2, Duration::from_secs(30)).await, want);
+    expect(
+        &mut reader,
+        &mut want,
+        &[("online_rate.2", "indicator.recovered")],
+    )
+    .await;
 
-    // On time: 99 of 100 is not above 99%, a breach; 100 of 101 recovers.
+    // On time (> 99%, strict): 99 of 100 is not above 99%, a breach; 100 of
+    // 101 recovers.
     let mut batch: Vec<Value> = (0..99).map(|_| ev.resolved(true)).collect();
     batch.push(ev.resolved(false));
     send(&setup.topic, batch).await;
-    want.extend(ids(&[("on_time_rate.ytd.1", "indicator.breached")]));
-    assert_eq!(reader.until(3, Duration::from_secs(30)).await, want);
+    expect(
+        &mut reader,
+        &mut want,
+        &[("on_time_rate.1", "indicator.breached")],
+    )
+    .await;
     send(&setup.topic, vec![ev.resolved(true)]).await;
-    want.extend(ids(&[("on_time_rate.ytd.2", "indicator.recovered")]));
-    assert_eq!(reader.until(4, Duration::from_secs(30)).await, want);
-
+    expect(
+        &mut reader,
+        &mut want,
+        &[("on_time_rate.2", "indicator.recovered")],
+    )
+    .await;
     let last = reader.seen.last().unwrap().clone();
     assert_eq!(last["numerator"], 100);
     assert_eq!(last["denominator"], 101);
     assert_eq!(last["target"]["comparator"], ">");
     assert_eq!(last["commune_name"], "Phường Thuận An");
+
+    // Satisfaction (>= 95%): 18 of 20 satisfied is 90%, a breach; 20 more
+    // satisfied make 38 of 40, exactly 95%: met again.
+    let mut batch: Vec<Value> = (0..18).map(|_| ev.rated(true)).collect();
+    batch.extend((0..2).map(|_| ev.rated(false)));
+    send(&setup.topic, batch).await;
+    expect(
+        &mut reader,
+        &mut want,
+        &[("satisfaction_rate.1", "indicator.breached")],
+    )
+    .await;
+    send(&setup.topic, (0..20).map(|_| ev.rated(true)).collect()).await;
+    expect(
+        &mut reader,
+        &mut want,
+        &[("satisfaction_rate.2", "indicator.recovered")],
+    )
+    .await;
+
+    // Electronic registration (>= 100%): every receipt so far was registered
+    // electronically. One that was not (online, so the online rate stays
+    // met: 48/68) is a breach; a later receipt of the same case, registered
+    // electronically, corrects it: recovered.
+    send(
+        &setup.topic,
+        vec![ev.received_as("paper-1", true, false, due)],
+    )
+    .await;
+    expect(
+        &mut reader,
+        &mut want,
+        &[("electronic_registration_rate.1", "indicator.breached")],
+    )
+    .await;
+    ev.at += Span::minutes(1);
+    send(
+        &setup.topic,
+        vec![ev.received_as("paper-1", true, true, due)],
+    )
+    .await;
+    expect(
+        &mut reader,
+        &mut want,
+        &[("electronic_registration_rate.2", "indicator.recovered")],
+    )
+    .await;
+
+    // Digital signatures (>= 100%): 20 digital, met from the start, no
+    // alert; a handwritten one breaches (20/21); the same document signed
+    // again, digitally and later, recovers.
+    send(
+        &setup.topic,
+        (0..20)
+            .map(|i| ev.signed(&format!("{i}/QĐ-UBND"), true))
+            .collect(),
+    )
+    .await;
+    send(&setup.topic, vec![ev.signed("21/QĐ-UBND", false)]).await;
+    expect(
+        &mut reader,
+        &mut want,
+        &[("digital_signature_rate.1", "indicator.breached")],
+    )
+    .await;
+    ev.at += Span::minutes(1);
+    send(&setup.topic, vec![ev.signed("21/QĐ-UBND", true)]).await;
+    expect(
+        &mut reader,
+        &mut want,
+        &[("digital_signature_rate.2", "indicator.recovered")],
+    )
+    .await;
+
+    let windows: std::collections::BTreeSet<&str> = reader
+        .seen
+        .iter()
+        .map(|a| a["window"].as_str().unwrap())
+        .collect();
+    assert_eq!(windows, ["rolling_30d", "ytd"].into_iter().collect());
     pipeline.assert_running();
+    let _ = std::fs::remove_file(config);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,6 +483,77 @@ async fn a_crash_between_commit_and_publish_and_restarts_mid_breach_lose_and_rep
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_publishing_before_marking_published_repeats_the_alert_under_its_id() {
+    let (setup, store) = setup(1, None).await;
+    let now = Utc::now().with_timezone(&local()) - Span::hours(1);
+    let mut ev = Events::new(now);
+    let due = now + Span::days(5);
+    let mut reader = AlertReader::new(&setup.alerts_topic);
+
+    // The process aborts right after the broker acknowledged the alert.
+    let mut a = Pipeline::start_with(
+        &setup,
+        "a",
+        &repo_config(),
+        &[(cchc_pipeline::fault::CRASH_AT, "relay-published")],
+    );
+    send(
+        &setup.topic,
+        (0..20).map(|_| ev.received(false, due)).collect(),
+    )
+    .await;
+    let status = a.wait_for_exit(Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "the crash point was not reached: {status}"
+    );
+    assert_eq!(
+        reader.until(1, Duration::from_secs(30)).await,
+        ids(&[("online_rate.ytd.1", "indicator.breached")]),
+        "published before the crash"
+    );
+    assert_eq!(
+        store.unpublished_alerts(10).await.unwrap().len(),
+        1,
+        "the outbox does not know it was published"
+    );
+
+    // After the restart the relay publishes it again: the same alert, under
+    // the same id, which a subscriber drops; then the outbox is clear.
+    let mut b = Pipeline::start(&setup, "b");
+    let got = reader.until(2, Duration::from_secs(30)).await;
+    assert_eq!(
+        got,
+        ids(&[
+            ("online_rate.ytd.1", "indicator.breached"),
+            ("online_rate.ytd.1", "indicator.breached")
+        ])
+    );
+    assert_eq!(
+        reader.seen[0], reader.seen[1],
+        "the same alert, byte for byte"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.unpublished_alerts(10).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the outbox was never marked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing is lost afterwards: the recovery comes through once.
+    send(
+        &setup.topic,
+        (0..50).map(|_| ev.received(true, due)).collect(),
+    )
+    .await;
+    caught_up(&store, &setup, &mut b).await;
+    let got = reader.until(3, Duration::from_secs(30)).await;
+    assert_eq!(
+        got[2],
+        ids(&[("online_rate.ytd.2", "indicator.recovered")])[0]
+    );
+    assert_eq!(got.len(), 3);
+}
+
 /// A webhook receiver that refuses its first `fail` requests.
 #[derive(Clone, Default)]
 struct Receiver {
@@ -327,7 +561,7 @@ struct Receiver {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_receiver_failing_its_first_attempts_still_gets_every_alert_signed() {
+async fn a_webhook_receiver_down_then_failing_its_first_attempts_still_gets_every_alert_signed() {
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::post;
 
@@ -353,11 +587,9 @@ async fn a_webhook_receiver_failing_its_first_attempts_still_gets_every_alert_si
             }
         }),
     );
+    // The receiver is down (nothing listens on its port) until the alert
+    // has been tried a few times.
     let port = free_port();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let secret = "a shared secret of the chat bot";
     let config = std::env::temp_dir().join(format!("{}.toml", unique_name("webhook")));
@@ -374,8 +606,23 @@ async fn a_webhook_receiver_failing_its_first_attempts_still_gets_every_alert_si
     send(&setup.topic, batch).await; // 19/20 = 95%: met, no alert
     send(&setup.topic, vec![ev.rated(false)]).await; // 19/21: breach
     caught_up(&store, &setup, &mut pipeline).await;
-
     let deadline = Instant::now() + Duration::from_secs(30);
+    while log_lines(&pipeline, "webhook failed; will retry") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook was not tried while its receiver was down: {}",
+            pipeline.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Back up, refusing its first two requests.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // Retries back off 1, 2, 4, 8 s: the fifth attempt is the first answered 200.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !receiver
         .seen
         .lock()
@@ -428,7 +675,7 @@ async fn live_subscribers_get_alerts_over_server_sent_events() {
         match client.get(&url).send().await {
             Ok(r) => break r,
             Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("no SSE endpoint at {url}: {e}"),
         }
