@@ -80,7 +80,11 @@ fn alerts_as_written_are_valid_under_the_alert_schema() {
     let s = settings();
     let commune = s.units.commune("31471").unwrap().clone();
     let today = NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
-    for (indicator, state, ratio) in [
+    let windows: Vec<Window> = ["ytd", "qtd", "mtd", "rolling_30d", "2026-01-01..2026-07-01"]
+        .iter()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    for ((indicator, state, ratio), window) in [
         (
             Indicator::OnTimeRate,
             BreachState::default(),
@@ -100,15 +104,18 @@ fn alerts_as_written_are_valid_under_the_alert_schema() {
                 denominator: 100,
             },
         ),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|case| windows.iter().map(move |w| (case, *w)))
+    {
         let rule = s.targets.rule(&commune, indicator);
         let (alert, _) = Alert::evaluate(
             state,
             &commune,
             "Phường Thuận An",
             indicator,
-            Window::YearToDate,
-            Window::YearToDate.days(today),
+            window,
+            window.days(today),
             ratio,
             rule,
             Utc::now(),
