@@ -1,6 +1,6 @@
-//! Fault injection for the crash tests: `CCHC_TEST_CRASH_AT=<point>` makes
-//! the process abort (as SIGKILL would, nothing flushed or closed) when it
-//! reaches that point. Unset in any real deployment; reading it costs one
+//! Fault injection for the crash tests: `FAULT_INJECT_CRASH_AT=<point>` (not
+//! `CCHC_*`, which is configuration) makes the process abort (as SIGKILL
+//! would, nothing flushed or closed) when it reaches that point. Unset in any real deployment; reading it costs one
 //! comparison per call once the variable has been read.
 //!
 //! Points:
@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 /// The environment variable naming the point to crash at.
-pub const CRASH_AT: &str = "CCHC_TEST_CRASH_AT";
+pub const CRASH_AT: &str = "FAULT_INJECT_CRASH_AT";
 
 /// Aborts the process if [`CRASH_AT`] names `point`.
 pub fn crash_point(point: &str) {

@@ -102,7 +102,7 @@ impl Projector {
     /// that transaction is rolled back and the batch folded again with its
     /// stored ids loaded, and the partition stays careful until a batch
     /// comes without repeats.
-    #[instrument(name = "projector.batch", skip_all, fields(partition = batch.partition, records = batch.records.len()), err)]
+    #[instrument(name = "projector.batch", skip_all, fields(partition = batch.partition, records = batch.records.len()), err(level = "debug"))]
     pub async fn project_partition(
         &self,
         batch: &PartitionBatch,

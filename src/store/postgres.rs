@@ -422,7 +422,7 @@ impl PgStore {
     /// Writes a batch, all partitions in one transaction. Fails with
     /// [`StoreError::Fenced`], writing nothing, if any partition has been
     /// claimed by another owner since.
-    #[instrument(name = "store.commit", skip_all, fields(partitions = writes.len()), err)]
+    #[instrument(name = "store.commit", skip_all, fields(partitions = writes.len()), err(level = "debug"))]
     pub async fn commit(
         &self,
         writes: &[PartitionWrite],
