@@ -6,6 +6,11 @@
 #   bash scripts/bench.sh alert_latency
 #   bash scripts/bench.sh replay          (REPLAY_SIZES=1000000,5000000)
 #   bash scripts/bench.sh fold            (needs no services, but works too)
+#
+# PG_EXTRA_CONF: lines appended to the benchmark cluster's postgresql.conf,
+# to measure server settings without editing a script, e.g.
+#   PG_EXTRA_CONF="shared_buffers = 2GB" bash scripts/bench.sh replay
+# (the replay keeps its own pg_stat_statements line before yours).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name="${1:?usage: scripts/bench.sh BENCH_NAME [extra cargo bench args]}"
