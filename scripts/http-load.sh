@@ -12,15 +12,22 @@
 #
 # Environment: LOAD_SECONDS (per phase, default 20), LOAD_CONNECTIONS (wrk,
 # default 8), HTTP_LOAD_RATE (default 2000), HTTP_LOAD_EVENTS (events ingested
-# meanwhile, default 5,000,000). wrk and hey are installed from Debian when
-# missing. Everything runs on the release build.
+# meanwhile, default 5,000,000; 400,000 at a set ingest rate), HTTP_LOAD_INGEST_RATE (postgres: events/s fed
+# to the pipeline, default 2000, a busy day's live feed many times over;
+# "max" replays history as fast as the pipeline takes it). wrk and hey are
+# installed from Debian when missing. Everything runs on the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store="${1:-sqlite}"
 seconds="${LOAD_SECONDS:-20}"
 connections="${LOAD_CONNECTIONS:-8}"
 rate="${HTTP_LOAD_RATE:-2000}"
-events="${HTTP_LOAD_EVENTS:-5000000}"
+ingest_rate="${HTTP_LOAD_INGEST_RATE:-2000}"
+if [[ "$store" == postgres && "$ingest_rate" != max ]]; then
+    events="${HTTP_LOAD_EVENTS:-400000}" # outlasts the four phases at that rate
+else
+    events="${HTTP_LOAD_EVENTS:-5000000}"
+fi
 case "$store" in sqlite | postgres) ;; *)
     echo "usage: bash scripts/http-load.sh [sqlite|postgres]" >&2
     exit 2
@@ -68,7 +75,9 @@ else
     export CCHC_HTTP__LISTEN="127.0.0.1:$port"
     # The topic first (the simulator creates it), then the pipeline reads it
     # from the start while the simulator keeps producing.
-    ./target/release/cchc simulate --events "$events" --partitions 3 >"$dir/simulate.log" 2>&1 &
+    pace=()
+    [[ "$ingest_rate" == max ]] || pace=(--rate "$ingest_rate")
+    ./target/release/cchc simulate --events "$events" --partitions 3 "${pace[@]}" >"$dir/simulate.log" 2>&1 &
     pids+=($!)
     sleep 3
     ./target/release/cchc run >"$dir/pipeline.log" 2>&1 &

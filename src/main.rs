@@ -70,6 +70,9 @@ enum Command {
         /// Partitions of the topic, if it has to be created.
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+        /// Events per second, like a live feed (default: as fast as the broker takes them).
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Print every commune's indicators from the projection store.
     Report {
@@ -183,6 +186,7 @@ fn main() -> ExitCode {
                     start: first_of_this_year(),
                     cases_per_day: 20.0,
                     partitions: 9,
+                    rate: None,
                 },
                 listen,
                 exit_when_done,
@@ -235,6 +239,7 @@ fn main() -> ExitCode {
             start,
             cases_per_day,
             partitions,
+            rate,
         } => {
             let Some(settings) = load(&config) else {
                 return ExitCode::FAILURE;
@@ -246,6 +251,7 @@ fn main() -> ExitCode {
                 start,
                 cases_per_day,
                 partitions,
+                rate,
             };
             execute(operate::simulate(&settings, &options), |_| ())
         }

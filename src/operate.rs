@@ -21,6 +21,8 @@ pub struct SimulateOptions {
     pub start: chrono::NaiveDate,
     pub cases_per_day: f64,
     pub partitions: i32,
+    /// Events per second; `None`: as fast as the broker takes them.
+    pub rate: Option<f64>,
 }
 
 /// Produces simulated events into the configured topic, creating it with
@@ -37,7 +39,18 @@ pub async fn simulate(settings: &Settings, options: &SimulateOptions) -> anyhow:
     );
     let records: Vec<_> = sim.take(options.events).collect();
     let started = std::time::Instant::now();
-    for (n, chunk) in records.chunks(5_000).enumerate() {
+    // At a set rate, chunks of a twentieth of a second's events, each sent
+    // when the rate says it is due.
+    let chunk_size = match options.rate {
+        Some(rate) => ((rate / 20.0) as usize).clamp(1, 5_000),
+        None => 5_000,
+    };
+    let mut sent = 0;
+    for chunk in records.chunks(chunk_size) {
+        if let Some(rate) = options.rate {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let sends = chunk.iter().map(|r| {
             producer.send(
                 FutureRecord::to(&k.topic).key(&r.key).payload(&r.value),
@@ -47,13 +60,10 @@ pub async fn simulate(settings: &Settings, options: &SimulateOptions) -> anyhow:
         for result in futures_util::future::join_all(sends).await {
             result.map_err(|(e, _)| e)?;
         }
-        let sent = (n + 1) * 5_000;
-        if n % 10 == 9 {
-            info!(
-                sent = sent.min(records.len()),
-                total = records.len(),
-                "producing"
-            );
+        let before = sent;
+        sent += chunk.len();
+        if before / 50_000 != sent / 50_000 {
+            info!(sent, total = records.len(), "producing");
         }
     }
     info!(

@@ -32,6 +32,7 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
         start,
         cases_per_day: 20.0,
         partitions: 9,
+        rate: None,
     };
     let options = DemoOptions {
         events,
