@@ -370,12 +370,18 @@ pub async fn demo(
     let mut produced = 0usize;
     let mut last_report = Instant::now();
     let records: Vec<_> = sim.take(options.events).collect();
-    for chunk in records.chunks(CHUNK) {
+    'producing: for chunk in records.chunks(CHUNK) {
         while produced as i64 - committed(store.clone()).await? > MAX_LAG {
             if services.is_finished() {
                 anyhow::bail!("the pipeline stopped while the demo was producing");
             }
+            if stop.is_triggered() {
+                break 'producing;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if stop.is_triggered() {
+            break;
         }
         let sends = chunk.iter().map(|r| {
             producer.send(
@@ -400,7 +406,7 @@ pub async fn demo(
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while committed(store.clone()).await? < produced as i64 {
+    while !stop.is_triggered() && committed(store.clone()).await? < produced as i64 {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the pipeline did not catch up within 120 s"
@@ -410,6 +416,24 @@ pub async fn demo(
             "the pipeline stopped before catching up"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if stop.is_triggered() {
+        // Ctrl-C or SIGTERM while producing or catching up: stop without the report; what
+        // was committed stays in the SQLite file.
+        info!(
+            produced,
+            total = options.events,
+            "demo stopped before the end"
+        );
+        shutdown.trigger();
+        services.wait().await?;
+        stop_server(server).await?;
+        let out = format!(
+            "demo stopped after {produced} of {} events\n",
+            options.events
+        );
+        print!("{out}");
+        return Ok(out);
     }
     let seconds = started.elapsed().as_secs_f64();
     info!(

@@ -181,3 +181,79 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
     }
     let _ = std::fs::remove_file(db);
 }
+
+/// Ctrl-C while the demo is still producing stops it at once, cleanly.
+#[tokio::test]
+async fn the_demo_stops_on_ctrl_c_while_still_producing() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = repo.join("var/test-embedded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join(format!("{}.sqlite", unique_name("interrupted")));
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let mut child = crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
+        .current_dir(&repo)
+        .args([
+            "demo",
+            "--events",
+            "600000",
+            "--listen",
+            &listen,
+            "--database",
+        ])
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Producing: the API answers and some events are projected.
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/api/v1/communes/31471/indicators?window=ytd");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = client.get(&url).bearer_auth("demo-read-token").send().await;
+        if let Ok(r) = answer {
+            let text = r.text().await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if body["indicators"][0]["denominator"].as_i64().unwrap_or(0) > 0 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo never projected anything"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let stop = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stop.elapsed() < Duration::from_secs(15),
+            "the demo did not stop on Ctrl-C while producing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("demo stopped after"), "{out}");
+    let _ = std::fs::remove_file(db);
+}
