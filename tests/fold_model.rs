@@ -35,8 +35,8 @@ use serde_json::json;
 
 mod reference;
 use reference::{
-    local_day, Counts, Fact, Table, DIGITAL, DUE, ELECTRONIC, ONLINE, ON_TIME, RATINGS, RECEIVED,
-    SATISFIED, SIGNATURES,
+    counts_of, local_day, Counts, Fact, Table, DIGITAL, DUE, ELECTRONIC, ONLINE, ON_TIME, RATINGS,
+    RECEIVED, SATISFIED, SIGNATURES,
 };
 
 use cchc_pipeline::domain::{
@@ -305,20 +305,6 @@ enum Item {
     Tick(i64),
 }
 
-fn counts(c: &DayCounters) -> Counts {
-    [
-        c.received,
-        c.received_online,
-        c.received_electronic,
-        c.due,
-        c.on_time,
-        c.ratings,
-        c.satisfied,
-        c.signatures,
-        c.digital,
-    ]
-}
-
 /// A Fold's counters in the reference's shape, zero entries dropped.
 fn table_of<'a>(
     deltas: impl IntoIterator<
@@ -334,7 +320,7 @@ fn table_of<'a>(
     }
     sum.into_iter()
         .filter(|(_, c)| !c.is_zero())
-        .map(|(k, c)| (k, counts(&c)))
+        .map(|(k, c)| (k, counts_of(&c)))
         .collect()
 }
 

@@ -82,7 +82,7 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -90,22 +90,7 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join(format!("{}.sqlite", unique_name("readme")));
     let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let mut child = crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
-        .current_dir(&repo)
-        .args([
-            "demo",
-            "--events",
-            "30000",
-            "--listen",
-            &listen,
-            "--database",
-        ])
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_demo(30_000, &listen, &db);
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -186,7 +171,7 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
 #[tokio::test]
 async fn the_demo_stops_on_ctrl_c_while_still_producing() {
     use std::io::Read;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -194,22 +179,7 @@ async fn the_demo_stops_on_ctrl_c_while_still_producing() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join(format!("{}.sqlite", unique_name("interrupted")));
     let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let mut child = crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
-        .current_dir(&repo)
-        .args([
-            "demo",
-            "--events",
-            "600000",
-            "--listen",
-            &listen,
-            "--database",
-        ])
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_demo(600_000, &listen, &db);
     // Producing: the API answers and some events are projected.
     let client = reqwest::Client::new();
     let url = format!("http://{listen}/api/v1/communes/31471/indicators?window=ytd");
@@ -256,4 +226,27 @@ async fn the_demo_stops_on_ctrl_c_while_still_producing() {
         .unwrap();
     assert!(out.contains("demo stopped after"), "{out}");
     let _ = std::fs::remove_file(db);
+}
+
+/// `cchc demo` as a newcomer runs it, from the repository, with its stdout
+/// piped to the test.
+fn spawn_demo(events: usize, listen: &str, db: &std::path::Path) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let events = events.to_string();
+    crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "demo",
+            "--events",
+            &events,
+            "--listen",
+            listen,
+            "--database",
+        ])
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting cchc demo")
 }

@@ -21,7 +21,7 @@ use cchc_pipeline::domain::{CaseKey, CaseState, DayCounters, Units};
 use cchc_pipeline::simulator::Simulator;
 use cchc_pipeline::store::{PartitionWrite, Store, StoreError};
 
-use crate::reference::{reference, Fact, Table};
+use crate::reference::{counts_of, reference, Fact, Table};
 use crate::support::{
     create_topic, fresh_database, kafka_bootstrap, unique_name, PrivatePostgres, RestartMode,
 };
@@ -176,6 +176,20 @@ fn producer() -> FutureProducer {
         .expect("producer")
 }
 
+/// Sends `records` to the test's topic from a task of its own; the handle
+/// gives back what was produced.
+pub(crate) fn produce_in_background(
+    setup: &Setup,
+    records: Vec<Outgoing>,
+) -> tokio::task::JoinHandle<Produced> {
+    let topic = setup.topic.clone();
+    tokio::spawn(async move {
+        let mut produced = Produced::default();
+        send_all(&topic, records, &mut produced).await;
+        produced
+    })
+}
+
 /// Sends records in order, waiting for each chunk's delivery.
 pub(crate) async fn send_all(topic: &str, records: Vec<Outgoing>, produced: &mut Produced) {
     let producer = producer();
@@ -323,20 +337,7 @@ async fn stored(store: &Store) -> Table {
         .expect("reading counters")
         .into_iter()
         .filter(|(_, _, c)| !c.is_zero())
-        .map(|(commune, day, c)| {
-            let counts = [
-                c.received,
-                c.received_online,
-                c.received_electronic,
-                c.due,
-                c.on_time,
-                c.ratings,
-                c.satisfied,
-                c.signatures,
-                c.digital,
-            ];
-            ((commune, day), counts)
-        })
+        .map(|(commune, day, c)| ((commune, day), counts_of(&c)))
         .collect()
 }
 
@@ -513,15 +514,8 @@ async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_gar
     let kills = env_number("SOAK_KILLS", 10);
     let (setup, store) = setup(3, None).await;
     let records = workload(11, events, 0.1);
-    let mut produced = Produced::default();
     let mut pipeline = Pipeline::start(&setup, "a");
-    let producing = {
-        let topic = setup.topic.clone();
-        tokio::spawn(async move {
-            send_all(&topic, records, &mut produced).await;
-            produced
-        })
-    };
+    let producing = produce_in_background(&setup, records);
     // Half the kills come at random moments; the other half the moment a
     // batch's transaction is open and has written (its commit in flight).
     let db = watcher(&setup).await;
@@ -570,8 +564,6 @@ async fn a_database_down_at_start_and_restarted_mid_run_loses_and_doubles_nothin
     let postgres = PrivatePostgres::start().await;
     let (setup, store) = setup(3, Some(postgres.url().to_string())).await;
     let records = workload(12, env_number("SOAK_EVENTS", 200_000), 0.02);
-    let mut produced = Produced::default();
-
     // The pipeline starts while the database is down: it waits for it.
     let down = postgres.restart_after(RestartMode::Fast, Duration::from_secs(4));
     let starting = async {
@@ -586,13 +578,7 @@ async fn a_database_down_at_start_and_restarted_mid_run_loses_and_doubles_nothin
         pipeline.log.display()
     );
 
-    let producing = {
-        let topic = setup.topic.clone();
-        tokio::spawn(async move {
-            send_all(&topic, records, &mut produced).await;
-            produced
-        })
-    };
+    let producing = produce_in_background(&setup, records);
     // Restarts while batches are being written: each cuts the pipeline's
     // connections, some in the middle of a commit.
     let db = watcher(&setup).await;
@@ -636,15 +622,8 @@ async fn a_database_down_at_start_and_restarted_mid_run_loses_and_doubles_nothin
 async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
     let (setup, store) = setup(4, None).await;
     let records = workload(13, env_number("SOAK_EVENTS", 200_000), 0.02);
-    let mut produced = Produced::default();
     let mut a = Pipeline::start(&setup, "a");
-    let producing = {
-        let topic = setup.topic.clone();
-        tokio::spawn(async move {
-            send_all(&topic, records, &mut produced).await;
-            produced
-        })
-    };
+    let producing = produce_in_background(&setup, records);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut b = Pipeline::start(&setup, "b"); // join: rebalance
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -677,15 +656,8 @@ async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
 async fn sigterm_and_sigint_mid_batch_stop_the_pipeline_cleanly_and_lose_nothing() {
     let (setup, store) = setup(3, None).await;
     let records = workload(14, 60_000, 0.05);
-    let mut produced = Produced::default();
     let mut pipeline = Pipeline::start(&setup, "a");
-    let producing = {
-        let topic = setup.topic.clone();
-        tokio::spawn(async move {
-            send_all(&topic, records, &mut produced).await;
-            produced
-        })
-    };
+    let producing = produce_in_background(&setup, records);
     let db = watcher(&setup).await;
     for (signal, stops) in [("-TERM", 1), ("-INT", 2)] {
         tokio::time::sleep(Duration::from_millis(1_500)).await;

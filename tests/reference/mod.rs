@@ -53,6 +53,21 @@ pub const DIGITAL: usize = 8;
 /// are absent.
 pub type Table = BTreeMap<(String, NaiveDate), Counts>;
 
+/// The crate's day counters in the reference's shape, to compare them.
+pub fn counts_of(c: &cchc_pipeline::domain::DayCounters) -> Counts {
+    [
+        c.received,
+        c.received_online,
+        c.received_electronic,
+        c.due,
+        c.on_time,
+        c.ratings,
+        c.satisfied,
+        c.signatures,
+        c.digital,
+    ]
+}
+
 const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 /// Asia/Ho_Chi_Minh has been UTC+7, without daylight saving, since 1975.
 const LOCAL_OFFSET_NS: i64 = 7 * 3_600 * 1_000_000_000;
