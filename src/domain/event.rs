@@ -11,7 +11,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::time::local_date_of;
+use super::time::{local_date, local_date_of};
 use super::units::{UnitCode, Units};
 
 /// The newest schema version this pipeline understands.
@@ -361,12 +361,15 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
     if case_id.is_none() && !matches!(kind, EventKind::DocumentSigned(_)) {
         return Err(Rejection::CaseIdMissing);
     }
+    // Microseconds: what the store keeps, so that which fact wins cannot
+    // change when a case is written and read back. The day is that instant's
+    // (a leap second, 23:59:60, rounds into the next second, which may be
+    // the next day).
+    let occurred_at = truncate_to_micros(occurred_at.with_timezone(&Utc));
     Ok(CaseEvent {
         event_id: event_id.into_owned(),
-        day: local_date_of(&occurred_at),
-        // Microseconds: what the store keeps, so that which fact wins cannot
-        // change when a case is written and read back.
-        occurred_at: truncate_to_micros(occurred_at.with_timezone(&Utc)),
+        day: local_date(occurred_at),
+        occurred_at,
         commune,
         case_id: case_id.map(Cow::into_owned),
         kind,
@@ -707,6 +710,15 @@ mod tests {
             err(&with("data.channel", r#""fax""#)).code(),
             "invalid_value"
         );
+    }
+
+    #[test]
+    fn a_leap_second_counts_on_the_day_of_the_instant_kept() {
+        // Found by the fuzzer: 23:59:60 local on 31 December is kept (to the
+        // microsecond) as 00:00:00 on 1 January, and counts there.
+        let e = ok(&with("occurred_at", r#""2023-12-31T23:59:60+07:00""#));
+        assert_eq!(e.occurred_at.to_rfc3339(), "2023-12-31T17:00:00+00:00");
+        assert_eq!(e.day, NaiveDate::from_ymd_opt(2024, 1, 1).unwrap());
     }
 
     #[test]
