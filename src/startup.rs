@@ -176,6 +176,7 @@ impl Services {
             store: self.store.clone(),
             live: self.live.clone(),
             changes: self.changes.clone(),
+            cache: Arc::new(crate::http::QueryCache::new(&self.changes)),
             metrics: self.metrics.clone(),
             units: settings.units.clone(),
             targets: settings.targets.clone(),

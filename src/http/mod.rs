@@ -43,6 +43,10 @@ use crate::metrics::Metrics;
 use crate::projector::LiveChanges;
 use crate::store::{Freshness, Store, StoreError};
 
+pub use cache::QueryCache;
+
+mod cache;
+
 /// The OpenAPI document of this API (also served at `/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -116,6 +120,9 @@ pub struct AppState {
     pub live: LiveAlerts,
     /// Told of every committed batch (the projections stream).
     pub changes: LiveChanges,
+    /// Freshness and one-commune sums, told of changes by `changes`
+    /// (`QueryCache::new(&changes)`).
+    pub cache: Arc<QueryCache>,
     pub metrics: Arc<Metrics>,
     pub units: Units,
     pub targets: Targets,
@@ -460,7 +467,7 @@ impl AppState {
             event_time,
             committed_at,
             clock,
-        } = self.store.freshness().await?;
+        } = self.cache.freshness(&self.store).await?;
         Ok(json!({
             "event_time": event_time,
             "committed_at": committed_at,
@@ -527,7 +534,10 @@ async fn commune_indicators(
 ) -> Result<Json<Value>, ApiError> {
     let unit = s.commune(&code)?;
     let (window, range) = s.window(&q)?;
-    let c = s.store.commune_sums(&code, range.0, range.1).await?;
+    let c = s
+        .cache
+        .commune_sums(&s.store, &code, range.0, range.1)
+        .await?;
     Ok(Json(json!({
         "commune": unit_json(unit),
         "window": window_json(window, range),

@@ -22,7 +22,12 @@ struct Harness {
     app: Router,
     projector: Projector,
     settings: Settings,
+    cache: Arc<QueryCache>,
 }
+
+/// The tests' read cache keeps answers far longer than any test runs, so
+/// that a fresh answer after a batch can only come from the batch's note.
+const LONG_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn simulated(settings: &Settings, from: usize, n: usize) -> Vec<Record> {
     let year = chrono::Datelike::year(&Utc::now());
@@ -61,6 +66,7 @@ impl Harness {
             app: Router::new(),
             projector: projector.clone(),
             settings: settings.clone(),
+            cache: Arc::new(QueryCache::new(&projector.changes())),
         };
         h.project(records).await;
         let producer = rdkafka::ClientConfig::new()
@@ -68,10 +74,16 @@ impl Harness {
             .set("message.timeout.ms", "10000")
             .create()
             .unwrap();
+        let cache = Arc::new(QueryCache::with_limits(
+            &projector.changes(),
+            LONG_TTL,
+            cache::DEFAULT_CAPACITY,
+        ));
         let app = router(AppState {
             store,
             live: tokio::sync::broadcast::channel(4).0,
             changes: projector.changes(),
+            cache: cache.clone(),
             metrics: Default::default(),
             units: settings.units.clone(),
             targets: settings.targets.clone(),
@@ -83,7 +95,7 @@ impl Harness {
             producer,
             shutdown: Default::default(),
         });
-        Harness { app, ..h }
+        Harness { app, cache, ..h }
     }
 
     /// Projects `records` as one batch of partition 0 (none: a clock tick).
@@ -874,4 +886,154 @@ async fn a_dead_letter_is_listed_then_sent_through_again() {
             .await
             .unwrap();
     assert_eq!(value, b"not json");
+}
+
+/// `n` simulated records of `commune` after the first `from` of the feed,
+/// numbered from offset `offset` on.
+fn simulated_for(settings: &Settings, commune: &str, from: usize, offset: i64) -> Vec<Record> {
+    simulated(settings, from, 5000)
+        .into_iter()
+        .filter(|r| r.key.as_deref() == Some(commune.as_bytes()))
+        .take(40)
+        .enumerate()
+        .map(|(k, r)| Record {
+            offset: offset + k as i64,
+            ..r
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cached_commune_answer_follows_a_batch_naming_the_commune_only() {
+    let h = Harness::new(400, "127.0.0.1:1").await;
+    let one = "/api/v1/communes/31471/indicators?window=ytd";
+    let other = "/api/v1/communes/31472/indicators?window=ytd";
+    let (_, before) = get(&h.app, one).await;
+    let (_, other_before) = get(&h.app, other).await;
+    assert_eq!(h.cache.len(), 2, "both answers are cached");
+    // Served from the cache, the same answer.
+    let (_, again) = get(&h.app, one).await;
+    assert_eq!(again["indicators"], before["indicators"]);
+
+    let store = h.projector.store().clone();
+    let today = local_date(Utc::now());
+    let (from, to) = Window::YearToDate.days(today);
+    let stored_before = store.commune_sums("31471", from, to).await.unwrap();
+    let other_stored = store.commune_sums("31472", from, to).await.unwrap();
+    let batch = simulated_for(&h.settings, "31471", 400, 401);
+    assert!(!batch.is_empty());
+    h.project(batch).await;
+    let stored_after = store.commune_sums("31471", from, to).await.unwrap();
+    assert_ne!(stored_after, stored_before, "the batch changes the commune");
+    assert_eq!(
+        store.commune_sums("31472", from, to).await.unwrap(),
+        other_stored,
+        "and only that one"
+    );
+
+    // The note dropped the commune's answer: the next one is the store's.
+    let (status, after) = get(&h.app, one).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_ne!(after["indicators"], before["indicators"]);
+    assert_eq!(
+        after["indicators"],
+        serde_json::to_value(indicators(
+            &h.settings.targets,
+            Some(&h.settings.units.get("31471").unwrap().code),
+            &stored_after
+        ))
+        .unwrap()
+    );
+    // The note moved the freshness on (no store read: the TTL is long).
+    assert!(
+        after["freshness"]["committed_at"].as_str() > before["freshness"]["committed_at"].as_str(),
+        "{} then {}",
+        before["freshness"],
+        after["freshness"]
+    );
+    // The other commune's answer is still the cached one.
+    assert!(h.cache.cached_sums(&store, "31472", from, to).is_ok());
+    let (_, other_after) = get(&h.app, other).await;
+    assert_eq!(other_after["indicators"], other_before["indicators"]);
+}
+
+#[tokio::test]
+async fn a_read_overtaken_by_a_note_about_its_commune_is_not_kept() {
+    let h = Harness::new(400, "127.0.0.1:1").await;
+    let store = h.projector.store().clone();
+    let (from, to) = Window::YearToDate.days(local_date(Utc::now()));
+    let cache = QueryCache::with_limits(&h.projector.changes(), LONG_TTL, 100);
+
+    // A read, then a commit changing the commune before its result is kept.
+    let ticket = cache.cached_sums(&store, "31471", from, to).unwrap_err();
+    let started = std::time::Instant::now();
+    let stale = store.commune_sums("31471", from, to).await.unwrap();
+    h.project(simulated_for(&h.settings, "31471", 400, 401))
+        .await;
+    assert!(!cache.keep_sums(&store, ticket, started, "31471", (from, to), stale));
+    assert!(cache.cached_sums(&store, "31471", from, to).is_err());
+
+    // A note about another commune does not void the ticket.
+    let ticket = cache.cached_sums(&store, "31471", from, to).unwrap_err();
+    let sums = store.commune_sums("31471", from, to).await.unwrap();
+    h.project(simulated_for(&h.settings, "31472", 5400, 441))
+        .await;
+    assert!(cache.keep_sums(&store, ticket, started, "31471", (from, to), sums));
+    assert_eq!(cache.cached_sums(&store, "31471", from, to), Ok(sums));
+}
+
+#[tokio::test]
+async fn cached_sums_expire_after_the_ttl_when_no_note_comes() {
+    let h = Harness::new(400, "127.0.0.1:1").await;
+    let store = h.projector.store().clone();
+    let (from, to) = Window::YearToDate.days(local_date(Utc::now()));
+    let ttl = std::time::Duration::from_millis(300);
+    let cache = QueryCache::with_limits(&h.projector.changes(), ttl, 100);
+    let before = cache.commune_sums(&store, "31471", from, to).await.unwrap();
+    assert_eq!(cache.len(), 1);
+    // Another member's commit: this process hears no note of it.
+    let elsewhere = Projector::new(store.clone(), h.settings.units.clone(), None);
+    let claim = store.claim(0).await.unwrap();
+    elsewhere
+        .project_partition(
+            &PartitionBatch {
+                partition: 0,
+                claim,
+                records: simulated_for(&h.settings, "31471", 400, 401),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let stored = store.commune_sums("31471", from, to).await.unwrap();
+    assert_ne!(stored, before);
+    assert_eq!(cache.cached_sums(&store, "31471", from, to), Ok(before));
+    tokio::time::sleep(ttl).await;
+    assert!(cache.cached_sums(&store, "31471", from, to).is_err());
+    assert_eq!(
+        cache.commune_sums(&store, "31471", from, to).await.unwrap(),
+        stored
+    );
+}
+
+#[tokio::test]
+async fn the_cache_holds_at_most_its_capacity_and_a_missed_note_clears_it() {
+    let h = Harness::new(50, "127.0.0.1:1").await;
+    let store = h.projector.store().clone();
+    let cache = QueryCache::with_limits(&h.projector.changes(), LONG_TTL, 10);
+    let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+    for k in 0..25 {
+        let to = day + chrono::Duration::days(k);
+        cache.commune_sums(&store, "31471", day, to).await.unwrap();
+        assert!(cache.len() <= 10);
+    }
+    assert!(!cache.is_empty());
+    // More notes than the channel keeps: everything is dropped.
+    for _ in 0..300 {
+        let _ = h.projector.changes().send(Arc::from("{}"));
+    }
+    assert!(cache
+        .cached_sums(&store, "31471", day, day + chrono::Duration::days(24))
+        .is_err());
+    assert!(cache.is_empty());
 }
