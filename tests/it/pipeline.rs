@@ -395,6 +395,29 @@ pub(crate) async fn wait_caught_up(
     }
 }
 
+/// Waits for the producer, then until `pipelines` have committed every
+/// record of the topic's `partitions`, and checks the projections against
+/// the reference; returns what was produced.
+async fn caught_up_and_exact(
+    store: &Store,
+    setup: &Setup,
+    partitions: i32,
+    producing: tokio::task::JoinHandle<Produced>,
+    pipelines: &mut [&mut Pipeline],
+) -> Produced {
+    let produced = producing.await.expect("producer task");
+    wait_caught_up(
+        store,
+        &setup.topic,
+        partitions,
+        pipelines,
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_projections(store, &produced).await;
+    produced
+}
+
 pub(crate) async fn assert_projections(store: &Store, produced: &Produced) {
     // The clock may pass a local midnight between the two reads: try again.
     for attempt in 0..3 {
@@ -542,16 +565,7 @@ async fn every_valid_event_counts_once_through_ten_sigkills_redeliveries_and_gar
         mid_commit >= kills / 2 * 3 / 4,
         "only {mid_commit} of {kills} kills hit an open write transaction"
     );
-    let produced = producing.await.unwrap();
-    wait_caught_up(
-        &store,
-        &setup.topic,
-        3,
-        &mut [&mut pipeline],
-        Duration::from_secs(300),
-    )
-    .await;
-    assert_projections(&store, &produced).await;
+    let produced = caught_up_and_exact(&store, &setup, 3, producing, &mut [&mut pipeline]).await;
     assert!(
         produced.dead.len() > events / 15,
         "about 10% malformed: {}",
@@ -600,22 +614,13 @@ async fn a_database_down_at_start_and_restarted_mid_run_loses_and_doubles_nothin
         restarts, 3,
         "the pipeline stopped writing before three restarts"
     );
-    let produced = producing.await.unwrap();
-    wait_caught_up(
-        &store,
-        &setup.topic,
-        3,
-        &mut [&mut pipeline],
-        Duration::from_secs(300),
-    )
-    .await;
+    caught_up_and_exact(&store, &setup, 3, producing, &mut [&mut pipeline]).await;
     pipeline.assert_running();
     assert!(
         log_lines(&pipeline, "tried again") > 0,
         "no batch was retried after a restart: {}",
         pipeline.log.display()
     );
-    assert_projections(&store, &produced).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,16 +645,7 @@ async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
         "the zombie never tried to commit a batch of a partition it had lost: {}",
         a.log.display()
     );
-    let produced = producing.await.unwrap();
-    wait_caught_up(
-        &store,
-        &setup.topic,
-        4,
-        &mut [&mut a],
-        Duration::from_secs(300),
-    )
-    .await;
-    assert_projections(&store, &produced).await;
+    caught_up_and_exact(&store, &setup, 4, producing, &mut [&mut a]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,16 +676,7 @@ async fn sigterm_and_sigint_mid_batch_stop_the_pipeline_cleanly_and_lose_nothing
         );
         pipeline = Pipeline::start(&setup, "a");
     }
-    let produced = producing.await.unwrap();
-    wait_caught_up(
-        &store,
-        &setup.topic,
-        3,
-        &mut [&mut pipeline],
-        Duration::from_secs(300),
-    )
-    .await;
-    assert_projections(&store, &produced).await;
+    caught_up_and_exact(&store, &setup, 3, producing, &mut [&mut pipeline]).await;
 }
 
 #[tokio::test]

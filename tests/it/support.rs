@@ -295,16 +295,7 @@ impl PrivatePostgres {
     pub async fn restart_after(&self, mode: RestartMode, down: Duration) {
         let mut command = self.script_command(&["restart", mode.as_arg()]);
         command.env("PG_DOWN_SECONDS", down.as_secs().to_string());
-        let output = tokio::process::Command::from(command)
-            .output()
-            .await
-            .expect("running scripts/postgres.sh");
-        assert!(
-            output.status.success(),
-            "scripts/postgres.sh restart (instance {}) failed: {}",
-            self.instance,
-            String::from_utf8_lossy(&output.stderr),
-        );
+        self.run(command, "restart").await;
     }
 
     fn script_command(&self, args: &[&str]) -> std::process::Command {
@@ -318,14 +309,18 @@ impl PrivatePostgres {
     }
 
     async fn run_script(&self, args: &[&str]) {
-        let output = tokio::process::Command::from(self.script_command(args))
+        self.run(self.script_command(args), &args.join(" ")).await;
+    }
+
+    /// Runs a `scripts/postgres.sh` command; panics with its output if it fails.
+    async fn run(&self, command: std::process::Command, what: &str) {
+        let output = tokio::process::Command::from(command)
             .output()
             .await
             .expect("running scripts/postgres.sh");
         assert!(
             output.status.success(),
-            "scripts/postgres.sh {} (instance {}) failed: {}\n{}",
-            args.join(" "),
+            "scripts/postgres.sh {what} (instance {}) failed: {}\n{}",
             self.instance,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
