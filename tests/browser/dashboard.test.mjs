@@ -14,11 +14,13 @@
 // The page is opened as soon as /health answers, while the demo is still
 // producing its events, so the test can see a value change and alerts arrive
 // (the alert stream has no history: alerts published before the page
-// connected never reach it).
+// connected never reach it). Once the demo has produced everything, the test
+// produces one event of its own (`cchc import` into the demo's in-process
+// broker) and watches its commune's cell move by exactly one.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -323,6 +325,53 @@ describe('dashboard against cchc demo', () => {
     },
     200_000,
   );
+
+  step('an event produced by hand moves its cell by exactly one, live', async (t) => {
+    // The demo has produced everything: the page is still until this event.
+    const broker = demoAll.match(/bootstrap=(\S+)/);
+    assert.ok(broker, 'the demo logs the address of its in-process broker');
+    const code = '31471';
+    const frac = () => cell(code, 'online_rate').locator('.frac').innerText();
+    const number = (s) => Number(s.replace(/\./g, ''));
+    const before = await frac();
+    const [num, den] = before.split('/').map(number);
+    const stamp = Date.now();
+    const now = new Date(stamp);
+    const event = {
+      event_id: `browser-test-${stamp}`,
+      event_type: 'case.received',
+      schema_version: 1,
+      occurred_at: now.toISOString(),
+      commune_code: code,
+      case_id: `browser-test-case-${stamp}`,
+      data: {
+        procedure_code: '1.001234',
+        channel: 'online',
+        online_level: 'full',
+        due_at: new Date(stamp + 5 * 86_400_000).toISOString(),
+        registered_electronically: true,
+      },
+    };
+    const file = path.join(OUT, 'event.jsonl');
+    fs.writeFileSync(file, `${JSON.stringify(event)}\n`);
+    const sent = spawnSync(BIN, ['import', file], {
+      cwd: ROOT,
+      env: { ...process.env, CCHC_KAFKA__BOOTSTRAP_SERVERS: broker[1], RUST_LOG: 'warn' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(sent.status, 0, `cchc import failed: ${sent.stdout}${sent.stderr}`);
+    const after = await until(
+      `cell ${code}/online_rate to go from ${before} to ${num + 1}/${den + 1}`,
+      async () => {
+        const text = await frac();
+        const [n, d] = text.split('/').map(number);
+        return n === num + 1 && d === den + 1 && text;
+      },
+      { timeout: 30_000, interval: 100 },
+    );
+    t.diagnostic(`${code} online_rate: ${before} -> ${after} at ${since()}, without a reload`);
+  });
 
   step('lists live alerts from the stream, newest first', async (t) => {
     await page.waitForSelector('#alerts li[data-alert-id]', { timeout: 30_000 });
