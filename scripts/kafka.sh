@@ -15,10 +15,11 @@
 #   KAFKA_STOP_TIMEOUT     seconds between SIGTERM and SIGKILL, default 20
 #   KAFKA_HEAP_OPTS        default "-Xms256m -Xmx768m"
 #   KAFKA_AUTO_CREATE_TOPICS  default false: tests create their topics with the admin API
-#   CCHC_CACHE_DIR         where fetched jars are kept, default ~/.cache/cchc-pipeline
+#   KAFKA_CACHE_DIR        where fetched jars are kept, default ~/.cache/cchc-pipeline
+#                          (not CCHC_*: the pipeline reads those as its configuration)
 #                          (outside the clone, so a fresh clone reuses them)
 #
-# State lives in var/kafka/ (wiped on every start); jars in $CCHC_CACHE_DIR/kafka-<version>/libs.
+# State lives in var/kafka/ (wiped on every start); jars in $KAFKA_CACHE_DIR/kafka-<version>/libs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,8 +35,8 @@ KAFKA_AUTO_CREATE_TOPICS="${KAFKA_AUTO_CREATE_TOPICS:-false}"
 KAFKA_LOG_LINES="${KAFKA_LOG_LINES:-80}"
 
 POM="$ROOT/scripts/kafka-pom.xml"
-CCHC_CACHE_DIR="${CCHC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cchc-pipeline}"
-CACHE_DIR="$CCHC_CACHE_DIR/kafka-$KAFKA_VERSION"
+KAFKA_CACHE_DIR="${KAFKA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cchc-pipeline}"
+CACHE_DIR="$KAFKA_CACHE_DIR/kafka-$KAFKA_VERSION"
 LIBS="$CACHE_DIR/libs"
 FETCHED_MARKER="$CACHE_DIR/.fetched"
 
