@@ -541,6 +541,12 @@ impl Worker {
         backoff: &mut Backoff,
     ) -> anyhow::Result<()> {
         let partition = batch.partition;
+        if let Err(StoreError::Fenced { generation, .. }) = &outcome {
+            warn!(
+                partition,
+                generation, "fenced: another member owns the partition; batch abandoned"
+            );
+        }
         let current = self
             .owned
             .lock()
@@ -551,13 +557,8 @@ impl Worker {
         if current != Some(batch.claim.generation) {
             // Revoked or claimed again while committing: a commit that got
             // through was fenced by nothing and stands; anything else is moot.
-            match &outcome {
-                Ok(report) => self.committed(&batch, report, now, started),
-                Err(StoreError::Fenced { generation, .. }) => warn!(
-                    partition,
-                    generation, "fenced: another member owns the partition; batch abandoned"
-                ),
-                Err(_) => {}
+            if let Ok(report) = &outcome {
+                self.committed(&batch, report, now, started);
             }
             return Ok(());
         }
@@ -588,11 +589,7 @@ impl Worker {
                 pending.remove(&partition);
                 self.rewind(partition)?;
             }
-            Err(StoreError::Fenced { generation, .. }) => {
-                warn!(
-                    partition,
-                    generation, "fenced: another member owns the partition; batch abandoned"
-                );
+            Err(StoreError::Fenced { .. }) => {
                 if !self.follow_switch()? {
                     self.owned
                         .lock()

@@ -82,15 +82,9 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
     use std::io::BufRead;
-    use std::process::Command;
     use std::time::{Duration, Instant};
 
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = repo.join("var/test-embedded");
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join(format!("{}.sqlite", unique_name("readme")));
-    let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let mut child = spawn_demo(30_000, &listen, &db);
+    let (mut child, listen, db) = spawn_demo(30_000, "readme");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -143,27 +137,13 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
         "{body}"
     );
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let stop = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "the demo exits cleanly on SIGTERM: {status}"
-            );
-            break;
-        }
-        assert!(
-            stop.elapsed() < Duration::from_secs(20),
-            "the demo did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::support::signal(&child, "-TERM");
+    let status = crate::support::wait_for_exit(&mut child, Duration::from_secs(20))
+        .expect("the demo did not stop on SIGTERM");
+    assert!(
+        status.success(),
+        "the demo exits cleanly on SIGTERM: {status}"
+    );
     let _ = std::fs::remove_file(db);
 }
 
@@ -171,15 +151,9 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
 #[tokio::test]
 async fn the_demo_stops_on_ctrl_c_while_still_producing() {
     use std::io::Read;
-    use std::process::Command;
     use std::time::{Duration, Instant};
 
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = repo.join("var/test-embedded");
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join(format!("{}.sqlite", unique_name("interrupted")));
-    let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let mut child = spawn_demo(600_000, &listen, &db);
+    let (mut child, listen, db) = spawn_demo(600_000, "interrupted");
     // Producing: the API answers and some events are projected.
     let client = reqwest::Client::new();
     let url = format!("http://{listen}/api/v1/communes/31471/indicators?window=ytd");
@@ -199,23 +173,9 @@ async fn the_demo_stops_on_ctrl_c_while_still_producing() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let ok = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let stop = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stop.elapsed() < Duration::from_secs(15),
-            "the demo did not stop on Ctrl-C while producing"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    crate::support::signal(&child, "-INT");
+    let status = crate::support::wait_for_exit(&mut child, Duration::from_secs(15))
+        .expect("the demo did not stop on Ctrl-C while producing");
     assert!(status.success(), "{status}");
     let mut out = String::new();
     child
@@ -229,24 +189,31 @@ async fn the_demo_stops_on_ctrl_c_while_still_producing() {
 }
 
 /// `cchc demo` as a newcomer runs it, from the repository, with its stdout
-/// piped to the test.
-fn spawn_demo(events: usize, listen: &str, db: &std::path::Path) -> std::process::Child {
+/// piped to the test, on a free port and a fresh SQLite file named after
+/// `name` in var/test-embedded/; returns it, its address and its file.
+fn spawn_demo(events: usize, name: &str) -> (std::process::Child, String, PathBuf) {
     use std::process::{Command, Stdio};
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = repo.join("var/test-embedded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join(format!("{}.sqlite", unique_name(name)));
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
     let events = events.to_string();
-    crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let child = crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
+        .current_dir(&repo)
         .args([
             "demo",
             "--events",
             &events,
             "--listen",
-            listen,
+            &listen,
             "--database",
         ])
-        .arg(db)
+        .arg(&db)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("starting cchc demo")
+        .expect("starting cchc demo");
+    (child, listen, db)
 }

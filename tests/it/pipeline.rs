@@ -109,28 +109,17 @@ impl Pipeline {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} failed");
+        crate::support::signal(&self.child, sig);
     }
 
     /// Waits for the process to exit by itself; panics after `limit`.
     pub(crate) fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        crate::support::wait_for_exit(&mut self.child, limit).unwrap_or_else(|| {
+            panic!(
                 "`cchc run` still running {limit:?} after being told to stop: {}",
                 self.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            )
+        })
     }
 
     pub(crate) fn assert_running(&mut self) {

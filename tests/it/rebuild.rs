@@ -295,12 +295,7 @@ async fn an_interrupted_rebuild_continues_from_its_stored_offsets_and_a_restart_
         assert!(Instant::now() < deadline, "the rebuild committed nothing");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let ok = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    crate::support::signal(&child, "-INT");
     assert!(child.wait().unwrap().success());
     let stopped_at = applied().await;
     let total = produced.records as i64;

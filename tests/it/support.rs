@@ -47,6 +47,33 @@ pub fn dies_with_test(command: &mut std::process::Command) -> &mut std::process:
     command
 }
 
+/// Sends `signal` (e.g. `-TERM`) to a child process.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("running kill")
+        .success();
+    assert!(sent, "kill {signal} {} failed", child.id());
+}
+
+/// Waits for a child to exit by itself; `None` if it still runs after `limit`.
+pub fn wait_for_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The broker's bootstrap servers: `KAFKA_BOOTSTRAP_SERVERS`, else the broker
 /// that `scripts/kafka.sh` starts by default.
 pub fn kafka_bootstrap() -> String {
