@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
+use rustc_hash::FxHashSet;
 use tokio::sync::{broadcast, Notify};
 
 use chrono::{DateTime, Utc};
@@ -96,12 +97,14 @@ impl Projector {
     /// batch can be tried again, and one that was in fact committed is then
     /// refused with [`StoreError::Resync`].
     ///
-    /// Event ids are not looked up before folding while the partition's
-    /// recent batches held no repeated id: the commit's insert of the ids
-    /// (unique) is what decides. Should one of them turn out stored already,
+    /// Event ids and documents are not looked up before folding while the
+    /// partition's recent batches repeated none: the commit inserts them, and
+    /// their unique keys decide. Should one of them turn out stored already,
     /// that transaction is rolled back and the batch folded again with its
-    /// stored ids loaded, and the partition stays careful until a batch
-    /// comes without repeats.
+    /// stored ids and documents loaded, and the partition stays careful until
+    /// a batch comes that repeats neither (a stream that re-signs documents
+    /// often thus keeps looking them up). Cases are always looked up: a case
+    /// usually has several events, in different batches.
     #[instrument(name = "projector.batch", skip_all, fields(partition = batch.partition, records = batch.records.len()), err(level = "debug"))]
     pub async fn project_partition(
         &self,
@@ -133,23 +136,23 @@ impl Projector {
                 .fold_and_commit(batch, now, &events, &dead_letters, false)
                 .await
             {
-                Err(StoreError::IdStoredAlready { .. }) => {
+                Err(StoreError::StoredAlready { what, .. }) => {
                     debug!(
                         partition = batch.partition,
-                        "an event id of the batch was stored before: folding it again with the stored ids"
+                        what, "stored already: folding the batch again, its ids looked up"
                     );
                     self.careful
                         .lock()
                         .expect("careful lock")
                         .insert(batch.partition);
                 }
-                outcome => return outcome,
+                outcome => return outcome.map(|(report, _)| report),
             }
         }
-        let report = self
+        let (report, repeated) = self
             .fold_and_commit(batch, now, &events, &dead_letters, true)
             .await?;
-        if report.duplicates == 0 {
+        if !repeated {
             self.careful
                 .lock()
                 .expect("careful lock")
@@ -158,19 +161,20 @@ impl Projector {
         Ok(report)
     }
 
-    /// Loads the working set (with the batch's stored event ids when
-    /// `check_seen`), folds, and commits.
+    /// Loads the working set (with the batch's stored event ids and
+    /// documents when `careful`), folds, and commits. Also says whether the
+    /// batch repeated an event id or a document stored before it.
     async fn fold_and_commit(
         &self,
         batch: &PartitionBatch,
         now: DateTime<Utc>,
         events: &[CaseEvent],
         dead_letters: &[DeadLetter],
-        check_seen: bool,
-    ) -> Result<BatchReport, StoreError> {
+        careful: bool,
+    ) -> Result<(BatchReport, bool), StoreError> {
         let mut report = BatchReport::default();
         let (cases, documents) = keys(events);
-        let ids: Vec<String> = if check_seen {
+        let ids: Vec<String> = if careful {
             events.iter().map(|e| e.event_id.clone()).collect()
         } else {
             Vec::new()
@@ -184,14 +188,22 @@ impl Projector {
                 now,
                 &BatchKeys {
                     cases: &cases,
-                    documents: &documents,
+                    documents: if careful { &documents } else { &[] },
                     event_ids: &ids,
                 },
             )
             .await?;
+        // Which of the batch's cases and documents the store has: those are
+        // updated, the others inserted.
+        let stored_cases: FxHashSet<&CaseKey> =
+            cases.iter().filter(|k| fold.case(k).is_some()).collect();
+        let stored_documents: FxHashSet<&DocumentKey> = documents
+            .iter()
+            .filter(|k| fold.document(k).is_some())
+            .collect();
         fold.advance_clock(now);
-        let mut changed_cases = HashSet::new();
-        let mut changed_documents = HashSet::new();
+        let mut changed_cases = FxHashSet::default();
+        let mut changed_documents = FxHashSet::default();
         let mut seen = Vec::new();
         for e in events {
             match fold.apply(e) {
@@ -228,26 +240,16 @@ impl Projector {
         changed_cases.sort_unstable();
         let mut changed_documents: Vec<DocumentKey> = changed_documents.into_iter().collect();
         changed_documents.sort_unstable();
-        seen.sort_unstable();
-        let cases = changed_cases
-            .into_iter()
-            .map(|k| {
-                let state = fold
-                    .case(&k)
-                    .cloned()
-                    .expect("a changed case is in the working set");
-                (k, state)
-            })
-            .collect();
-        let documents = changed_documents
-            .into_iter()
-            .map(|k| {
-                let state = *fold
-                    .document(&k)
-                    .expect("a changed document is in the working set");
-                (k, state)
-            })
-            .collect();
+        let (cases, new_cases) = split_stored(changed_cases, &stored_cases, |k| {
+            fold.case(k)
+                .cloned()
+                .expect("a changed case is in the working set")
+        });
+        let (documents, new_documents) = split_stored(changed_documents, &stored_documents, |k| {
+            *fold
+                .document(k)
+                .expect("a changed document is in the working set")
+        });
         let write = PartitionWrite {
             partition: batch.partition,
             generation: batch.claim.generation,
@@ -259,7 +261,9 @@ impl Projector {
             event_time: events.iter().map(|e| e.occurred_at).max(),
             deltas: fold.into_deltas().into_iter().collect(),
             cases,
+            new_cases,
             documents,
+            new_documents,
             seen,
             dead_letters: dead_letters.to_vec(),
         };
@@ -269,7 +273,8 @@ impl Projector {
             .await?;
         debug!(?report, "batch committed");
         self.tell_changes(&write, report.records);
-        Ok(report)
+        let repeated = report.duplicates > 0 || !stored_documents.is_empty();
+        Ok((report, repeated))
     }
 
     /// Tells live subscribers, if any, what a committed batch changed.
@@ -281,8 +286,20 @@ impl Projector {
             .deltas
             .iter()
             .map(|((commune, _), _)| commune.as_str())
-            .chain(write.cases.iter().map(|(k, _)| k.commune.as_str()))
-            .chain(write.documents.iter().map(|(k, _)| k.commune.as_str()))
+            .chain(
+                write
+                    .cases
+                    .iter()
+                    .chain(&write.new_cases)
+                    .map(|(k, _)| k.commune.as_str()),
+            )
+            .chain(
+                write
+                    .documents
+                    .iter()
+                    .chain(&write.new_documents)
+                    .map(|(k, _)| k.commune.as_str()),
+            )
             .collect();
         let note = serde_json::json!({
             "partition": write.partition,
@@ -296,10 +313,28 @@ impl Projector {
     }
 }
 
+type Keyed<K, S> = Vec<(K, S)>;
+
+/// Each changed key with its state, in two lists: those the store had when
+/// the batch was loaded, and the others (key order kept in both).
+fn split_stored<K: Eq + std::hash::Hash, S>(
+    changed: Vec<K>,
+    stored: &FxHashSet<&K>,
+    state: impl Fn(&K) -> S,
+) -> (Keyed<K, S>, Keyed<K, S>) {
+    changed
+        .into_iter()
+        .map(|k| {
+            let s = state(&k);
+            (k, s)
+        })
+        .partition(|(k, _)| stored.contains(k))
+}
+
 /// The distinct cases and documents a batch names.
 fn keys(events: &[CaseEvent]) -> (Vec<CaseKey>, Vec<DocumentKey>) {
-    let mut cases = HashSet::new();
-    let mut documents = HashSet::new();
+    let mut cases = FxHashSet::default();
+    let mut documents = FxHashSet::default();
     for e in events {
         match &e.kind {
             EventKind::DocumentSigned(d) => {

@@ -4,6 +4,7 @@
 //! and guarded by the offset each partition's batch starts from.
 
 mod codec;
+mod copy;
 pub mod postgres;
 mod queries;
 pub mod sqlite;
@@ -112,8 +113,8 @@ impl Store {
     /// [`StoreError::Fenced`] if a partition has been claimed by another
     /// owner since, [`StoreError::Resync`] if the partition does not stand
     /// where the batch starts (offset and clock), or
-    /// [`StoreError::IdStoredAlready`] if one
-    /// of its event ids is stored already.
+    /// [`StoreError::StoredAlready`] if one of its event ids, or a case or
+    /// document it writes as new, is stored already.
     /// With an evaluator, the batch's breach transitions are evaluated and
     /// written to the alert outbox in the same transaction, and returned.
     pub async fn commit(
@@ -344,8 +345,14 @@ pub struct PartitionWrite {
     /// The latest `occurred_at` among the batch's events.
     pub event_time: Option<DateTime<Utc>>,
     pub deltas: Vec<(DayKey, DayCounters)>,
+    /// Changed cases that were stored when the batch was loaded (updated),
     pub cases: Vec<(CaseKey, CaseState)>,
+    /// and those that were not (inserted: one stored since is a
+    /// [`StoreError::StoredAlready`]). Each in key order.
+    pub new_cases: Vec<(CaseKey, CaseState)>,
+    /// Changed documents, likewise.
     pub documents: Vec<(DocumentKey, DocumentState)>,
+    pub new_documents: Vec<(DocumentKey, DocumentState)>,
     pub seen: Vec<String>,
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -387,13 +394,19 @@ pub enum StoreError {
         next_offset: Option<i64>,
         clock: Option<DateTime<Utc>>,
     },
-    /// One of the batch's event ids is stored already: by an earlier batch,
-    /// when this one was folded without looking its ids up, or by another
-    /// partition's transaction since it was loaded (the same id on two
-    /// partitions). Nothing was written; folded again with the stored ids
-    /// loaded, the id is a duplicate.
-    #[error("partition {partition}: an event id of the batch is stored already")]
-    IdStoredAlready { partition: i32 },
+    /// Something the batch took as new is stored already: one of its event
+    /// ids, when the batch was folded without looking its ids up (or by
+    /// another partition's transaction since: the same id on two
+    /// partitions), or a case or document that was not stored when the
+    /// batch was loaded. Nothing was written; folded again with its ids
+    /// loaded, and its cases and documents as they are stored now, the
+    /// batch comes out right.
+    #[error("partition {partition}: {what} of the batch is stored already")]
+    StoredAlready {
+        partition: i32,
+        /// `"an event id"`, `"a case"` or `"a document"`.
+        what: &'static str,
+    },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// Stored data this version cannot read.
@@ -403,12 +416,22 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A unique violation as [`StoreError::StoredAlready`]; any other error as it is.
+pub(crate) fn stored_already(e: sqlx::Error, partition: i32, what: &'static str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::StoredAlready { partition, what }
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
 impl StoreError {
     /// Whether retrying the same work later may succeed (connection lost,
     /// database restarting, serialization failure).
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::IdStoredAlready { .. } => true,
+            StoreError::StoredAlready { .. } => true,
             StoreError::Fenced { .. } | StoreError::Resync { .. } => false,
             StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
             StoreError::Database(e) => match e {

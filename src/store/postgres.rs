@@ -2,20 +2,24 @@
 //! binding whole columns as arrays (`UNNEST`), inside one transaction whose
 //! first statement checks the owner generation of every partition written.
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
 use tracing::{info, instrument};
+use uuid::Uuid;
 
 use super::codec::{
     encode_document, evaluate_alerts_in, overdue_range, CaseRow, CounterRow, LoadedRows,
     CASE_COLUMNS,
 };
-use super::{BatchKeys, Claim, PartitionWrite, StoreError};
-use crate::domain::{Alert, DayCounters, Evaluator, Fold, Units};
+use super::copy::CopyRows;
+use super::{stored_already, BatchKeys, Claim, PartitionWrite, StoreError};
+use crate::domain::{Alert, CaseKey, CaseState, DayCounters, Evaluator, Fold, Units};
 
 /// The PostgreSQL projection store for one topic.
 ///
@@ -375,11 +379,20 @@ impl PgStore {
         let mut conn = self.pool().acquire().await?;
         let mut rows = LoadedRows::default();
         if !event_ids.is_empty() {
-            rows.seen =
-                sqlx::query_scalar("SELECT event_id FROM seen_events WHERE event_id = ANY($1)")
-                    .bind(event_ids)
+            let digests: Vec<Uuid> = event_ids.iter().map(|id| id_digest(id)).collect();
+            let stored: HashSet<Uuid> =
+                sqlx::query_scalar("SELECT digest FROM seen_event_digests WHERE digest = ANY($1)")
+                    .bind(&digests)
                     .fetch_all(&mut *conn)
-                    .await?;
+                    .await?
+                    .into_iter()
+                    .collect();
+            rows.seen = event_ids
+                .iter()
+                .zip(&digests)
+                .filter(|(_, d)| stored.contains(d))
+                .map(|(id, _)| id.clone())
+                .collect();
         }
         if !cases.is_empty() {
             let communes: Vec<&str> = cases.iter().map(|k| k.commune.as_str()).collect();
@@ -458,23 +471,18 @@ impl PgStore {
                 return Err(super::refusal(w, stored));
             }
         }
+        // The ids first: a batch folded without looking them up fails here,
+        // before the heavier statements, if one of them was applied already.
+        for w in writes {
+            if let Err(e) = write_seen(&mut tx, w).await {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        }
         for w in writes {
             write_counters(&mut tx, w).await?;
             write_cases(&mut tx, w).await?;
             write_documents(&mut tx, w).await?;
-            if !w.seen.is_empty() {
-                let stored = sqlx::query("INSERT INTO seen_events (event_id) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING")
-                    .bind(&w.seen)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if stored != w.seen.len() as u64 {
-                    tx.rollback().await?;
-                    return Err(StoreError::IdStoredAlready {
-                        partition: w.partition,
-                    });
-                }
-            }
             write_dead_letters(&mut tx, &self.topic, w).await?;
         }
         let alerts = match evaluator {
@@ -506,6 +514,50 @@ impl PgStore {
         .fetch_all(&self.pool())
         .await?)
     }
+}
+
+/// The key an event id is kept under in `seen_event_digests`: the first 16
+/// bytes of the SHA-256 of its UTF-8 bytes (migration 0004 computes the same
+/// in SQL).
+pub fn id_digest(event_id: &str) -> Uuid {
+    let hash = Sha256::digest(event_id.as_bytes());
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&hash[..16]);
+    Uuid::from_bytes(digest)
+}
+
+/// Stores the batch's event ids: a plain `COPY`, in key order (no `ON
+/// CONFLICT`, whose speculative insertion costs a second index descent per
+/// row). An id stored already is a unique violation, which aborts the
+/// transaction: [`StoreError::StoredAlready`].
+async fn write_seen(
+    tx: &mut Transaction<'_, Postgres>,
+    w: &PartitionWrite,
+) -> Result<(), StoreError> {
+    if w.seen.is_empty() {
+        return Ok(());
+    }
+    let mut digests: Vec<Uuid> = w.seen.iter().map(|id| id_digest(id)).collect();
+    digests.sort_unstable();
+    let mut rows = CopyRows::with_capacity(digests.len() * 37);
+    for d in digests {
+        rows.col(d).end_row();
+    }
+    copy_in(tx, "COPY seen_event_digests (digest) FROM STDIN", rows)
+        .await
+        .map_err(|e| stored_already(e, w.partition, "an event id"))
+}
+
+/// Sends `rows` through `statement` (a `COPY … FROM STDIN` in text format).
+async fn copy_in(
+    tx: &mut Transaction<'_, Postgres>,
+    statement: &str,
+    rows: CopyRows,
+) -> Result<(), sqlx::Error> {
+    let mut copy = tx.copy_in_raw(statement).await?;
+    copy.send(rows.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 async fn write_counters(
@@ -549,15 +601,60 @@ async fn write_counters(
     Ok(())
 }
 
+/// Cases: the new ones copied in (one stored since the batch was loaded is a
+/// unique violation, [`StoreError::StoredAlready`]), those the store had
+/// upserted.
 async fn write_cases(
     tx: &mut Transaction<'_, Postgres>,
     w: &PartitionWrite,
 ) -> Result<(), StoreError> {
-    if w.cases.is_empty() {
+    if !w.new_cases.is_empty() {
+        let mut rows = CopyRows::with_capacity(w.new_cases.len() * 160);
+        for (k, s) in &w.new_cases {
+            let r = CaseRow::encode(s);
+            rows.col(k.commune.as_str())
+                .col(k.case_id.as_str())
+                .col(w.partition)
+                .col(r.received_at)
+                .col(r.received_channel)
+                .col(r.received_level)
+                .col(r.received_electronic)
+                .col(r.received_digitized)
+                .col(r.received_due)
+                .col(r.closing_at)
+                .col(r.closing_kind)
+                .col(r.closing_due)
+                .col(r.closing_outcome)
+                .col(r.rating_at)
+                .col(r.rating)
+                .col(r.rating_score)
+                .col(s.open_due_date())
+                .end_row();
+        }
+        copy_in(
+            tx,
+            "COPY cases (commune, case_id, partition, received_at, received_channel, received_level,
+                         received_electronic, received_digitized, received_due, closing_at, closing_kind,
+                         closing_due, closing_outcome, rating_at, rating, rating_score, open_due) FROM STDIN",
+            rows,
+        )
+        .await
+        .map_err(|e| stored_already(e, w.partition, "a case"))?;
+    }
+    upsert_cases(tx, w.partition, &w.cases).await?;
+    Ok(())
+}
+
+async fn upsert_cases(
+    tx: &mut Transaction<'_, Postgres>,
+    partition: i32,
+    cases: &[(CaseKey, CaseState)],
+) -> Result<(), sqlx::Error> {
+    if cases.is_empty() {
         return Ok(());
     }
-    let rows: Vec<CaseRow> = w.cases.iter().map(|(_, s)| CaseRow::encode(s)).collect();
-    let open_due: Vec<Option<NaiveDate>> = w.cases.iter().map(|(_, s)| s.open_due_date()).collect();
+    let rows: Vec<CaseRow> = cases.iter().map(|(_, s)| CaseRow::encode(s)).collect();
+    let open_due: Vec<Option<NaiveDate>> = cases.iter().map(|(_, s)| s.open_due_date()).collect();
     macro_rules! col {
         ($f:ident) => {
             rows.iter().map(|r| r.$f).collect::<Vec<_>>()
@@ -586,9 +683,9 @@ async fn write_cases(
             rating_at = EXCLUDED.rating_at, rating = EXCLUDED.rating, rating_score = EXCLUDED.rating_score,
             open_due = EXCLUDED.open_due",
     )
-    .bind(w.cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
-    .bind(w.cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
-    .bind(w.partition)
+    .bind(cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
+    .bind(cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
+    .bind(partition)
     .bind(col!(received_at))
     .bind(col!(received_channel))
     .bind(col!(received_level))
@@ -608,25 +705,41 @@ async fn write_cases(
     Ok(())
 }
 
+/// Documents, as cases: the new ones copied in, the stored ones upserted.
 async fn write_documents(
     tx: &mut Transaction<'_, Postgres>,
     w: &PartitionWrite,
 ) -> Result<(), StoreError> {
+    if !w.new_documents.is_empty() {
+        let mut rows = CopyRows::with_capacity(w.new_documents.len() * 64);
+        for (k, d) in &w.new_documents {
+            let (at, digital) = encode_document(d);
+            rows.col(k.commune.as_str())
+                .col(k.document_id.as_str())
+                .col(at)
+                .col(digital)
+                .end_row();
+        }
+        copy_in(
+            tx,
+            "COPY documents (commune, document_id, signed_at, digital) FROM STDIN",
+            rows,
+        )
+        .await
+        .map_err(|e| stored_already(e, w.partition, "a document"))?;
+    }
     if w.documents.is_empty() {
         return Ok(());
     }
-    let encoded: Vec<_> = w
-        .documents
-        .iter()
-        .map(|(_, d)| encode_document(d))
-        .collect();
+    let d = &w.documents;
+    let encoded: Vec<_> = d.iter().map(|(_, d)| encode_document(d)).collect();
     sqlx::query(
         "INSERT INTO documents AS d (commune, document_id, signed_at, digital)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::bool[])
          ON CONFLICT (commune, document_id) DO UPDATE SET signed_at = EXCLUDED.signed_at, digital = EXCLUDED.digital",
     )
-    .bind(w.documents.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
-    .bind(w.documents.iter().map(|(k, _)| k.document_id.as_str()).collect::<Vec<_>>())
+    .bind(d.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
+    .bind(d.iter().map(|(k, _)| k.document_id.as_str()).collect::<Vec<_>>())
     .bind(encoded.iter().map(|e| e.0).collect::<Vec<_>>())
     .bind(encoded.iter().map(|e| e.1).collect::<Vec<_>>())
     .execute(&mut **tx)

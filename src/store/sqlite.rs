@@ -14,7 +14,7 @@ use super::codec::{
     encode_document, evaluate_alerts_in, overdue_range, CaseRow, CounterRow, LoadedRows,
     CASE_COLUMNS,
 };
-use super::{BatchKeys, Claim, PartitionWrite, StoreError};
+use super::{stored_already, BatchKeys, Claim, PartitionWrite, StoreError};
 use crate::domain::{Alert, DayCounters, Evaluator, Fold, Units};
 
 /// The SQLite projection store for one topic.
@@ -252,14 +252,17 @@ async fn write_partition(
         .execute(&mut **tx)
         .await?;
     }
-    for (key, state) in &w.cases {
+    // As in PostgreSQL: cases and documents taken as new are plainly
+    // inserted, so that one stored since the batch was loaded is refused.
+    let stored_cases = w.cases.iter().map(|c| (c, "INSERT OR REPLACE"));
+    for ((key, state), verb) in stored_cases.chain(w.new_cases.iter().map(|c| (c, "INSERT"))) {
         let r = CaseRow::encode(state);
-        sqlx::query(
-            "INSERT OR REPLACE INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
+        sqlx::query(&format!(
+            "{verb} INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
                                 received_electronic, received_digitized, received_due, closing_at, closing_kind,
                                 closing_due, closing_outcome, rating_at, rating, rating_score, open_due)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        )
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        ))
         .bind(key.commune.as_str())
         .bind(&key.case_id)
         .bind(w.partition)
@@ -278,17 +281,23 @@ async fn write_partition(
         .bind(r.rating_score)
         .bind(state.open_due_date())
         .execute(&mut **tx)
-        .await?;
+        .await
+        .map_err(|e| stored_already(e, w.partition, "a case"))?;
     }
-    for (key, doc) in &w.documents {
+    let stored_documents = w.documents.iter().map(|d| (d, "INSERT OR REPLACE"));
+    for ((key, doc), verb) in stored_documents.chain(w.new_documents.iter().map(|d| (d, "INSERT")))
+    {
         let (at, digital) = encode_document(doc);
-        sqlx::query("INSERT OR REPLACE INTO documents (commune, document_id, signed_at, digital) VALUES (?1, ?2, ?3, ?4)")
-            .bind(key.commune.as_str())
-            .bind(&key.document_id)
-            .bind(at)
-            .bind(digital)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(&format!(
+            "{verb} INTO documents (commune, document_id, signed_at, digital) VALUES (?1, ?2, ?3, ?4)"
+        ))
+        .bind(key.commune.as_str())
+        .bind(&key.document_id)
+        .bind(at)
+        .bind(digital)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| stored_already(e, w.partition, "a document"))?;
     }
     let mut stored = 0;
     for id in &w.seen {
@@ -300,8 +309,9 @@ async fn write_partition(
     }
     if stored != w.seen.len() as u64 {
         // Dropping the transaction rolls it back.
-        return Err(StoreError::IdStoredAlready {
+        return Err(StoreError::StoredAlready {
             partition: w.partition,
+            what: "an event id",
         });
     }
     for d in &w.dead_letters {

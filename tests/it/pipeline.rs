@@ -765,9 +765,27 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     next.start_clock = Some(t1);
     next.next_offset = Some(11);
     next.seen = vec!["e2".into(), "e1".into()];
-    match store.commit(&[next], None).await {
-        Err(e @ StoreError::IdStoredAlready { partition: 0 }) => assert!(e.is_transient()),
+    match store.commit(std::slice::from_ref(&next), None).await {
+        Err(
+            e @ StoreError::StoredAlready {
+                partition: 0,
+                what: "an event id",
+            },
+        ) => assert!(e.is_transient()),
         other => panic!("expected a concurrent duplicate, got {other:?}"),
+    }
+    // Likewise a case written as new (it was not stored when the batch was
+    // loaded) that is stored by now.
+    next.seen = vec!["e3".into()];
+    next.new_cases = vec![(key.clone(), CaseState::default())];
+    match store.commit(&[next], None).await {
+        Err(
+            e @ StoreError::StoredAlready {
+                partition: 0,
+                what: "a case",
+            },
+        ) => assert!(e.is_transient()),
+        other => panic!("expected a case stored already, got {other:?}"),
     }
     assert_eq!(store.day_counters().await.unwrap(), after_tick);
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
@@ -787,7 +805,7 @@ async fn an_event_id_of_an_earlier_batch_counts_once_though_ids_are_not_looked_u
 }
 
 async fn repeated_ids_count_once(url: &str) {
-    use cchc_pipeline::projector::{PartitionBatch, Projector, Record};
+    use cchc_pipeline::projector::Projector;
     let store = Store::connect(url, 2, "t").await.unwrap();
     let units = units();
     let projector = Projector::new(store.clone(), units.clone(), None);
@@ -806,7 +824,27 @@ async fn repeated_ids_count_once(url: &str) {
         .chain(&values[250..])
         .chain([&values[150], &values[290]])
         .collect();
-    let records: Vec<Record> = sent
+    let reports = project_in_batches(&projector, &sent, &[200, sent.len() - 200]).await;
+    assert_eq!(reports[0].duplicates, 0);
+    assert_eq!(reports[1].duplicates, 3, "{:?}", reports[1]);
+    let produced = Produced {
+        records: sent.len(),
+        valid: sent.into_iter().cloned().collect(),
+        dead: BTreeMap::new(),
+    };
+    assert_projections(&store, &produced).await;
+}
+
+/// Projects `values` as partition 0's records from offset 0, in batches of
+/// the given sizes, with the clock at now; returns each batch's report.
+async fn project_in_batches(
+    projector: &cchc_pipeline::projector::Projector,
+    values: &[&Vec<u8>],
+    sizes: &[usize],
+) -> Vec<cchc_pipeline::projector::BatchReport> {
+    use cchc_pipeline::projector::{PartitionBatch, Record};
+    assert_eq!(sizes.iter().sum::<usize>(), values.len());
+    let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(offset, v)| Record {
@@ -818,9 +856,12 @@ async fn repeated_ids_count_once(url: &str) {
         .collect();
     // To the microsecond, as the pipeline's clock and the store keep it.
     let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
-    let mut claim = store.claim(0).await.unwrap();
+    let mut claim = projector.store().claim(0).await.unwrap();
     let mut reports = Vec::new();
-    for chunk in [&records[..200], &records[200..]] {
+    let mut start = 0;
+    for &size in sizes {
+        let chunk = &records[start..start + size];
+        start += size;
         let report = projector
             .project_partition(
                 &PartitionBatch {
@@ -837,12 +878,171 @@ async fn repeated_ids_count_once(url: &str) {
         claim.reevaluate = false;
         reports.push(report);
     }
-    assert_eq!(reports[0].duplicates, 0);
-    assert_eq!(reports[1].duplicates, 3, "{:?}", reports[1]);
+    reports
+}
+
+/// New cases, documents and event ids are written with `COPY` (text format,
+/// which escapes backslash, tab, newline and carriage return), and documents
+/// are not looked up before folding. So: keys made of those characters must
+/// come back byte for byte (a later batch finds the case and the document
+/// again, or it would count them twice), and a document signed again in a
+/// later batch replaces the earlier signature; in both stores.
+#[tokio::test]
+async fn keys_full_of_escaped_characters_come_back_exact_and_a_document_signed_again_replaces() {
+    let (_, url) = fresh_database().await;
+    let sqlite = repo().join("var/test-logs/escaped-keys.sqlite");
+    let _ = std::fs::remove_file(&sqlite);
+    for url in [url, format!("sqlite://{}", sqlite.display())] {
+        escaped_keys_and_signed_again(&url).await;
+    }
+}
+
+async fn escaped_keys_and_signed_again(url: &str) {
+    use cchc_pipeline::projector::Projector;
+    let store = Store::connect(url, 2, "t").await.unwrap();
+    let projector = Projector::new(store.clone(), units(), None);
+    let case_id = "ca\tse\\1\nb\r ồ \"q\"\t";
+    let document_id = "d\\o\tc\n1\r";
+    let event = |id: &str, kind: &str, at: &str, data: serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "event_id": id, "event_type": kind, "schema_version": 1,
+            "occurred_at": at, "commune_code": "31471", "case_id": case_id, "data": data,
+        }))
+        .unwrap()
+    };
+    let signed = |id: &str, at: &str, signature: &str| {
+        event(
+            id,
+            "document.signed",
+            at,
+            serde_json::json!({"document_id": document_id, "signature": signature, "document_kind": "case_result"}),
+        )
+    };
+    let rated = |id: &str, at: &str, rating: &str| {
+        event(
+            id,
+            "case.rated",
+            at,
+            serde_json::json!({ "rating": rating }),
+        )
+    };
+    let values = [
+        event(
+            "e1\t",
+            "case.received",
+            "2023-05-02T08:00:00+07:00",
+            serde_json::json!({"procedure_code": "1.001", "channel": "online", "online_level": "full",
+                               "due_at": "2023-05-10T17:00:00+07:00", "registered_electronically": true}),
+        ),
+        rated("e2", "2023-05-03T08:00:00+07:00", "dissatisfied"),
+        signed("e3", "2023-05-03T09:00:00+07:00", "handwritten"),
+        // A later batch: a better rating and a digital signature replace the earlier ones.
+        rated("e4", "2023-05-04T08:00:00+07:00", "very_satisfied"),
+        signed("e5", "2023-05-04T09:00:00+07:00", "digital"),
+        event(
+            "e6",
+            "case.resolved",
+            "2023-05-05T10:00:00+07:00",
+            serde_json::json!({"due_at": "2023-05-10T17:00:00+07:00", "outcome": "completed"}),
+        ),
+        // Repeats, in a third batch.
+        rated("e2", "2023-05-03T08:00:00+07:00", "dissatisfied"),
+        signed("e5", "2023-05-04T09:00:00+07:00", "digital"),
+    ];
+    let sent: Vec<&Vec<u8>> = values.iter().collect();
+    let reports = project_in_batches(&projector, &sent, &[3, 3, 2]).await;
+    let applied: Vec<(usize, usize)> = reports.iter().map(|r| (r.applied, r.duplicates)).collect();
+    assert_eq!(applied, [(3, 0), (3, 0), (0, 2)], "{reports:?}");
+    let counters = store.day_counters().await.unwrap();
+    let total = counters
+        .iter()
+        .fold(DayCounters::default(), |mut t, (_, _, c)| {
+            t.received += c.received;
+            t.ratings += c.ratings;
+            t.satisfied += c.satisfied;
+            t.signatures += c.signatures;
+            t.digital += c.digital;
+            t
+        });
+    assert_eq!(
+        (
+            total.received,
+            total.ratings,
+            total.satisfied,
+            total.signatures,
+            total.digital
+        ),
+        (1, 1, 1, 1, 1),
+        "one case, one rating (the later), one signature (the later, digital): {counters:?}"
+    );
     let produced = Produced {
         records: sent.len(),
         valid: sent.into_iter().cloned().collect(),
         dead: BTreeMap::new(),
     };
     assert_projections(&store, &produced).await;
+}
+
+/// Migration 0004 turns the stored event ids into digests, in SQL; the
+/// pipeline computes them in Rust. An id applied before the upgrade must
+/// still be a duplicate after it.
+#[tokio::test]
+async fn event_ids_stored_before_the_digest_migration_are_still_duplicates_after_it() {
+    let (_, url) = fresh_database().await;
+    // The schema as it stood before 0004, with ids stored as text.
+    let before = repo().join("var/test-logs/migrations-before-0004");
+    let _ = std::fs::remove_dir_all(&before);
+    std::fs::create_dir_all(&before).unwrap();
+    for entry in std::fs::read_dir(repo().join("migrations/postgres")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0004" {
+            std::fs::copy(&path, before.join(name)).unwrap();
+        }
+    }
+    let ids = [
+        "0b6f3c1e-2f4e-4f7e-9a51-6f1d2b8e7c11",
+        "một-cửa\t\\ 🙂",
+        &"x".repeat(128),
+    ];
+    {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(before.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for id in ids {
+            sqlx::query("INSERT INTO seen_events (event_id) VALUES ($1)")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+    let store = Store::connect(&url, 2, "t").await.unwrap();
+    let claim = store.claim(0).await.unwrap();
+    let write = |seen: &str| PartitionWrite {
+        partition: 0,
+        generation: claim.generation,
+        next_offset: Some(1),
+        seen: vec!["new-id".into(), seen.into()],
+        ..PartitionWrite::default()
+    };
+    for id in ids {
+        match store.commit(&[write(id)], None).await {
+            Err(StoreError::StoredAlready {
+                what: "an event id",
+                ..
+            }) => {}
+            other => {
+                panic!("{id:?} stored before the upgrade: expected a duplicate, got {other:?}")
+            }
+        }
+    }
+    store
+        .commit(&[write("another-new-id")], None)
+        .await
+        .unwrap();
 }
