@@ -28,6 +28,9 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// Every partition's committed offset (`None`: nothing committed yet).
+type Offsets = Vec<(i32, Option<i64>)>;
+
 fn main() -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         println!("replay: needs the real broker and database; run `bash scripts/bench.sh replay`");
@@ -161,10 +164,14 @@ fn main() -> anyhow::Result<()> {
         let postgres_before = postgres_cpu_seconds();
         // REPLAY_PERF=1: a CPU profile of the whole machine during the replay
         // (the pipeline and PostgreSQL): `perf report -i var/replay-N.perf.data --sort comm,dso,sym`.
-        let mut perf = (env_or("REPLAY_PERF", "0") == "1")
+        // REPLAY_PERF=dwarf: with DWARF call graphs (callers of inlined
+        // and libc code too; larger files).
+        let perf_mode = env_or("REPLAY_PERF", "0");
+        let mut perf = (perf_mode == "1" || perf_mode == "dwarf")
             .then(|| {
+                let call_graph = if perf_mode == "dwarf" { "dwarf" } else { "fp" };
                 Command::new("perf")
-                    .args(["record", "-F", "199", "-g", "-o"])
+                    .args(["record", "-F", "199", "--call-graph", call_graph, "-o"])
                     .arg(format!("var/replay-{events}.perf.data"))
                     .arg("-a")
                     .stdout(Stdio::null())
@@ -179,13 +186,13 @@ fn main() -> anyhow::Result<()> {
         ))?;
         let mut peak_rss = 0u64;
         let mut samples = Vec::new();
+        // (seconds since the start, every partition's committed offset)
+        let mut progress: Vec<(f64, Offsets)> = Vec::new();
         loop {
             std::thread::sleep(Duration::from_millis(500));
-            let done: i64 = runtime
-                .block_on(store.offsets())?
-                .iter()
-                .map(|(_, o)| o.unwrap_or(0))
-                .sum();
+            let offsets = runtime.block_on(store.offsets())?;
+            let done: i64 = offsets.iter().map(|(_, o)| o.unwrap_or(0)).sum();
+            progress.push((began.elapsed().as_secs_f64(), offsets));
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             let kb = |key: &str| {
                 status
@@ -228,6 +235,22 @@ fn main() -> anyhow::Result<()> {
             100.0 * pipeline_cpu / wall,
             100.0 * postgres_cpu / wall
         );
+        // How the events fell on the partitions (the record key is the
+        // commune), and when each partition was done: the replay lasts as
+        // long as its busiest partition, whose batches are committed one
+        // after another.
+        let (_, last) = progress.last().expect("sampled");
+        let finished: Vec<String> = last
+            .iter()
+            .map(|&(partition, offset)| {
+                let at = progress
+                    .iter()
+                    .find(|(_, o)| o.iter().any(|&(p, x)| p == partition && x == offset))
+                    .map_or(0.0, |(t, _)| *t);
+                format!("{partition}: {}k by {at:.1} s", offset.unwrap_or(0) / 1000)
+            })
+            .collect();
+        println!("partitions (events, done):  {}", finished.join(", "));
         let quarter = samples.len() / 4;
         let rss: Vec<String> = [quarter, 2 * quarter, 3 * quarter, samples.len() - 1]
             .iter()

@@ -250,7 +250,12 @@ pub fn spawn(
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", k.max_poll_interval_ms.to_string())
         .set("enable.partition.eof", "false")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // librdkafka prefetches up to 64 MB by default, on top of the
+        // records the batches hold (up to twice `batch.max_records` per
+        // partition); 16 MB keeps a replay's memory flat and well under
+        // 256 MB and still holds tens of thousands of records.
+        .set("queued.max.messages.kbytes", "16384");
     for (key, value) in &k.properties {
         config.set(key, value);
     }
