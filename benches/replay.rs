@@ -147,6 +147,10 @@ fn main() -> anyhow::Result<()> {
                 .await?;
             anyhow::Ok(pool)
         });
+        // The pipeline's own /metrics are read at the end (batch times).
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let mut child = Command::new(&binary)
             .args(["run", "--config"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"))
@@ -155,7 +159,7 @@ fn main() -> anyhow::Result<()> {
             .env("CCHC_KAFKA__GROUP_ID", format!("replay-{suffix}"))
             .env("CCHC_ALERTS__TOPIC", format!("replay-alerts-{suffix}"))
             .env("CCHC_DATABASE__URL", &url)
-            .env("CCHC_HTTP__LISTEN", "127.0.0.1:0")
+            .env("CCHC_HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?;
@@ -216,6 +220,14 @@ fn main() -> anyhow::Result<()> {
         let pipeline = events as f64 / began.elapsed().as_secs_f64();
         let pipeline_cpu = process_cpu_seconds(pid);
         let postgres_cpu = postgres_cpu_seconds() - postgres_before;
+        let metrics = runtime
+            .block_on(async {
+                reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+                    .await?
+                    .text()
+                    .await
+            })
+            .unwrap_or_default();
         if let Some(perf) = perf.as_mut() {
             let _ = Command::new("kill")
                 .args(["-INT", &perf.id().to_string()])
@@ -229,6 +241,23 @@ fn main() -> anyhow::Result<()> {
         println!("librdkafka drain   {drain:>10.0} events/s   1.00x");
         println!("pipeline replay    {pipeline:>10.0} events/s   {:.2}x   (offset 0 to every offset committed, {:.1} s)", pipeline / drain, began.elapsed().as_secs_f64());
         println!("pipeline peak RSS  {:>10.1} MB", peak_rss as f64 / 1024.0);
+        // Time inside a batch (decode, load, fold, commit) against the
+        // replay's wall time: what is left is spent waiting for records.
+        let metric = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        if let (Some(sum), Some(count)) = (
+            metric("cchc_batch_seconds_sum"),
+            metric("cchc_batch_seconds_count"),
+        ) {
+            println!(
+                "batches: {count:.0}, {:.0} ms each on average, {sum:.1} s in all (partitions' batches overlapping)",
+                1000.0 * sum / count.max(1.0)
+            );
+        }
         let wall = began.elapsed().as_secs_f64();
         println!(
             "CPU during the replay: pipeline {pipeline_cpu:.1} s ({:.0}% of one core), PostgreSQL {postgres_cpu:.1} s ({:.0}%), wall {wall:.1} s",

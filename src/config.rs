@@ -385,7 +385,7 @@ mod tests {
     fn a_bad_value_names_the_key_and_the_file() {
         let text = std::fs::read_to_string(repo_file())
             .unwrap()
-            .replace("max_records = 20000", "max_records = \"many\"");
+            .replace("max_records = 10000", "max_records = \"many\"");
         let err = with_text(&text).unwrap_err().to_string();
         assert!(err.contains("batch.max_records"), "{err}");
         assert!(err.contains("bad.toml"), "{err}");

@@ -252,10 +252,17 @@ pub fn spawn(
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", "5000")
         // librdkafka prefetches up to 64 MB by default, on top of the
-        // records the batches hold (up to twice `batch.max_records` per
-        // partition); 16 MB keeps a replay's memory flat and well under
-        // 256 MB and still holds tens of thousands of records.
-        .set("queued.max.messages.kbytes", "16384");
+        // records waiting for a batch (up to twice `batch.max_records` in
+        // all) and the batches being committed; 16 MB keeps a replay's
+        // memory flat and well under 256 MB and still holds tens of
+        // thousands of records.
+        .set("queued.max.messages.kbytes", "16384")
+        // When that queue is full, librdkafka postpones the partition's
+        // next fetch by this long (1 s by default). In a replay the queue is
+        // full most of the time, and each partition then sat without
+        // records for up to a second after using them up: half of the
+        // replay's wall time (docs/BENCHMARKS.md).
+        .set("fetch.queue.backoff.ms", "20");
     for (key, value) in &k.properties {
         config.set(key, value);
     }
