@@ -1,6 +1,7 @@
-//! PostgreSQL store. Batches are written with one statement per table, each
-//! binding whole columns as arrays (`UNNEST`), inside one transaction whose
-//! first statement checks the owner generation of every partition written.
+//! PostgreSQL store. Batches are written inside one transaction whose first
+//! statement checks the owner generation of every partition written: rows
+//! new to the store (event ids, cases, documents) with `COPY`, updates with
+//! one statement per table binding whole columns as arrays (`UNNEST`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

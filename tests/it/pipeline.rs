@@ -791,15 +791,21 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
 }
 
+/// The URLs of a fresh PostgreSQL database and of a fresh SQLite file
+/// (`var/test-logs/NAME.sqlite`), for tests that hold for both stores.
+async fn both_stores(name: &str) -> [String; 2] {
+    let (_, url) = fresh_database().await;
+    let sqlite = repo().join(format!("var/test-logs/{name}.sqlite"));
+    let _ = std::fs::remove_file(&sqlite);
+    [url, format!("sqlite://{}", sqlite.display())]
+}
+
 /// Batches are folded without looking their event ids up first; an id
 /// stored by an earlier batch is caught by the commit and the batch folded
 /// again as a duplicate, in both stores.
 #[tokio::test]
 async fn an_event_id_of_an_earlier_batch_counts_once_though_ids_are_not_looked_up_first() {
-    let (_, url) = fresh_database().await;
-    let sqlite = repo().join("var/test-logs/repeated-ids.sqlite");
-    let _ = std::fs::remove_file(&sqlite);
-    for url in [url, format!("sqlite://{}", sqlite.display())] {
+    for url in both_stores("repeated-ids").await {
         repeated_ids_count_once(&url).await;
     }
 }
@@ -889,10 +895,7 @@ async fn project_in_batches(
 /// later batch replaces the earlier signature; in both stores.
 #[tokio::test]
 async fn keys_full_of_escaped_characters_come_back_exact_and_a_document_signed_again_replaces() {
-    let (_, url) = fresh_database().await;
-    let sqlite = repo().join("var/test-logs/escaped-keys.sqlite");
-    let _ = std::fs::remove_file(&sqlite);
-    for url in [url, format!("sqlite://{}", sqlite.display())] {
+    for url in both_stores("escaped-keys").await {
         escaped_keys_and_signed_again(&url).await;
     }
 }
