@@ -179,6 +179,25 @@ pub(crate) fn produce_in_background(
     })
 }
 
+/// As [`produce_in_background`], 5,000 records at a time with `pause`
+/// between them: a feed that lasts, for tests that must catch the pipeline
+/// while it is writing (a fast pipeline catches up with a burst at once).
+pub(crate) fn produce_paced_in_background(
+    setup: &Setup,
+    records: Vec<Outgoing>,
+    pause: Duration,
+) -> tokio::task::JoinHandle<Produced> {
+    let topic = setup.topic.clone();
+    tokio::spawn(async move {
+        let mut produced = Produced::default();
+        for chunk in records.chunks(5_000) {
+            send_all(&topic, chunk.to_vec(), &mut produced).await;
+            tokio::time::sleep(pause).await;
+        }
+        produced
+    })
+}
+
 /// Sends records in order, waiting for each chunk's delivery.
 pub(crate) async fn send_all(topic: &str, records: Vec<Outgoing>, produced: &mut Produced) {
     let producer = producer();
@@ -642,7 +661,8 @@ async fn sigterm_and_sigint_mid_batch_stop_the_pipeline_cleanly_and_lose_nothing
     let (setup, store) = setup(3, None).await;
     let records = workload(14, 60_000, 0.05);
     let mut pipeline = Pipeline::start(&setup, "a");
-    let producing = produce_in_background(&setup, records);
+    // About 120,000 records over 12 s or more: still arriving at the second signal.
+    let producing = produce_paced_in_background(&setup, records, Duration::from_millis(500));
     let db = watcher(&setup).await;
     for (signal, stops) in [("-TERM", 1), ("-INT", 2)] {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
