@@ -8,7 +8,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 /// A buffer of rows in `COPY` text format (tab-separated, `\N` for NULL).
-#[derive(Debug, Default)]
+/// Made only by [`CopyRows::with_capacity`] (a derived default would start
+/// its first row with a tab).
+#[derive(Debug)]
 pub struct CopyRows {
     buf: String,
     fresh: bool,
