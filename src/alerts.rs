@@ -19,13 +19,12 @@ use chrono::Utc;
 use hmac::{Hmac, Mac};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use sha2::Sha256;
 use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn};
 
-use crate::config::{Settings, WebhookSettings};
-use crate::ingest::Shutdown;
+use crate::config::WebhookSettings;
+use crate::shutdown::CancellationToken;
 use crate::store::{Store, StoreError};
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
@@ -39,20 +38,6 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Live subscribers (server-sent events): every published alert's JSON.
 pub type LiveAlerts = broadcast::Sender<Arc<str>>;
 
-/// An idempotent producer for the alerts topic.
-pub fn producer(settings: &Settings) -> anyhow::Result<FutureProducer> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "0");
-    for (k, v) in &settings.kafka.properties {
-        config.set(k, v);
-    }
-    Ok(config.create()?)
-}
-
 /// Publishes the outbox until `shutdown`; wakes on `wake` or every half
 /// second.
 pub async fn run_relay_until_stopped(
@@ -62,10 +47,10 @@ pub async fn run_relay_until_stopped(
     webhook_urls: Vec<String>,
     wake: Arc<Notify>,
     live: LiveAlerts,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_triggered() {
+    while !shutdown.is_cancelled() {
         match relay_once(&store, &producer, &topic, &webhook_urls, &live).await {
             Ok(n) if n as i64 == BATCH => continue,
             Ok(_) => {
@@ -73,7 +58,7 @@ pub async fn run_relay_until_stopped(
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = shutdown.wait() => {}
+                    _ = shutdown.cancelled() => {}
                 }
             }
             Err(e) => {
@@ -140,13 +125,13 @@ pub fn retry_delay(attempts: i32) -> Duration {
 pub async fn run_webhooks_until_stopped(
     store: Store,
     hooks: Vec<WebhookSettings>,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("HTTP client");
-    while !shutdown.is_triggered() {
+    while !shutdown.is_cancelled() {
         match deliver_due(&store, &client, &hooks).await {
             Ok(0) => tokio::time::sleep(Duration::from_millis(250)).await,
             Ok(_) => {}

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::domain::{
     Comparator, Evaluator, Indicator, Rule, Target, Targets, UnitSpec, Units, Window,
 };
+pub use crate::kafka::KafkaSettings;
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_FILE: &str = "config/default.toml";
@@ -34,19 +35,6 @@ pub enum ConfigError {
         key: String,
         reason: String,
     },
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSettings {
-    pub bootstrap_servers: String,
-    pub topic: String,
-    pub group_id: String,
-    pub session_timeout_ms: u32,
-    pub max_poll_interval_ms: u32,
-    /// Extra librdkafka properties, passed through as they are.
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +143,9 @@ struct RawSettings {
     clock: ClockSettings,
     alerts: AlertSettings,
     http: HttpSettings,
+    /// Targets by indicator id; an indicator left out keeps its declared
+    /// target (see `domain::indicator`).
+    #[serde(default)]
     indicators: BTreeMap<String, IndicatorSettings>,
     #[serde(default)]
     overrides: Vec<OverrideSettings>,
@@ -237,111 +228,42 @@ fn describe(file: &str, err: figment::Error) -> String {
         .join("\n")
 }
 
+/// Makes the errors of one file.
+struct Invalid<'a>(&'a str);
+
+impl Invalid<'_> {
+    fn at(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.0.to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 impl RawSettings {
     fn validate(self, file: &Path) -> Result<Settings, ConfigError> {
         let name = file.display().to_string();
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            file: name.clone(),
-            key: key.into(),
-            reason,
-        };
+        let invalid = Invalid(&name);
         if self.batch.max_records == 0 {
-            return Err(invalid("batch.max_records", "must be at least 1".into()));
+            return Err(invalid.at("batch.max_records", "must be at least 1"));
         }
         if self.clock.tick_seconds == 0 {
-            return Err(invalid("clock.tick_seconds", "must be at least 1".into()));
+            return Err(invalid.at("clock.tick_seconds", "must be at least 1"));
         }
         if self.kafka.topic.is_empty() {
-            return Err(invalid("kafka.topic", "must not be empty".into()));
+            return Err(invalid.at("kafka.topic", "must not be empty"));
         }
-        let units = Units::parse(&self.units).map_err(|e| invalid("units", e.to_string()))?;
+        for (key, value) in &self.kafka.properties {
+            crate::kafka::check_property(key, value)
+                .map_err(|why| invalid.at(&format!("kafka.properties.\"{key}\""), why))?;
+        }
+        let units = Units::parse(&self.units).map_err(|e| invalid.at("units", e.to_string()))?;
         if units.communes().next().is_none() {
-            return Err(invalid(
-                "units",
-                "no unit of kind ward, commune or township".into(),
-            ));
+            return Err(invalid.at("units", "no unit of kind ward, commune or township"));
         }
-        let mut defaults = HashMap::new();
-        for (id, s) in &self.indicators {
-            let key = format!("indicators.{id}");
-            let indicator: Indicator = id.parse().map_err(|e| invalid(&key, e))?;
-            let target = Target::from_percent(s.comparator, s.target_percent)
-                .map_err(|e| invalid(&format!("{key}.target_percent"), e))?;
-            if s.min_sample < 0 {
-                return Err(invalid(
-                    &format!("{key}.min_sample"),
-                    "must not be negative".into(),
-                ));
-            }
-            defaults.insert(
-                indicator,
-                Rule {
-                    target,
-                    min_sample: s.min_sample,
-                },
-            );
-        }
-        if let Some(missing) = Indicator::ALL
-            .into_iter()
-            .find(|i| !defaults.contains_key(i))
-        {
-            return Err(invalid(
-                &format!("indicators.{missing}"),
-                "missing: every indicator needs a target".into(),
-            ));
-        }
-        let mut overrides = HashMap::new();
-        for (n, o) in self.overrides.iter().enumerate() {
-            let key = format!("overrides[{n}]");
-            let commune = units.commune(&o.commune).cloned().ok_or_else(|| {
-                invalid(
-                    &format!("{key}.commune"),
-                    format!("`{}` is not a configured commune", o.commune),
-                )
-            })?;
-            let indicator: Indicator = o
-                .indicator
-                .parse()
-                .map_err(|e| invalid(&format!("{key}.indicator"), e))?;
-            let base: Rule = defaults[&indicator];
-            let target = match o.target_percent {
-                Some(p) => Target::from_percent(o.comparator.unwrap_or(base.target.comparator), p)
-                    .map_err(|e| invalid(&format!("{key}.target_percent"), e))?,
-                None => Target {
-                    comparator: o.comparator.unwrap_or(base.target.comparator),
-                    ..base.target
-                },
-            };
-            overrides.insert(
-                (commune, indicator),
-                Rule {
-                    target,
-                    min_sample: o.min_sample.unwrap_or(base.min_sample),
-                },
-            );
-        }
-        let targets = Targets::new(defaults, overrides).map_err(|e| invalid("indicators", e))?;
-        let mut alert_windows = Vec::new();
-        for (n, w) in self.alerts.windows.iter().enumerate() {
-            alert_windows.push(
-                w.parse::<Window>()
-                    .map_err(|e| invalid(&format!("alerts.windows[{n}]"), e))?,
-            );
-        }
-        for (n, hook) in self.alerts.webhooks.iter().enumerate() {
-            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
-                return Err(invalid(
-                    &format!("alerts.webhooks[{n}].url"),
-                    format!("`{}` is not an http(s) URL", hook.url),
-                ));
-            }
-            if hook.secret.len() < 16 {
-                return Err(invalid(
-                    &format!("alerts.webhooks[{n}].secret"),
-                    "must be at least 16 characters".into(),
-                ));
-            }
-        }
+        let targets = self.targets(&invalid, &units)?;
+        let alert_windows = self.alert_windows(&invalid)?;
         Ok(Settings {
             file: file.to_path_buf(),
             kafka: self.kafka,
@@ -354,6 +276,94 @@ impl RawSettings {
             units,
             targets,
         })
+    }
+
+    /// `[indicators.*]` (the declared target where left out) and
+    /// `[[overrides]]`.
+    fn targets(&self, invalid: &Invalid<'_>, units: &Units) -> Result<Targets, ConfigError> {
+        let mut defaults = HashMap::new();
+        for (id, s) in &self.indicators {
+            let key = format!("indicators.{id}");
+            let indicator: Indicator = id.parse().map_err(|e: String| invalid.at(&key, e))?;
+            let target = Target::from_percent(s.comparator, s.target_percent)
+                .map_err(|e| invalid.at(&format!("{key}.target_percent"), e))?;
+            if s.min_sample < 0 {
+                return Err(invalid.at(&format!("{key}.min_sample"), "must not be negative"));
+            }
+            let min_sample = s.min_sample;
+            defaults.insert(indicator, Rule { target, min_sample });
+        }
+        let mut overrides = HashMap::new();
+        for (n, o) in self.overrides.iter().enumerate() {
+            let key = format!("overrides[{n}]");
+            let commune = units.commune(&o.commune).cloned().ok_or_else(|| {
+                invalid.at(
+                    &format!("{key}.commune"),
+                    format!("`{}` is not a configured commune", o.commune),
+                )
+            })?;
+            let indicator: Indicator = o
+                .indicator
+                .parse()
+                .map_err(|e: String| invalid.at(&format!("{key}.indicator"), e))?;
+            let base: Rule = defaults
+                .get(&indicator)
+                .copied()
+                .unwrap_or_else(|| indicator.default_rule());
+            let comparator = o.comparator.unwrap_or(base.target.comparator);
+            let target = match o.target_percent {
+                Some(p) => Target::from_percent(comparator, p)
+                    .map_err(|e| invalid.at(&format!("{key}.target_percent"), e))?,
+                None => Target {
+                    comparator,
+                    ..base.target
+                },
+            };
+            let min_sample = o.min_sample.unwrap_or(base.min_sample);
+            overrides.insert((commune, indicator), Rule { target, min_sample });
+        }
+        Ok(Targets::new(defaults, overrides))
+    }
+
+    /// `alerts.windows`, parsed, once the webhooks are checked.
+    fn alert_windows(&self, invalid: &Invalid<'_>) -> Result<Vec<Window>, ConfigError> {
+        for (n, hook) in self.alerts.webhooks.iter().enumerate() {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return Err(invalid.at(
+                    &format!("alerts.webhooks[{n}].url"),
+                    format!("`{}` is not an http(s) URL", hook.url),
+                ));
+            }
+            if hook.secret.len() < 16 {
+                return Err(invalid.at(
+                    &format!("alerts.webhooks[{n}].secret"),
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        self.alerts
+            .windows
+            .iter()
+            .enumerate()
+            .map(|(n, w)| {
+                w.parse::<Window>()
+                    .map_err(|e| invalid.at(&format!("alerts.windows[{n}]"), e))
+            })
+            .collect()
+    }
+}
+
+/// A connection URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -378,7 +388,7 @@ mod tests {
         let s = Settings::load_file(&repo_file()).unwrap();
         assert_eq!(s.units.communes().count(), 9);
         assert_eq!(s.units.communes_under("937").count(), 9);
-        assert_eq!(s.targets, Targets::long_my_2023());
+        assert_eq!(s.targets, Targets::declared());
     }
 
     #[test]
@@ -428,6 +438,48 @@ mod tests {
                 .target
                 .percent(),
             70.0
+        );
+    }
+
+    #[test]
+    fn a_kafka_property_the_pipeline_sets_itself_is_refused_with_its_key() {
+        let text = std::fs::read_to_string(repo_file()).unwrap().replace(
+            "max_poll_interval_ms = 60000",
+            "max_poll_interval_ms = 60000\nproperties = { \"enable.auto.commit\" = \"true\" }",
+        );
+        let err = with_text(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.toml: key `kafka.properties.\"enable.auto.commit\"`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("offsets live in the projection database"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_indicator_left_out_keeps_its_declared_target() {
+        let text = std::fs::read_to_string(repo_file()).unwrap();
+        let start = text.find("[indicators.digitization_rate]").unwrap();
+        let end = start + text[start..].find("min_sample = 20").unwrap() + 15;
+        let s = with_text(&format!("{}{}", &text[..start], &text[end..])).unwrap();
+        assert_eq!(
+            s.targets.default_rule(Indicator::DigitizationRate),
+            Indicator::DigitizationRate.default_rule()
+        );
+    }
+
+    #[test]
+    fn a_password_is_left_out_of_messages() {
+        assert_eq!(
+            redact("postgres://cchc:secret@db:5432/cchc"),
+            "postgres://cchc:***@db:5432/cchc"
+        );
+        assert_eq!(redact("postgres://cchc@db/cchc"), "postgres://cchc@db/cchc");
+        assert_eq!(
+            redact("sqlite://var/demo.sqlite"),
+            "sqlite://var/demo.sqlite"
         );
     }
 

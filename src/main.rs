@@ -1,15 +1,16 @@
 //! `cchc`: the command line of the pipeline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing::{error, info};
 
+use cchc_pipeline::app::Application;
 use cchc_pipeline::config::{Settings, DEFAULT_FILE};
-use cchc_pipeline::ingest::Shutdown;
+use cchc_pipeline::shutdown::{self, CancellationToken};
 use cchc_pipeline::telemetry::{self, LogFormat};
-use cchc_pipeline::{operate, rebuild, startup};
+use cchc_pipeline::{demo, operate, rebuild};
 
 #[derive(Parser)]
 #[command(
@@ -137,140 +138,95 @@ enum DeadLetterCommand {
     },
 }
 
+impl Command {
+    /// The configuration file the command reads.
+    fn config(&self) -> &Path {
+        match self {
+            Command::Run { config }
+            | Command::Demo { config, .. }
+            | Command::Simulate { config, .. }
+            | Command::Report { config, .. }
+            | Command::Import { config, .. }
+            | Command::Rebuild { config, .. }
+            | Command::CheckConfig { config }
+            | Command::DeadLetters(DeadLetterCommand::List { config, .. })
+            | Command::DeadLetters(DeadLetterCommand::Resend { config, .. }) => config,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    let settings = match Settings::load(cli.command.config()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
-        Command::CheckConfig { config } => match Settings::load(&config) {
-            Ok(s) => {
-                println!(
-                    "{}: OK ({} units, {} communes, topic {})",
-                    config.display(),
-                    s.units.len(),
-                    s.units.communes().count(),
-                    s.kafka.topic
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckConfig { config } => {
+            println!(
+                "{}: OK ({} units, {} communes, topic {})",
+                config.display(),
+                settings.units.len(),
+                settings.units.communes().count(),
+                settings.kafka.topic
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run { .. } => finish(until_signal(
+            Some("stop requested; finishing the current batch"),
+            |stop| run(settings, stop),
+        )),
         Command::Demo {
-            config,
             events,
             database,
             seed,
             listen,
             exit_when_done,
+            ..
         } => {
-            let Some(settings) = load(&config) else {
-                return ExitCode::FAILURE;
-            };
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = database.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-            if let Some(dir) = database.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let options = startup::DemoOptions {
-                events,
-                partitions: 9,
-                database_url: format!("sqlite://{}", database.display()),
-                simulate: operate::SimulateOptions {
-                    events,
-                    seed,
-                    start: first_of_this_year(),
-                    cases_per_day: 20.0,
-                    partitions: 9,
-                    rate: None,
-                },
-                listen,
-                exit_when_done,
-            };
+            let options = demo_options(events, &database, seed, listen, exit_when_done);
             let result = until_signal(None, |stop| async move {
-                startup::demo(settings, &options, stop).await
+                demo::run(settings, &options, stop).await
             });
             finish(result.map(|_| ()))
         }
-        Command::Import { config, file } => {
-            let Some(settings) = load(&config) else {
-                return ExitCode::FAILURE;
-            };
-            execute(operate::import(&settings, &file), |r| {
-                println!(
-                    "{} events sent to {}, {} without a commune code (they will be dead letters)",
-                    r.lines, settings.kafka.topic, r.unkeyed
-                );
-            })
-        }
-        Command::DeadLetters(DeadLetterCommand::List {
-            config,
-            after,
-            limit,
-        }) => {
-            let Some(settings) = load(&config) else {
-                return ExitCode::FAILURE;
-            };
-            execute(operate::list_dead_letters(&settings, after, limit), |t| {
-                print!("{t}");
-            })
-        }
-        Command::DeadLetters(DeadLetterCommand::Resend {
-            config,
-            id,
-            corrected,
-        }) => {
-            let Some(settings) = load(&config) else {
-                return ExitCode::FAILURE;
-            };
-            execute(
-                operate::resend_dead_letter(&settings, id, corrected.as_deref()),
-                |t| println!("{t}"),
-            )
-        }
         Command::Simulate {
-            config,
             events,
             seed,
             start,
             cases_per_day,
             partitions,
             rate,
+            ..
         } => {
-            let Some(settings) = load(&config) else {
-                return ExitCode::FAILURE;
-            };
-            let start = start.unwrap_or_else(first_of_this_year);
             let options = operate::SimulateOptions {
                 events,
                 seed,
-                start,
+                start: start.unwrap_or_else(first_of_this_year),
                 cases_per_day,
                 partitions,
                 rate,
             };
             execute(operate::simulate(&settings, &options), |_| ())
         }
-        Command::Report { config, window } => {
-            let Some(settings) = load(&config) else {
-                return ExitCode::FAILURE;
-            };
-            execute(operate::report(&settings, window), |table| {
-                print!("{table}");
-            })
-        }
+        Command::Report { window, .. } => execute(operate::report(&settings, window), |table| {
+            print!("{table}");
+        }),
+        Command::Import { file, .. } => execute(operate::import(&settings, &file), |r| {
+            println!(
+                "{} events sent to {}, {} without a commune code (they will be dead letters)",
+                r.lines, settings.kafka.topic, r.unkeyed
+            );
+        }),
         Command::Rebuild {
-            config,
             restart,
             switch_lag,
+            ..
         } => {
-            let Some(settings) = load(&config) else {
-                return ExitCode::FAILURE;
-            };
             let options = rebuild::RebuildOptions {
                 restart,
                 switch_lag,
@@ -284,16 +240,47 @@ fn main() -> ExitCode {
                 None => println!("rebuild interrupted; run `cchc rebuild` again to continue it"),
             }))
         }
-        Command::Run { config } => {
-            let Some(settings) = load(&config) else {
-                return ExitCode::FAILURE;
-            };
-            let result = until_signal(
-                Some("stop requested; finishing the current batch"),
-                |stop| startup::run_until_stopped(settings, stop),
-            );
-            finish(result)
+        Command::DeadLetters(DeadLetterCommand::List { after, limit, .. }) => {
+            execute(operate::list_dead_letters(&settings, after, limit), |t| {
+                print!("{t}");
+            })
         }
+        Command::DeadLetters(DeadLetterCommand::Resend { id, corrected, .. }) => execute(
+            operate::resend_dead_letter(&settings, id, corrected.as_deref()),
+            |t| println!("{t}"),
+        ),
+    }
+}
+
+/// The demo's options; its SQLite file is replaced.
+fn demo_options(
+    events: usize,
+    database: &Path,
+    seed: u64,
+    listen: String,
+    exit_when_done: bool,
+) -> demo::DemoOptions {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = database.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(dir) = database.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    demo::DemoOptions {
+        partitions: 9,
+        database_url: format!("sqlite://{}", database.display()),
+        simulate: operate::SimulateOptions {
+            events,
+            seed,
+            start: first_of_this_year(),
+            cases_per_day: 20.0,
+            partitions: 9,
+            rate: None,
+        },
+        listen,
+        exit_when_done,
     }
 }
 
@@ -307,38 +294,36 @@ fn execute<T>(
     finish(runtime.block_on(work).map(show))
 }
 
-/// Runs `work` on a fresh runtime with a [`Shutdown`] that SIGTERM or
-/// Ctrl-C triggers (logging `message`, if any).
+/// Runs `work` on a fresh runtime with a token that SIGTERM or Ctrl-C
+/// cancels (logging `message`, if any).
 fn until_signal<T, F>(
     message: Option<&'static str>,
-    work: impl FnOnce(Shutdown) -> F,
+    work: impl FnOnce(CancellationToken) -> F,
 ) -> anyhow::Result<T>
 where
     F: std::future::Future<Output = anyhow::Result<T>>,
 {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
-        let stop = Shutdown::default();
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            if let Some(message) = message {
-                info!("{message}");
-            }
-            on_signal.trigger();
-        });
-        work(stop).await
-    })
+    runtime.block_on(async { work(shutdown::on_signal(message)).await })
+}
+
+/// `cchc run`: the application, built (stopped while waiting for the
+/// database, if asked to) and run until stopped.
+async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
+    let app = tokio::select! {
+        app = Application::build(settings) => app?,
+        _ = stop.cancelled() => {
+            info!("stopped while waiting for the database");
+            return Ok(());
+        }
+    };
+    app.run_until_stopped(stop).await
 }
 
 fn first_of_this_year() -> chrono::NaiveDate {
     use chrono::Datelike;
     let today = chrono::Utc::now().date_naive();
     chrono::NaiveDate::from_ymd_opt(today.year(), 1, 1).expect("1 January")
-}
-
-fn load(config: &std::path::Path) -> Option<Settings> {
-    Settings::load(config).map_err(|e| eprintln!("{e}")).ok()
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {
@@ -348,14 +333,5 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
             error!(error = format!("{e:#}"), "stopped");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -1,20 +1,41 @@
-//! One batch, end to end: decode each record (or keep it as a dead letter),
-//! load the facts it touches, move the clock, fold, and write everything in
-//! one transaction together with the partitions' next offsets.
+//! One partition batch, top to bottom:
+//!
+//! 1. [`Projector::project_partition`]: decode each record (or keep it as a
+//!    dead letter);
+//! 2. [`Projector::fold`]: load the facts the batch touches, move the clock,
+//!    fold (pure, `domain::Fold`), and say what to write;
+//! 3. [`commit`]: one transaction, in this order for both stores: guard
+//!    (owner generation, offset, clock) → event ids → counters → cases →
+//!    documents → dead letters → breach evaluation (window sums of the
+//!    communes concerned, one grouped query per window; the pure rules of
+//!    `domain::breach`; breach states and outbox) → the partition's next
+//!    position → commit;
+//! 4. [`Projector::committed`]: what follows a commit: the outcome's metrics
+//!    and log line, the relay woken for new alerts, a [`ChangeNote`] for
+//!    live subscribers and the query cache.
+//!
+//! Nothing of a batch is written unless all of it is; a failed batch can be
+//! tried again, and one that was in fact committed is then refused with
+//! [`StoreError::Resync`].
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-
-use rustc_hash::FxHashSet;
-use tokio::sync::{broadcast, Notify};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use rustc_hash::FxHashSet;
+use serde::Serialize;
+use tokio::sync::{broadcast, Notify};
 use tracing::{debug, instrument};
 
+use crate::domain::time::local_date;
 use crate::domain::{
-    decode, Alert, Applied, CaseEvent, CaseKey, DocumentKey, Evaluator, EventKind, Units,
+    decode, Alert, Applied, CaseEvent, CaseKey, DayCounters, DocumentKey, Evaluator, EventKind,
+    Units,
 };
-use crate::store::{BatchKeys, Claim, DeadLetter, PartitionWrite, Store, StoreError};
+use crate::internal_events::{BatchCommitted, BatchRefolded, InternalEvent};
+use crate::metrics::Metrics;
+use crate::store::{BatchKeys, BatchTx, Claim, DeadLetter, PartitionWrite, Store, StoreError};
 
 /// One Kafka record, copied out of the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +66,23 @@ pub struct BatchReport {
     pub alerts: Vec<Alert>,
 }
 
-/// Live subscribers (server-sent events): after every committed batch
-/// (clock ticks included), a small JSON note of what it changed: `partition`,
-/// `records`, `communes` (those whose counters, cases or documents changed),
-/// `event_time` (the batch's latest event), `clock` and `committed_at`.
-pub type LiveChanges = broadcast::Sender<Arc<str>>;
+/// What a committed batch (or clock tick) changed, for live subscribers
+/// (`/api/v1/projections/stream`) and the query cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangeNote {
+    pub partition: i32,
+    pub records: usize,
+    /// The communes whose counters, cases or documents changed.
+    pub communes: Vec<String>,
+    /// The batch's latest event time.
+    pub event_time: Option<DateTime<Utc>>,
+    /// The clock the partition's projections now reflect.
+    pub clock: Option<DateTime<Utc>>,
+    pub committed_at: DateTime<Utc>,
+}
+
+/// Where [`ChangeNote`]s are sent.
+pub type LiveChanges = broadcast::Sender<Arc<ChangeNote>>;
 
 /// Folds batches into the store.
 #[derive(Debug, Clone)]
@@ -57,6 +90,7 @@ pub struct Projector {
     store: Store,
     units: Units,
     evaluator: Option<Evaluator>,
+    metrics: Arc<Metrics>,
     alerts_written: Arc<Notify>,
     changes: LiveChanges,
     /// Partitions whose batches load their stored event ids before folding
@@ -64,13 +98,27 @@ pub struct Projector {
     careful: Arc<Mutex<HashSet<i32>>>,
 }
 
+/// A batch folded and ready to commit, and whether it repeated an event id
+/// or a document stored before it.
+struct Folded {
+    write: PartitionWrite,
+    report: BatchReport,
+    repeated: bool,
+}
+
 impl Projector {
     /// A projector; with an evaluator, every batch also evaluates breaches.
-    pub fn new(store: Store, units: Units, evaluator: Option<Evaluator>) -> Self {
+    pub fn new(
+        store: Store,
+        units: Units,
+        evaluator: Option<Evaluator>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Projector {
             store,
             units,
             evaluator,
+            metrics,
             alerts_written: Arc::new(Notify::new()),
             changes: broadcast::channel(256).0,
             careful: Arc::new(Mutex::new(HashSet::new())),
@@ -83,7 +131,7 @@ impl Projector {
         self.alerts_written.clone()
     }
 
-    /// Told of every committed batch (see [`LiveChanges`]).
+    /// Told of every committed batch (see [`ChangeNote`]).
     pub fn changes(&self) -> LiveChanges {
         self.changes.clone()
     }
@@ -92,10 +140,12 @@ impl Projector {
         &self.store
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Projects one partition's batch with the clock at `now`, in one
-    /// transaction. Nothing of it is written unless all of it is; a failed
-    /// batch can be tried again, and one that was in fact committed is then
-    /// refused with [`StoreError::Resync`].
+    /// transaction.
     ///
     /// Event ids and documents are not looked up before folding while the
     /// partition's recent batches repeated none: the commit inserts them, and
@@ -111,7 +161,45 @@ impl Projector {
         batch: &PartitionBatch,
         now: DateTime<Utc>,
     ) -> Result<BatchReport, StoreError> {
-        let mut events: Vec<CaseEvent> = Vec::with_capacity(batch.records.len());
+        let started = Instant::now();
+        let (events, dead_letters) = self.decode(batch);
+        let mut careful = self.careful_set().contains(&batch.partition);
+        let (folded, alerts) = loop {
+            let folded = self
+                .fold(batch, now, &events, &dead_letters, careful)
+                .await?;
+            match commit(&self.store, &folded.write, self.evaluator.as_ref()).await {
+                Ok(alerts) => break (folded, alerts),
+                Err(StoreError::StoredAlready { what, .. }) if !careful => {
+                    BatchRefolded {
+                        partition: batch.partition,
+                        what,
+                    }
+                    .emit(&self.metrics);
+                    self.careful_set().insert(batch.partition);
+                    careful = true;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if !folded.repeated {
+            self.careful_set().remove(&batch.partition);
+        }
+        let report = BatchReport {
+            alerts,
+            ..folded.report
+        };
+        self.committed(&folded.write, &report, started);
+        Ok(report)
+    }
+
+    fn careful_set(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.careful.lock().expect("careful lock")
+    }
+
+    /// The batch's valid events, and its other records as dead letters.
+    fn decode(&self, batch: &PartitionBatch) -> (Vec<CaseEvent>, Vec<DeadLetter>) {
+        let mut events = Vec::with_capacity(batch.records.len());
         let mut dead_letters = Vec::new();
         for r in &batch.records {
             match decode(r.value.as_deref(), &self.units) {
@@ -126,114 +214,71 @@ impl Projector {
                 }),
             }
         }
-        let careful = self
-            .careful
-            .lock()
-            .expect("careful lock")
-            .contains(&batch.partition);
-        if !careful {
-            match self
-                .fold_and_commit(batch, now, &events, &dead_letters, false)
-                .await
-            {
-                Err(StoreError::StoredAlready { what, .. }) => {
-                    debug!(
-                        partition = batch.partition,
-                        what, "stored already: folding the batch again, its ids looked up"
-                    );
-                    self.careful
-                        .lock()
-                        .expect("careful lock")
-                        .insert(batch.partition);
-                }
-                outcome => return outcome.map(|(report, _)| report),
-            }
-        }
-        let (report, repeated) = self
-            .fold_and_commit(batch, now, &events, &dead_letters, true)
-            .await?;
-        if !repeated {
-            self.careful
-                .lock()
-                .expect("careful lock")
-                .remove(&batch.partition);
-        }
-        Ok(report)
+        (events, dead_letters)
     }
 
     /// Loads the working set (with the batch's stored event ids and
-    /// documents when `careful`), folds, and commits. Also says whether the
-    /// batch repeated an event id or a document stored before it.
-    async fn fold_and_commit(
+    /// documents when `careful`), moves its clock to `now`, folds the
+    /// events, and says what the commit writes.
+    async fn fold(
         &self,
         batch: &PartitionBatch,
         now: DateTime<Utc>,
         events: &[CaseEvent],
         dead_letters: &[DeadLetter],
         careful: bool,
-    ) -> Result<(BatchReport, bool), StoreError> {
-        let mut report = BatchReport::default();
+    ) -> Result<Folded, StoreError> {
         let (cases, documents) = keys(events);
         let ids: Vec<String> = if careful {
             events.iter().map(|e| e.event_id.clone()).collect()
         } else {
             Vec::new()
         };
+        let keys = BatchKeys {
+            cases: &cases,
+            documents: if careful { &documents } else { &[] },
+            event_ids: &ids,
+        };
         let mut fold = self
             .store
-            .load(
-                &self.units,
-                batch.partition,
-                batch.claim.clock,
-                now,
-                &BatchKeys {
-                    cases: &cases,
-                    documents: if careful { &documents } else { &[] },
-                    event_ids: &ids,
-                },
-            )
+            .load(&self.units, batch.partition, batch.claim.clock, now, &keys)
             .await?;
         // Which of the batch's cases and documents the store has: those are
         // updated, the others inserted.
-        let stored_cases: FxHashSet<&CaseKey> =
-            cases.iter().filter(|k| fold.case(k).is_some()).collect();
-        let stored_documents: FxHashSet<&DocumentKey> = documents
-            .iter()
+        let stored_cases: FxHashSet<CaseKey> = cases
+            .into_iter()
+            .filter(|k| fold.case(k).is_some())
+            .collect();
+        let stored_documents: FxHashSet<DocumentKey> = documents
+            .into_iter()
             .filter(|k| fold.document(k).is_some())
             .collect();
         fold.advance_clock(now);
+        let mut report = BatchReport {
+            records: batch.records.len(),
+            dead_letters: dead_letters.len(),
+            ..BatchReport::default()
+        };
         let mut changed_cases = FxHashSet::default();
         let mut changed_documents = FxHashSet::default();
         let mut seen = Vec::new();
         for e in events {
             match fold.apply(e) {
                 Applied::Duplicate => report.duplicates += 1,
-                outcome => {
+                Applied::Superseded => {
+                    report.superseded += 1;
                     seen.push(e.event_id.clone());
-                    if outcome == Applied::Superseded {
-                        report.superseded += 1;
-                        continue;
-                    }
+                }
+                Applied::Changed => {
                     report.applied += 1;
-                    match &e.kind {
-                        EventKind::DocumentSigned(d) => {
-                            changed_documents.insert(DocumentKey {
-                                commune: e.commune.clone(),
-                                document_id: d.document_id.clone(),
-                            });
-                        }
-                        _ => {
-                            changed_cases.insert(CaseKey {
-                                commune: e.commune.clone(),
-                                case_id: e.case_id.clone().unwrap_or_default(),
-                            });
-                        }
-                    }
+                    seen.push(e.event_id.clone());
+                    match key_of(e) {
+                        Key::Case(k) => changed_cases.insert(k),
+                        Key::Document(k) => changed_documents.insert(k),
+                    };
                 }
             }
         }
-        report.records = batch.records.len();
-        report.dead_letters = dead_letters.len();
         // In key order: the upserts then walk each index from one end to the
         // other instead of jumping around it.
         let mut changed_cases: Vec<CaseKey> = changed_cases.into_iter().collect();
@@ -250,6 +295,7 @@ impl Projector {
                 .document(k)
                 .expect("a changed document is in the working set")
         });
+        let repeated = report.duplicates > 0 || !stored_documents.is_empty();
         let write = PartitionWrite {
             partition: batch.partition,
             generation: batch.claim.generation,
@@ -267,50 +313,150 @@ impl Projector {
             seen,
             dead_letters: dead_letters.to_vec(),
         };
-        report.alerts = self
-            .store
-            .commit(std::slice::from_ref(&write), self.evaluator.as_ref())
-            .await?;
-        debug!(?report, "batch committed");
-        self.tell_changes(&write, report.records);
-        let repeated = report.duplicates > 0 || !stored_documents.is_empty();
-        Ok((report, repeated))
+        Ok(Folded {
+            write,
+            report,
+            repeated,
+        })
     }
 
-    /// Tells live subscribers, if any, what a committed batch changed.
-    fn tell_changes(&self, write: &PartitionWrite, records: usize) {
-        if self.changes.receiver_count() == 0 {
-            return;
+    /// What follows a committed batch: its outcome counted and logged, the
+    /// relay woken if it wrote alerts, live subscribers told what changed.
+    fn committed(&self, write: &PartitionWrite, report: &BatchReport, started: Instant) {
+        BatchCommitted {
+            partition: write.partition,
+            report,
+            seconds: started.elapsed().as_secs_f64(),
         }
-        let communes: BTreeSet<&str> = write
-            .deltas
-            .iter()
-            .map(|((commune, _), _)| commune.as_str())
-            .chain(
-                write
-                    .cases
-                    .iter()
-                    .chain(&write.new_cases)
-                    .map(|(k, _)| k.commune.as_str()),
-            )
-            .chain(
-                write
-                    .documents
-                    .iter()
-                    .chain(&write.new_documents)
-                    .map(|(k, _)| k.commune.as_str()),
-            )
-            .collect();
-        let note = serde_json::json!({
-            "partition": write.partition,
-            "records": records,
-            "communes": communes,
-            "event_time": write.event_time,
-            "clock": write.clock,
-            "committed_at": Utc::now(),
-        });
-        let _ = self.changes.send(Arc::from(note.to_string()));
+        .emit(&self.metrics);
+        if !report.alerts.is_empty() {
+            self.alerts_written.notify_one();
+        }
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(Arc::new(ChangeNote {
+                partition: write.partition,
+                records: report.records,
+                communes: touched_communes(write),
+                event_time: write.event_time,
+                clock: write.clock,
+                committed_at: Utc::now(),
+            }));
+        }
+        debug!(?report, "batch committed");
     }
+}
+
+/// Writes one partition batch in one transaction, in the order the module
+/// documentation gives, and returns the alerts it put in the outbox (with an
+/// evaluator; none without). Refused, with nothing written:
+/// [`StoreError::Fenced`] if another member claimed the partition since the
+/// batch's claim, [`StoreError::Resync`] if the partition does not stand
+/// where the batch starts (offset and clock), [`StoreError::StoredAlready`]
+/// if an event id, or a case or document it takes as new, is stored already.
+pub async fn commit(
+    store: &Store,
+    write: &PartitionWrite,
+    evaluator: Option<&Evaluator>,
+) -> Result<Vec<Alert>, StoreError> {
+    match store {
+        Store::Postgres(s) => transaction(s.begin_batch().await?, write, evaluator).await,
+        Store::Sqlite(s) => transaction(s.begin_batch().await?, write, evaluator).await,
+    }
+}
+
+/// The batch transaction (see [`commit`]); dropping `tx` on an error rolls
+/// it back.
+#[instrument(name = "store.commit", skip_all, fields(partition = w.partition), err(level = "debug"))]
+async fn transaction<T: BatchTx>(
+    mut tx: T,
+    w: &PartitionWrite,
+    evaluator: Option<&Evaluator>,
+) -> Result<Vec<Alert>, StoreError> {
+    if let Some(refused) = w.refusal(tx.position(w.partition).await?) {
+        return Err(refused);
+    }
+    // The ids first: a batch folded without looking them up fails here,
+    // before the heavier statements, if one of them was applied already.
+    tx.insert_event_ids(w.partition, &w.seen).await?;
+    tx.add_counters(&w.deltas).await?;
+    tx.write_cases(w.partition, &w.cases, &w.new_cases).await?;
+    tx.write_documents(w.partition, &w.documents, &w.new_documents)
+        .await?;
+    tx.keep_dead_letters(&w.dead_letters).await?;
+    let alerts = match (evaluator, w.clock) {
+        (Some(evaluator), Some(now)) => evaluate_breaches(&mut tx, evaluator, w, now).await?,
+        _ => Vec::new(),
+    };
+    tx.move_position(w).await?;
+    tx.commit().await?;
+    Ok(alerts)
+}
+
+/// Re-evaluates the communes the batch changed (and, when the local date
+/// moved, every commune of the partition) against their targets, inside the
+/// batch's transaction: breach states and the outbox change with the
+/// counters.
+async fn evaluate_breaches<T: BatchTx>(
+    tx: &mut T,
+    evaluator: &Evaluator,
+    w: &PartitionWrite,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, StoreError> {
+    let changed = w.changed_communes();
+    tx.note_communes(w.partition, &changed).await?;
+    let mut communes: BTreeSet<String> = changed.into_iter().collect();
+    if w.clock_moved {
+        communes.extend(tx.communes_of(w.partition).await?);
+    }
+    if communes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let communes: Vec<String> = communes.into_iter().collect();
+    let today = local_date(now);
+    let mut sums: HashMap<(usize, String), DayCounters> = HashMap::new();
+    for (n, window) in evaluator.windows.iter().enumerate() {
+        for (commune, c) in tx.window_sums(&communes, window.days(today)).await? {
+            sums.insert((n, commune), c);
+        }
+    }
+    let states: HashMap<_, _> = tx.breach_states(&communes).await?.into_iter().collect();
+    let evaluated = evaluator.evaluate(
+        now,
+        &communes,
+        |w, c| sums.get(&(w, c.to_string())).copied().unwrap_or_default(),
+        |k| states.get(k).copied().unwrap_or_default(),
+    );
+    let (alerts, next): (Vec<Alert>, Vec<_>) = evaluated
+        .into_iter()
+        .map(|(alert, key, state)| (alert, (key, state)))
+        .unzip();
+    tx.write_breach_states(&next).await?;
+    tx.add_to_outbox(&alerts).await?;
+    Ok(alerts)
+}
+
+/// The communes whose counters, cases or documents a batch changed.
+fn touched_communes(write: &PartitionWrite) -> Vec<String> {
+    let communes: BTreeSet<&str> = write
+        .deltas
+        .iter()
+        .map(|((commune, _), _)| commune.as_str())
+        .chain(
+            write
+                .cases
+                .iter()
+                .chain(&write.new_cases)
+                .map(|(k, _)| k.commune.as_str()),
+        )
+        .chain(
+            write
+                .documents
+                .iter()
+                .chain(&write.new_documents)
+                .map(|(k, _)| k.commune.as_str()),
+        )
+        .collect();
+    communes.into_iter().map(str::to_string).collect()
 }
 
 type Keyed<K, S> = Vec<(K, S)>;
@@ -319,7 +465,7 @@ type Keyed<K, S> = Vec<(K, S)>;
 /// the batch was loaded, and the others (key order kept in both).
 fn split_stored<K: Eq + std::hash::Hash, S>(
     changed: Vec<K>,
-    stored: &FxHashSet<&K>,
+    stored: &FxHashSet<K>,
     state: impl Fn(&K) -> S,
 ) -> (Keyed<K, S>, Keyed<K, S>) {
     changed
@@ -331,27 +477,34 @@ fn split_stored<K: Eq + std::hash::Hash, S>(
         .partition(|(k, _)| stored.contains(k))
 }
 
+/// What an event is about: a case, or a document.
+enum Key {
+    Case(CaseKey),
+    Document(DocumentKey),
+}
+
+fn key_of(e: &CaseEvent) -> Key {
+    match &e.kind {
+        EventKind::DocumentSigned(d) => Key::Document(DocumentKey {
+            commune: e.commune.clone(),
+            document_id: d.document_id.clone(),
+        }),
+        _ => Key::Case(CaseKey {
+            commune: e.commune.clone(),
+            case_id: e.case_id.clone().unwrap_or_default(),
+        }),
+    }
+}
+
 /// The distinct cases and documents a batch names.
 fn keys(events: &[CaseEvent]) -> (Vec<CaseKey>, Vec<DocumentKey>) {
     let mut cases = FxHashSet::default();
     let mut documents = FxHashSet::default();
     for e in events {
-        match &e.kind {
-            EventKind::DocumentSigned(d) => {
-                documents.insert(DocumentKey {
-                    commune: e.commune.clone(),
-                    document_id: d.document_id.clone(),
-                });
-            }
-            _ => {
-                if let Some(id) = &e.case_id {
-                    cases.insert(CaseKey {
-                        commune: e.commune.clone(),
-                        case_id: id.clone(),
-                    });
-                }
-            }
-        }
+        match key_of(e) {
+            Key::Case(k) => cases.insert(k),
+            Key::Document(k) => documents.insert(k),
+        };
     }
     (cases.into_iter().collect(), documents.into_iter().collect())
 }

@@ -24,15 +24,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
-use crate::config::Settings;
-use crate::ingest::{self, Shutdown};
+use crate::config::{redact, Settings};
+use crate::kafka::Watermarks;
 use crate::metrics::Metrics;
 use crate::projector::Projector;
-use crate::startup::redact;
+use crate::shutdown::CancellationToken;
 use crate::store::{PgStore, RebuildTarget, Store, SwitchReport};
 
 /// Options of `cchc rebuild`.
@@ -86,30 +84,11 @@ impl std::fmt::Display for RebuildSummary {
 pub async fn rebuild(
     settings: &Settings,
     options: &RebuildOptions,
-    stop: Shutdown,
+    stop: CancellationToken,
 ) -> anyhow::Result<Option<RebuildSummary>> {
-    anyhow::ensure!(
-        !settings.database.url.starts_with("sqlite:"),
-        "rebuild needs a PostgreSQL store (database.url is {}): a SQLite store is \
-         rebuilt by stopping the pipeline, deleting the file and starting it again",
-        settings.database.url
-    );
-    let (store, target) = PgStore::prepare_rebuild(
-        &settings.database.url,
-        settings.database.max_connections,
-        &settings.kafka.topic,
-        options.restart,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot prepare a rebuild schema at {}",
-            redact(&settings.database.url)
-        )
-    })?;
-    let store = Store::Postgres(store);
+    let (store, target) = prepare(settings, options).await?;
     let topic = settings.kafka.topic.clone();
-    let ends = Ends::new(settings)?;
+    let ends = Watermarks::new(&settings.kafka)?;
     let first = ends.read(&topic).await?;
     for (partition, (low, _)) in first.iter().enumerate() {
         if *low > 0 {
@@ -132,14 +111,20 @@ pub async fn rebuild(
 
     let mut settings = settings.clone();
     settings.kafka.group_id = format!("{}.rebuild.{}", settings.kafka.group_id, target.schema);
-    let projector = Projector::new(store.clone(), settings.units.clone(), None);
-    let shutdown = Shutdown::default();
-    let consumer = ingest::spawn(
+    let projector = Projector::new(
+        store.clone(),
+        settings.units.clone(),
+        None,
+        Arc::new(Metrics::default()),
+    );
+    // Its own token: the rebuild's consumer stops before the switch, the
+    // caller's `stop` interrupts the whole rebuild.
+    let shutdown = CancellationToken::new();
+    let consumer = crate::ingest::spawn(
         &settings,
         projector,
         tokio::runtime::Handle::current(),
         shutdown.clone(),
-        Arc::new(Metrics::default()),
     )?;
 
     let started = Instant::now();
@@ -147,9 +132,9 @@ pub async fn rebuild(
     let done = loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.wait() => {}
+            _ = stop.cancelled() => {}
         }
-        if stop.is_triggered() {
+        if stop.is_cancelled() {
             stop_ingest(&shutdown, consumer).await?;
             info!(schema = %target.schema, "rebuild interrupted: `cchc rebuild` continues it from its stored offsets");
             return Ok(None);
@@ -191,12 +176,34 @@ pub async fn rebuild(
     }))
 }
 
+/// The schema to fill (see [`PgStore::prepare_rebuild`]), and a store on it.
+async fn prepare(
+    settings: &Settings,
+    options: &RebuildOptions,
+) -> anyhow::Result<(Store, RebuildTarget)> {
+    let url = &settings.database.url;
+    anyhow::ensure!(
+        !url.starts_with("sqlite:"),
+        "rebuild needs a PostgreSQL store (database.url is {url}): a SQLite store is \
+         rebuilt by stopping the pipeline, deleting the file and starting it again",
+    );
+    let (store, target) = PgStore::prepare_rebuild(
+        url,
+        settings.database.max_connections,
+        &settings.kafka.topic,
+        options.restart,
+    )
+    .await
+    .with_context(|| format!("cannot prepare a rebuild schema at {}", redact(url)))?;
+    Ok((Store::Postgres(store), target))
+}
+
 /// Stops the rebuild's consumer, after its current batch.
 async fn stop_ingest(
-    shutdown: &Shutdown,
+    shutdown: &CancellationToken,
     consumer: std::thread::JoinHandle<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    shutdown.trigger();
+    shutdown.cancel();
     tokio::task::spawn_blocking(move || consumer.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the rebuild's consumer thread panicked"))?
@@ -218,44 +225,4 @@ async fn projected(store: &Store, marks: &[(i64, i64)]) -> anyhow::Result<i64> {
             (next - low).max(0)
         })
         .sum())
-}
-
-/// Reads each partition's first and end offsets.
-struct Ends(Arc<BaseConsumer>);
-
-impl Ends {
-    fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
-        for (key, value) in &settings.kafka.properties {
-            config.set(key, value);
-        }
-        Ok(Ends(Arc::new(config.create()?)))
-    }
-
-    /// `(low, high)` watermarks, by partition number.
-    async fn read(&self, topic: &str) -> anyhow::Result<Vec<(i64, i64)>> {
-        let consumer = self.0.clone();
-        let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(10);
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
-            let partitions = metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().len())
-                .unwrap_or(0);
-            anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
-            (0..partitions as i32)
-                .map(|p| {
-                    consumer
-                        .fetch_watermarks(&topic, p, timeout)
-                        .with_context(|| format!("cannot read the end offsets of {topic}/{p}"))
-                })
-                .collect()
-        })
-        .await?
-    }
 }

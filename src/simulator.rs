@@ -22,6 +22,8 @@ pub struct Profile {
     pub on_time: f64,
     pub satisfied: f64,
     pub electronic: f64,
+    /// Papers digitised at intake (Decision 766 scores full marks from 80%).
+    pub digitized: f64,
     pub digital: f64,
     pub withdrawn: f64,
     pub rated: f64,
@@ -37,6 +39,7 @@ impl Profile {
                 on_time: 0.998,
                 satisfied: 0.99,
                 electronic: 1.0,
+                digitized: 0.93,
                 digital: 1.0,
                 withdrawn: 0.01,
                 rated: 0.6,
@@ -46,6 +49,7 @@ impl Profile {
                 on_time: 0.995,
                 satisfied: 0.97,
                 electronic: 1.0,
+                digitized: 0.88,
                 digital: 0.995,
                 withdrawn: 0.01,
                 rated: 0.5,
@@ -55,6 +59,7 @@ impl Profile {
                 on_time: 0.99,
                 satisfied: 0.96,
                 electronic: 0.998,
+                digitized: 0.84,
                 digital: 1.0,
                 withdrawn: 0.02,
                 rated: 0.4,
@@ -64,6 +69,7 @@ impl Profile {
                 on_time: 0.97,
                 satisfied: 0.92,
                 electronic: 1.0,
+                digitized: 0.76,
                 digital: 0.98,
                 withdrawn: 0.02,
                 rated: 0.5,
@@ -73,6 +79,7 @@ impl Profile {
                 on_time: 0.95,
                 satisfied: 0.88,
                 electronic: 0.97,
+                digitized: 0.62,
                 digital: 0.9,
                 withdrawn: 0.03,
                 rated: 0.3,
@@ -188,7 +195,7 @@ impl Simulator {
                         "online_level": if online { if self.rng.gen::<f64>() < 0.5 { "full" } else { "partial" } } else { "none" },
                         "due_at": due_at.with_timezone(&local_offset()).to_rfc3339(),
                         "registered_electronically": self.rng.gen::<f64>() < p.electronic,
-                        "digitized": self.rng.gen::<f64>() < 0.8,
+                        "digitized": self.rng.gen::<f64>() < p.digitized,
                     }
                 });
                 self.schedule(received_at, c, value);

@@ -141,7 +141,7 @@ mod tests {
         let units = crate::domain::units::tests::long_my();
         let c = units.commune("31471").unwrap().clone();
         let today = NaiveDate::from_ymd_opt(2023, 6, 1).unwrap();
-        let rule = Targets::long_my_2023().default_rule(i);
+        let rule = Targets::declared().default_rule(i);
         let ratio = Ratio {
             numerator: n,
             denominator: d,
@@ -227,7 +227,7 @@ impl Evaluator {
             };
             for (w, window) in self.windows.iter().enumerate() {
                 let counters = sums(w, code);
-                for indicator in Indicator::ALL {
+                for &indicator in Indicator::ALL {
                     let key = (code.clone(), indicator, window.id());
                     let rule = self.targets.rule(&unit.code, indicator);
                     let ratio = indicator.ratio(&counters);

@@ -298,6 +298,19 @@ struct RawSigned<'a> {
 #[derive(Deserialize)]
 struct RawEmpty {}
 
+/// The Kafka record key an event value belongs under (the contract: its
+/// commune code), if it is a JSON object with a string `commune_code`;
+/// whether it is otherwise valid is the pipeline's to judge.
+pub fn record_key(value: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Keyed<'a> {
+        #[serde(borrow, default)]
+        commune_code: Option<Cow<'a, str>>,
+    }
+    let keyed: Keyed<'_> = serde_json::from_slice(value).ok()?;
+    keyed.commune_code.map(Cow::into_owned)
+}
+
 /// Decodes and validates one record value against contract version 1.
 pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejection> {
     let bytes = value.ok_or(Rejection::NoValue)?;
@@ -815,6 +828,18 @@ mod tests {
             r#""2023-03-30T10:44:00.123456789+07:00""#,
         ));
         assert_eq!(e.occurred_at.timestamp_subsec_nanos(), 123_456_000);
+    }
+
+    #[test]
+    fn the_record_key_is_the_commune_code_when_there_is_one() {
+        assert_eq!(record_key(RECEIVED.as_bytes()).as_deref(), Some("31471"));
+        assert_eq!(
+            record_key(br#"{"commune_code": "31\u00474"}"#).as_deref(),
+            Some("31G4")
+        );
+        assert_eq!(record_key(br#"{"event_id": "e"}"#), None);
+        assert_eq!(record_key(br#"{"commune_code": 31471}"#), None);
+        assert_eq!(record_key(b"not json"), None);
     }
 
     #[test]

@@ -14,78 +14,13 @@
 //! counter deltas.
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::ops::{AddAssign, SubAssign};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use serde::Serialize;
 
+use super::counters::DayCounters;
 use super::event::{CaseEvent, EventKind, Rated, Received, Resolved, Signature};
 use super::time::local_date;
 use super::units::UnitCode;
-
-/// Counters of one commune on one local day. Every indicator is a ratio of
-/// two of these, and any window is a sum of days.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct DayCounters {
-    /// Cases received (`case.received`) on this day.
-    pub received: i64,
-    /// ... of which online at level partial or full.
-    pub received_online: i64,
-    /// ... of which recorded in the electronic one-stop software at intake.
-    pub received_electronic: i64,
-    /// Cases counted for the on-time rate on this day: resolved this day, or
-    /// still open and this is the first day after their due date.
-    pub due: i64,
-    /// ... of which resolved on or before their due date.
-    pub on_time: i64,
-    /// Counting ratings given this day.
-    pub ratings: i64,
-    /// ... of which satisfied or very satisfied.
-    pub satisfied: i64,
-    /// Counting signatures made this day.
-    pub signatures: i64,
-    /// ... of which digital.
-    pub digital: i64,
-}
-
-impl DayCounters {
-    pub fn is_zero(&self) -> bool {
-        *self == DayCounters::default()
-    }
-
-    fn scaled(mut self, sign: i64) -> Self {
-        self.received *= sign;
-        self.received_online *= sign;
-        self.received_electronic *= sign;
-        self.due *= sign;
-        self.on_time *= sign;
-        self.ratings *= sign;
-        self.satisfied *= sign;
-        self.signatures *= sign;
-        self.digital *= sign;
-        self
-    }
-}
-
-impl AddAssign for DayCounters {
-    fn add_assign(&mut self, o: Self) {
-        self.received += o.received;
-        self.received_online += o.received_online;
-        self.received_electronic += o.received_electronic;
-        self.due += o.due;
-        self.on_time += o.on_time;
-        self.ratings += o.ratings;
-        self.satisfied += o.satisfied;
-        self.signatures += o.signatures;
-        self.digital += o.digital;
-    }
-}
-
-impl SubAssign for DayCounters {
-    fn sub_assign(&mut self, o: Self) {
-        *self += o.scaled(-1);
-    }
-}
 
 /// A case, identified within its commune (MaHoSo is unique per commune's
 /// software, not nationally).
@@ -160,6 +95,7 @@ impl CaseState {
                     received: 1,
                     received_online: r.value.counts_online() as i64,
                     received_electronic: r.value.registered_electronically as i64,
+                    received_digitized: r.value.digitized as i64,
                     ..DayCounters::default()
                 },
             );

@@ -8,68 +8,162 @@ use std::str::FromStr;
 use chrono::{Datelike, Days, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use super::fold::DayCounters;
+use super::counters::DayCounters;
 use super::units::UnitCode;
 
-/// The five indicators of the reform emulation campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Indicator {
-    OnlineRate,
-    OnTimeRate,
-    SatisfactionRate,
-    ElectronicRegistrationRate,
-    DigitalSignatureRate,
+/// What one indicator is: everything the rest of the pipeline needs to count
+/// it, show it, store its counters and judge it against a target.
+#[derive(Debug, Clone, Copy)]
+pub struct Definition {
+    /// The contract's id, e.g. `on_time_rate` (API, alerts, configuration).
+    pub id: &'static str,
+    /// The Vietnamese label, for people.
+    pub label_vi: &'static str,
+    /// The English label, shown beside it.
+    pub label_en: &'static str,
+    /// The [`DayCounters`] field counted above the line ...
+    pub numerator: &'static str,
+    /// ... and below it.
+    pub denominator: &'static str,
+    ratio: fn(&DayCounters) -> Ratio,
+    /// The target when the configuration sets none.
+    pub default_comparator: Comparator,
+    pub default_percent: f64,
+}
+
+/// Declares [`Indicator`] and its [`Definition`]s, one block per indicator.
+macro_rules! indicators {
+    ($(
+        $(#[doc = $doc:literal])+
+        $variant:ident {
+            id: $id:literal,
+            label_vi: $vi:literal,
+            label_en: $en:literal,
+            ratio: $num:ident / $den:ident,
+            default_target: $cmp:ident $pct:literal,
+        }
+    )+) => {
+        /// An indicator of the reform campaign (see its [`Definition`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Indicator {
+            $( $(#[doc = $doc])+ $variant, )+
+        }
+
+        const DEFINITIONS: &[Definition] = &[$(
+            Definition {
+                id: $id,
+                label_vi: $vi,
+                label_en: $en,
+                numerator: stringify!($num),
+                denominator: stringify!($den),
+                ratio: |c| Ratio { numerator: c.$num, denominator: c.$den },
+                default_comparator: Comparator::$cmp,
+                default_percent: $pct,
+            },
+        )+];
+
+        impl Indicator {
+            /// Every indicator, in declaration order (the order of API answers).
+            pub const ALL: &'static [Indicator] = &[$(Indicator::$variant),+];
+        }
+    };
+}
+
+indicators! {
+    /// Cases received online at level partial or full (the old "mức độ 3
+    /// và 4") ÷ cases received; day = local date of `case.received`.
+    OnlineRate {
+        id: "online_rate",
+        label_vi: "Tỷ lệ hồ sơ trực tuyến",
+        label_en: "online rate",
+        ratio: received_online / received,
+        default_target: AtLeast 70.0,
+    }
+    /// Cases resolved on time ÷ cases that were due (resolved, or open past
+    /// their due date); see the fold for the rule.
+    OnTimeRate {
+        id: "on_time_rate",
+        label_vi: "Tỷ lệ giải quyết đúng hạn",
+        label_en: "on-time rate",
+        ratio: on_time / due,
+        default_target: Above 99.0,
+    }
+    /// Ratings "satisfied" or "very satisfied" ÷ ratings.
+    SatisfactionRate {
+        id: "satisfaction_rate",
+        label_vi: "Tỷ lệ hài lòng",
+        label_en: "satisfaction rate",
+        ratio: satisfied / ratings,
+        default_target: AtLeast 95.0,
+    }
+    /// Cases recorded in the electronic one-stop software at intake ÷ cases
+    /// received.
+    ElectronicRegistrationRate {
+        id: "electronic_registration_rate",
+        label_vi: "Tỷ lệ tiếp nhận trên phần mềm một cửa điện tử",
+        label_en: "electronic registration rate",
+        ratio: received_electronic / received,
+        default_target: AtLeast 100.0,
+    }
+    /// Documents signed digitally ÷ documents signed.
+    DigitalSignatureRate {
+        id: "digital_signature_rate",
+        label_vi: "Tỷ lệ ký số",
+        label_en: "digital signature rate",
+        ratio: digital / signatures,
+        default_target: AtLeast 100.0,
+    }
+    /// Cases whose papers were digitised at intake ÷ cases received
+    /// (Decision 766/QĐ-TTg scores full marks from 80%).
+    DigitizationRate {
+        id: "digitization_rate",
+        label_vi: "Tỷ lệ số hóa hồ sơ",
+        label_en: "digitisation rate",
+        ratio: received_digitized / received,
+        default_target: AtLeast 80.0,
+    }
 }
 
 impl Indicator {
-    pub const ALL: [Indicator; 5] = [
-        Indicator::OnlineRate,
-        Indicator::OnTimeRate,
-        Indicator::SatisfactionRate,
-        Indicator::ElectronicRegistrationRate,
-        Indicator::DigitalSignatureRate,
-    ];
+    /// What this indicator is.
+    pub fn definition(self) -> &'static Definition {
+        &DEFINITIONS[self as usize]
+    }
 
     /// The contract's id, e.g. `on_time_rate`.
     pub fn id(self) -> &'static str {
-        match self {
-            Indicator::OnlineRate => "online_rate",
-            Indicator::OnTimeRate => "on_time_rate",
-            Indicator::SatisfactionRate => "satisfaction_rate",
-            Indicator::ElectronicRegistrationRate => "electronic_registration_rate",
-            Indicator::DigitalSignatureRate => "digital_signature_rate",
-        }
+        self.definition().id
     }
 
     /// Vietnamese label, for people.
     pub fn label_vi(self) -> &'static str {
-        match self {
-            Indicator::OnlineRate => "Tỷ lệ hồ sơ trực tuyến",
-            Indicator::OnTimeRate => "Tỷ lệ giải quyết đúng hạn",
-            Indicator::SatisfactionRate => "Tỷ lệ hài lòng",
-            Indicator::ElectronicRegistrationRate => {
-                "Tỷ lệ tiếp nhận trên phần mềm một cửa điện tử"
-            }
-            Indicator::DigitalSignatureRate => "Tỷ lệ ký số",
-        }
+        self.definition().label_vi
+    }
+
+    /// English label, shown beside the Vietnamese one.
+    pub fn label_en(self) -> &'static str {
+        self.definition().label_en
     }
 
     /// Numerator and denominator of this indicator over some counters.
     pub fn ratio(self, c: &DayCounters) -> Ratio {
-        let (numerator, denominator) = match self {
-            Indicator::OnlineRate => (c.received_online, c.received),
-            Indicator::OnTimeRate => (c.on_time, c.due),
-            Indicator::SatisfactionRate => (c.satisfied, c.ratings),
-            Indicator::ElectronicRegistrationRate => (c.received_electronic, c.received),
-            Indicator::DigitalSignatureRate => (c.digital, c.signatures),
-        };
-        Ratio {
-            numerator,
-            denominator,
+        (self.definition().ratio)(c)
+    }
+
+    /// The rule used when the configuration names no target: the declared
+    /// target with a minimum sample of [`DEFAULT_MIN_SAMPLE`].
+    pub fn default_rule(self) -> Rule {
+        let d = self.definition();
+        Rule {
+            target: Target::from_percent(d.default_comparator, d.default_percent)
+                .expect("declared targets are percentages"),
+            min_sample: DEFAULT_MIN_SAMPLE,
         }
     }
 }
+
+/// The denominator a miss needs, unless configured, to count as a breach.
+pub const DEFAULT_MIN_SAMPLE: i64 = 20;
 
 impl fmt::Display for Indicator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,14 +175,26 @@ impl FromStr for Indicator {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Indicator::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|i| i.id() == s)
             .ok_or_else(|| {
-                format!(
-                    "unknown indicator `{s}`; known: {}",
-                    Indicator::ALL.map(|i| i.id()).join(", ")
-                )
+                let known: Vec<&str> = Indicator::ALL.iter().map(|i| i.id()).collect();
+                format!("unknown indicator `{s}`; known: {}", known.join(", "))
             })
+    }
+}
+
+impl Serialize for Indicator {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+impl<'de> Deserialize<'de> for Indicator {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let id = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        id.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -286,55 +392,32 @@ pub struct Targets {
 }
 
 impl Targets {
-    /// Every indicator needs a default rule.
+    /// An indicator without a default rule gets its declared one.
     pub fn new(
-        defaults: HashMap<Indicator, Rule>,
+        mut defaults: HashMap<Indicator, Rule>,
         overrides: HashMap<(UnitCode, Indicator), Rule>,
-    ) -> Result<Self, String> {
-        if let Some(missing) = Indicator::ALL
-            .into_iter()
-            .find(|i| !defaults.contains_key(i))
-        {
-            return Err(format!("indicator `{missing}` has no target"));
+    ) -> Self {
+        for &i in Indicator::ALL {
+            defaults.entry(i).or_insert_with(|| i.default_rule());
         }
-        Ok(Targets {
-            defaults,
-            overrides,
-        })
-    }
-
-    /// The targets of the 2023 Long Mỹ reform emulation campaign, each with a
-    /// minimum sample of 20.
-    pub fn long_my_2023() -> Self {
-        let rule = |c, p| Rule {
-            target: Target::from_percent(c, p).expect("valid"),
-            min_sample: 20,
-        };
-        let defaults = HashMap::from([
-            (Indicator::OnlineRate, rule(Comparator::AtLeast, 70.0)),
-            (Indicator::OnTimeRate, rule(Comparator::Above, 99.0)),
-            (Indicator::SatisfactionRate, rule(Comparator::AtLeast, 95.0)),
-            (
-                Indicator::ElectronicRegistrationRate,
-                rule(Comparator::AtLeast, 100.0),
-            ),
-            (
-                Indicator::DigitalSignatureRate,
-                rule(Comparator::AtLeast, 100.0),
-            ),
-        ]);
         Targets {
             defaults,
-            overrides: HashMap::new(),
+            overrides,
         }
+    }
+
+    /// The declared targets (those of the 2023 Long Mỹ reform emulation
+    /// campaign, and Decision 766's 80% for digitisation), each with the
+    /// default minimum sample.
+    pub fn declared() -> Self {
+        Targets::new(HashMap::new(), HashMap::new())
     }
 
     pub fn rule(&self, commune: &UnitCode, indicator: Indicator) -> Rule {
         self.overrides
             .get(&(commune.clone(), indicator))
-            .or_else(|| self.defaults.get(&indicator))
             .copied()
-            .expect("every indicator has a default rule (checked in Targets::new)")
+            .unwrap_or_else(|| self.default_rule(indicator))
     }
 
     pub fn default_rule(&self, indicator: Indicator) -> Rule {
@@ -397,7 +480,7 @@ mod tests {
         };
         assert_eq!(r.rate(), None);
         assert_eq!(
-            Targets::long_my_2023()
+            Targets::declared()
                 .default_rule(Indicator::OnlineRate)
                 .standing(r),
             Standing::NoData
@@ -406,7 +489,7 @@ mod tests {
 
     #[test]
     fn above_99_percent_is_strict() {
-        let rule = Targets::long_my_2023().default_rule(Indicator::OnTimeRate);
+        let rule = Targets::declared().default_rule(Indicator::OnTimeRate);
         assert_eq!(
             rule.standing(Ratio {
                 numerator: 99,
@@ -432,7 +515,7 @@ mod tests {
 
     #[test]
     fn at_least_70_percent_includes_70() {
-        let rule = Targets::long_my_2023().default_rule(Indicator::OnlineRate);
+        let rule = Targets::declared().default_rule(Indicator::OnlineRate);
         assert_eq!(
             rule.standing(Ratio {
                 numerator: 14,
@@ -451,7 +534,7 @@ mod tests {
 
     #[test]
     fn a_miss_below_the_minimum_sample_is_not_a_breach() {
-        let rule = Targets::long_my_2023().default_rule(Indicator::SatisfactionRate);
+        let rule = Targets::declared().default_rule(Indicator::SatisfactionRate);
         assert_eq!(
             rule.standing(Ratio {
                 numerator: 0,
@@ -480,11 +563,40 @@ mod tests {
             satisfied: 2,
             signatures: 8,
             digital: 6,
+            received_digitized: 1,
         };
         let got: Vec<_> = Indicator::ALL
             .iter()
             .map(|i| (i.ratio(&c).numerator, i.ratio(&c).denominator))
             .collect();
-        assert_eq!(got, vec![(7, 10), (4, 5), (2, 3), (9, 10), (6, 8)]);
+        assert_eq!(got, vec![(7, 10), (4, 5), (2, 3), (9, 10), (6, 8), (1, 10)]);
+    }
+
+    #[test]
+    fn each_definition_names_the_counters_its_ratio_reads() {
+        let names = DayCounters::NAMES;
+        for &i in Indicator::ALL {
+            let d = i.definition();
+            let n = names.iter().position(|n| *n == d.numerator).unwrap();
+            let m = names.iter().position(|n| *n == d.denominator).unwrap();
+            let mut values = [0; DayCounters::COUNT];
+            values[n] = 3;
+            values[m] += 4;
+            let r = i.ratio(&DayCounters::from_values(values));
+            assert_eq!(
+                (r.numerator, r.denominator),
+                (3, if n == m { 7 } else { 4 }),
+                "{i}"
+            );
+            assert_eq!(i.id().parse::<Indicator>().unwrap(), i);
+            assert_eq!(serde_json::to_value(i).unwrap(), i.id());
+        }
+        assert_eq!(
+            Indicator::DigitizationRate
+                .default_rule()
+                .target
+                .to_string(),
+            ">= 80%"
+        );
     }
 }

@@ -1,8 +1,10 @@
-//! The pure core: the event contract, the fold, indicators, windows and
-//! targets. No I/O, no async, no clock: time is always an argument. Nothing
-//! here imports the rest of the crate.
+//! The pure core: the event contract, the fold, the counters and indicators
+//! (each declared once), windows and targets, units and breach rules. No
+//! I/O, no async, no clock: time is always an argument. Nothing here imports
+//! the rest of the crate.
 
 pub mod breach;
+pub mod counters;
 pub mod event;
 pub mod fold;
 pub mod indicator;
@@ -10,9 +12,10 @@ pub mod time;
 pub mod units;
 
 pub use breach::{Alert, BreachState, Evaluator, StateKey, Transition};
+pub use counters::DayCounters;
 pub use event::{decode, CaseEvent, EventKind, Rejection};
-pub use fold::{
-    Applied, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
+pub use fold::{Applied, CaseKey, CaseState, DayKey, DocumentKey, DocumentState, Fold};
+pub use indicator::{
+    Comparator, Definition, Indicator, Ratio, Rule, Standing, Target, Targets, Window,
 };
-pub use indicator::{Comparator, Indicator, Ratio, Rule, Standing, Target, Targets, Window};
 pub use units::{Unit, UnitCode, UnitKind, UnitSpec, Units};

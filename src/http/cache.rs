@@ -25,11 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, NaiveDate, Utc};
-use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use crate::domain::DayCounters;
-use crate::projector::LiveChanges;
+use crate::projector::{ChangeNote, LiveChanges};
 use crate::store::{Freshness, Store, StoreError};
 
 /// How long a cached answer may be served without a note confirming it.
@@ -47,7 +46,7 @@ pub struct QueryCache {
 
 #[derive(Debug)]
 struct Inner {
-    notes: broadcast::Receiver<Arc<str>>,
+    notes: broadcast::Receiver<Arc<ChangeNote>>,
     /// The schema the cached values were read from.
     schema: Option<String>,
     /// Bumped whenever everything is dropped.
@@ -71,16 +70,6 @@ type CommuneSums = HashMap<(NaiveDate, NaiveDate), (Instant, DayCounters)>;
 pub struct Ticket {
     epoch: u64,
     generation: u64,
-}
-
-/// The part of a change note (see [`LiveChanges`]) the cache uses.
-#[derive(Deserialize)]
-struct Note {
-    #[serde(default)]
-    communes: Vec<String>,
-    event_time: Option<DateTime<Utc>>,
-    clock: Option<DateTime<Utc>>,
-    committed_at: Option<DateTime<Utc>>,
 }
 
 fn later(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -122,11 +111,7 @@ impl QueryCache {
         let postgres = matches!(store, Store::Postgres(_));
         loop {
             match inner.notes.try_recv() {
-                Ok(note) => match serde_json::from_str::<Note>(&note) {
-                    Ok(note) => inner.take_in(note, postgres),
-                    // Not a note this version reads: trust nothing cached.
-                    Err(_) => inner.clear(),
-                },
+                Ok(note) => inner.take_in(&note, postgres),
                 Err(TryRecvError::Lagged(_)) => inner.clear(),
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
@@ -270,7 +255,7 @@ impl Inner {
         }
     }
 
-    fn take_in(&mut self, note: Note, postgres: bool) {
+    fn take_in(&mut self, note: &ChangeNote, postgres: bool) {
         for commune in &note.communes {
             *self.generations.entry(commune.clone()).or_default() += 1;
             if let Some(dropped) = self.sums.remove(commune) {
@@ -293,7 +278,7 @@ impl Inner {
             };
             f.event_time = later(f.event_time, stored(note.event_time));
             f.clock = later(f.clock, stored(note.clock));
-            f.committed_at = later(f.committed_at, stored(note.committed_at));
+            f.committed_at = later(f.committed_at, stored(Some(note.committed_at)));
         }
     }
 

@@ -7,9 +7,21 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap};
+use axum::Router;
+
+use super::openapi::{
+    with_indicator_ids, ALERT_SCHEMA_ANCHOR, COMMITTED as OPENAPI, OPENAPI_ANCHOR,
+};
+use super::views::indicators;
 use super::*;
 use crate::config::Settings;
-use crate::projector::{PartitionBatch, Projector, Record};
+use crate::domain::time::local_date;
+use crate::domain::Indicator;
+use crate::metrics::Metrics;
+use crate::projector::{ChangeNote, PartitionBatch, Projector, Record};
 use crate::simulator::Simulator;
 
 const READ: &str = "demo-read-token";
@@ -57,10 +69,12 @@ impl Harness {
             key: None,
             value: Some(b"not json".to_vec()),
         });
+        let metrics = Arc::new(Metrics::default());
         let projector = Projector::new(
             store.clone(),
             settings.units.clone(),
             Some(settings.evaluator()),
+            metrics.clone(),
         );
         let h = Harness {
             app: Router::new(),
@@ -74,28 +88,31 @@ impl Harness {
             .set("message.timeout.ms", "10000")
             .create()
             .unwrap();
-        let cache = Arc::new(QueryCache::with_limits(
+        // The state the application serves from, with a read cache that
+        // keeps answers far longer than any test runs.
+        let mut state = AppState::new(
+            &settings,
+            Feeds {
+                store,
+                live: tokio::sync::broadcast::channel(4).0,
+                changes: projector.changes(),
+                metrics,
+                producer,
+                shutdown: Default::default(),
+            },
+        );
+        state.events_topic = "t".into();
+        state.cache = Arc::new(QueryCache::with_limits(
             &projector.changes(),
             LONG_TTL,
             cache::DEFAULT_CAPACITY,
         ));
-        let app = router(AppState {
-            store,
-            live: tokio::sync::broadcast::channel(4).0,
-            changes: projector.changes(),
-            cache: cache.clone(),
-            metrics: Default::default(),
-            units: settings.units.clone(),
-            targets: settings.targets.clone(),
-            clock: Clock {
-                skew: chrono::Duration::zero(),
-            },
-            http: settings.http.clone(),
-            events_topic: "t".into(),
-            producer,
-            shutdown: Default::default(),
-        });
-        Harness { app, cache, ..h }
+        let cache = state.cache.clone();
+        Harness {
+            app: router(state),
+            cache,
+            ..h
+        }
     }
 
     /// Projects `records` as one batch of partition 0 (none: a clock tick).
@@ -350,12 +367,63 @@ async fn the_served_openapi_document_is_the_one_in_docs() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 }
 
+/// The indicator ids of the committed OpenAPI document and alert schema
+/// follow the declarations: when an indicator was added, this rewrites both
+/// files (so that nobody edits them by hand) and fails once, asking for the
+/// new files to be committed.
+#[test]
+fn the_committed_documents_list_the_declared_indicators() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stale = Vec::new();
+    for (file, anchor) in [
+        ("docs/openapi.json", OPENAPI_ANCHOR),
+        ("docs/schemas/indicator-alert.v1.json", ALERT_SCHEMA_ANCHOR),
+    ] {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let wanted = with_indicator_ids(&text, anchor);
+        if wanted != text {
+            std::fs::write(&path, &wanted).unwrap();
+            stale.push(file);
+        }
+        let doc: Value = serde_json::from_str(&wanted).unwrap();
+        assert!(doc.is_object(), "{file} is still JSON");
+    }
+    assert!(
+        stale.is_empty(),
+        "{stale:?} did not list the declared indicators: rewritten from the declarations, commit them"
+    );
+    let served: Value = serde_json::from_str(openapi::document()).unwrap();
+    let ids: Vec<&str> = Indicator::ALL.iter().map(|i| i.id()).collect();
+    assert_eq!(
+        served["components"]["schemas"]["IndicatorId"]["enum"],
+        serde_json::json!(ids)
+    );
+    assert_eq!(
+        OPENAPI,
+        openapi::document(),
+        "the served document is the committed one"
+    );
+}
+
 #[tokio::test]
-async fn a_commune_answer_has_five_indicators_with_targets_and_freshness() {
+async fn a_commune_answer_has_every_declared_indicator_with_targets_and_freshness() {
     let app = app(3000).await;
     let (status, body) = get(&app, "/api/v1/communes/31471/indicators?window=ytd").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["indicators"].as_array().unwrap().len(), 5);
+    let answered: Vec<&str> = body["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["indicator"].as_str().unwrap())
+        .collect();
+    let declared: Vec<&str> = Indicator::ALL.iter().map(|i| i.id()).collect();
+    assert_eq!(answered, declared);
+    let digitization = &body["indicators"][5];
+    assert_eq!(digitization["label_vi"], "Tỷ lệ số hóa hồ sơ");
+    assert_eq!(digitization["label_en"], "digitisation rate");
+    assert_eq!(digitization["target"]["percent"], 80.0);
+    assert!(digitization["denominator"].as_i64().unwrap() > 0);
     assert_eq!(body["commune"]["name"], "Phường Thuận An");
     let online = &body["indicators"][0];
     assert_eq!(online["indicator"], "online_rate");
@@ -372,7 +440,7 @@ async fn the_roll_up_sums_numerators_and_denominators_of_its_communes() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let communes = body["communes"].as_array().unwrap();
     assert_eq!(communes.len(), 9);
-    for i in 0..5 {
+    for i in 0..Indicator::ALL.len() {
         let sum = |f: &str| {
             communes
                 .iter()
@@ -539,11 +607,42 @@ async fn tokens_guard_the_api_and_the_admin_routes() {
     assert_eq!(status, StatusCode::OK, "probes need no token");
 }
 
+/// An error answer expected: method, URI, token, body; status, code and
+/// a part of the message.
+type ErrorCase = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    StatusCode,
+    &'static str,
+    &'static str,
+);
+
+/// Each case's answer is JSON with its status, code and message (and the
+/// `Allow` header of a 405 named in the message).
+async fn expect_errors(app: &Router, cases: Vec<ErrorCase>) {
+    for (method, uri, token, body, want, code, text) in cases {
+        // `call` checks the JSON shape of every error answer.
+        let (status, headers, body) = call_with_headers(app, method, uri, token, body).await;
+        assert_eq!(status, want, "{method} {uri}: {body}");
+        assert_eq!(body["error"]["code"], code, "{method} {uri}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(text), "{method} {uri}: {message}");
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            let allow = headers[header::ALLOW].to_str().unwrap();
+            assert!(
+                message.ends_with(&format!("(allowed: {allow})")),
+                "{message} names the methods of `Allow: {allow}`"
+            );
+        }
+    }
+}
+
 #[tokio::test]
-async fn every_error_answer_is_json_with_a_clear_message() {
+async fn a_bad_query_or_path_parameter_is_a_json_400_naming_it() {
     let app = app(10).await;
-    let big = vec![b'x'; 2 << 20];
-    let cases = [
+    let cases = vec![
         // Query rejections, named by parameter.
         (
             "GET",
@@ -600,6 +699,15 @@ async fn every_error_answer_is_json_with_a_clear_message() {
             "bad_request",
             "path parameter `id` must be an integer",
         ),
+    ];
+    expect_errors(&app, cases).await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_a_wrong_method_or_route_is_a_json_error_too() {
+    let app = app(10).await;
+    let big = vec![b'x'; 2 << 20];
+    let cases = vec![
         // The body limit (http.max_body_bytes).
         (
             "POST",
@@ -658,21 +766,7 @@ async fn every_error_answer_is_json_with_a_clear_message() {
             "no such route: PUT /api/v1/admin/nothing",
         ),
     ];
-    for (method, uri, token, body, want, code, text) in cases {
-        // `call` checks the JSON shape of every error answer.
-        let (status, headers, body) = call_with_headers(&app, method, uri, token, body).await;
-        assert_eq!(status, want, "{method} {uri}: {body}");
-        assert_eq!(body["error"]["code"], code, "{method} {uri}: {body}");
-        let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(text), "{method} {uri}: {message}");
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            let allow = headers[header::ALLOW].to_str().unwrap();
-            assert!(
-                message.ends_with(&format!("(allowed: {allow})")),
-                "{message} names the methods of `Allow: {allow}`"
-            );
-        }
-    }
+    expect_errors(&app, cases).await;
 }
 
 /// Reads server-sent events from an answer's body.
@@ -992,7 +1086,12 @@ async fn cached_sums_expire_after_the_ttl_when_no_note_comes() {
     let before = cache.commune_sums(&store, "31471", from, to).await.unwrap();
     assert_eq!(cache.len(), 1);
     // Another member's commit: this process hears no note of it.
-    let elsewhere = Projector::new(store.clone(), h.settings.units.clone(), None);
+    let elsewhere = Projector::new(
+        store.clone(),
+        h.settings.units.clone(),
+        None,
+        Default::default(),
+    );
     let claim = store.claim(0).await.unwrap();
     elsewhere
         .project_partition(
@@ -1030,7 +1129,14 @@ async fn the_cache_holds_at_most_its_capacity_and_a_missed_note_clears_it() {
     assert!(!cache.is_empty());
     // More notes than the channel keeps: everything is dropped.
     for _ in 0..300 {
-        let _ = h.projector.changes().send(Arc::from("{}"));
+        let _ = h.projector.changes().send(Arc::new(ChangeNote {
+            partition: 0,
+            records: 0,
+            communes: vec![],
+            event_time: None,
+            clock: None,
+            committed_at: Utc::now(),
+        }));
     }
     assert!(cache
         .cached_sums(&store, "31471", day, day + chrono::Duration::days(24))

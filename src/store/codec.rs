@@ -1,18 +1,22 @@
-//! Case and document facts to and from table columns.
+//! Rows to and from the domain's values: case and document facts, and the
+//! day counters, whose columns and SQL lists come from
+//! [`DayCounters::NAMES`] (one place declares them).
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::LazyLock;
 
-use super::{PartitionWrite, StoreError};
+use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
+
+use super::StoreError;
 use crate::domain::event::{
     Channel, OnlineLevel, Outcome, Rated, Rating, Received, Resolved, Signature,
 };
 use crate::domain::fold::{Closing, Fact};
 use crate::domain::time::local_date;
 use crate::domain::{
-    Alert, BreachState, CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, Evaluator,
-    Fold, Indicator, StateKey, Units,
+    BreachState, CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, Fold, Indicator,
+    StateKey, Units,
 };
 
 /// One row of `cases`, without its key.
@@ -179,33 +183,34 @@ pub struct KeyedCaseRow {
     pub row: CaseRow,
 }
 
-/// The nine counter columns, as stored or summed.
-#[derive(sqlx::FromRow)]
-pub struct Counts {
-    received: i64,
-    received_online: i64,
-    received_electronic: i64,
-    due: i64,
-    on_time: i64,
-    ratings: i64,
-    satisfied: i64,
-    signatures: i64,
-    digital: i64,
-}
+/// The counter columns, comma-separated, in declaration order.
+pub static COUNTER_COLUMNS: LazyLock<String> = LazyLock::new(|| DayCounters::NAMES.join(", "));
 
-impl Counts {
-    pub fn counters(&self) -> DayCounters {
-        DayCounters {
-            received: self.received,
-            received_online: self.received_online,
-            received_electronic: self.received_electronic,
-            due: self.due,
-            on_time: self.on_time,
-            ratings: self.ratings,
-            satisfied: self.satisfied,
-            signatures: self.signatures,
-            digital: self.digital,
+/// The summed counter columns, in portable SQL, named as [`Counts`] reads
+/// them.
+pub static SUMS: LazyLock<String> = LazyLock::new(|| {
+    DayCounters::NAMES
+        .iter()
+        .map(|c| format!("CAST(COALESCE(sum({c}), 0) AS BIGINT) AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The counters of a row, read by column name (stored or summed).
+#[derive(Debug, Clone, Copy)]
+pub struct Counts(pub DayCounters);
+
+impl<'r, R: Row> FromRow<'r, R> for Counts
+where
+    &'r str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let mut values = [0; DayCounters::COUNT];
+        for (value, name) in values.iter_mut().zip(DayCounters::NAMES) {
+            *value = row.try_get(name)?;
         }
+        Ok(Counts(DayCounters::from_values(values)))
     }
 }
 
@@ -220,7 +225,7 @@ pub struct CounterRow {
 
 impl CounterRow {
     pub fn into_parts(self) -> (String, NaiveDate, DayCounters) {
-        (self.commune, self.day, self.counts.counters())
+        (self.commune, self.day, self.counts.0)
     }
 }
 
@@ -232,16 +237,43 @@ pub struct SumRow {
     pub counts: Counts,
 }
 
-/// The summed counter columns, in portable SQL, named as [`Counts`] expects.
-pub const SUMS: &str = "CAST(COALESCE(sum(received), 0) AS BIGINT) AS received,
-    CAST(COALESCE(sum(received_online), 0) AS BIGINT) AS received_online,
-    CAST(COALESCE(sum(received_electronic), 0) AS BIGINT) AS received_electronic,
-    CAST(COALESCE(sum(due), 0) AS BIGINT) AS due,
-    CAST(COALESCE(sum(on_time), 0) AS BIGINT) AS on_time,
-    CAST(COALESCE(sum(ratings), 0) AS BIGINT) AS ratings,
-    CAST(COALESCE(sum(satisfied), 0) AS BIGINT) AS satisfied,
-    CAST(COALESCE(sum(signatures), 0) AS BIGINT) AS signatures,
-    CAST(COALESCE(sum(digital), 0) AS BIGINT) AS digital";
+impl SumRow {
+    pub fn into_pair(self) -> (String, DayCounters) {
+        (self.key, self.counts.0)
+    }
+}
+
+/// `SELECT` of every stored day counter, by commune and day (both stores).
+pub static ALL_DAY_COUNTERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT commune, day, {} FROM day_counters ORDER BY commune, day",
+        *COUNTER_COLUMNS
+    )
+});
+
+/// One stored breach state.
+#[derive(sqlx::FromRow)]
+pub struct BreachRow {
+    commune: String,
+    indicator: String,
+    window: String,
+    in_breach: bool,
+    transitions: i64,
+}
+
+impl BreachRow {
+    /// The state, unless its indicator is not one this version knows.
+    pub fn into_state(self) -> Option<(StateKey, BreachState)> {
+        let indicator: Indicator = self.indicator.parse().ok()?;
+        Some((
+            (self.commune, indicator, self.window),
+            BreachState {
+                in_breach: self.in_breach,
+                transitions: self.transitions,
+            },
+        ))
+    }
+}
 
 /// The stored rows of a batch's working set, as both stores read them.
 #[derive(Default)]
@@ -302,154 +334,3 @@ pub fn overdue_range(
     let from = claim_clock.map(local_date);
     from.is_none_or(|f| to > f).then_some((from, to))
 }
-
-/// The communes a batch changed, with the partition each arrived on, and the
-/// set of communes to re-evaluate (those, to start with).
-pub fn alert_communes(writes: &[PartitionWrite]) -> (Vec<(String, i32)>, BTreeSet<String>) {
-    let mut seen_on = BTreeMap::new();
-    for w in writes {
-        for ((commune, _), c) in &w.deltas {
-            if !c.is_zero() {
-                seen_on.insert(commune.to_string(), w.partition);
-            }
-        }
-    }
-    let communes = seen_on.keys().cloned().collect();
-    (seen_on.into_iter().collect(), communes)
-}
-
-/// Runs the evaluator over stored window sums (one list of rows per window)
-/// and stored states (commune, indicator id, window id, in breach,
-/// transitions).
-pub fn evaluate_with(
-    evaluator: &Evaluator,
-    now: DateTime<Utc>,
-    communes: &[String],
-    sums: Vec<Vec<(String, DayCounters)>>,
-    states: Vec<(String, String, String, bool, i64)>,
-) -> Vec<(Alert, StateKey, BreachState)> {
-    let sums: HashMap<(usize, String), DayCounters> = sums
-        .into_iter()
-        .enumerate()
-        .flat_map(|(w, rows)| rows.into_iter().map(move |(commune, c)| ((w, commune), c)))
-        .collect();
-    let states: HashMap<StateKey, BreachState> = states
-        .into_iter()
-        .filter_map(|(commune, indicator, window, in_breach, transitions)| {
-            let indicator: Indicator = indicator.parse().ok()?;
-            Some((
-                (commune, indicator, window),
-                BreachState {
-                    in_breach,
-                    transitions,
-                },
-            ))
-        })
-        .collect();
-    evaluator.evaluate(
-        now,
-        communes,
-        |w, c| sums.get(&(w, c.to_string())).copied().unwrap_or_default(),
-        |k| states.get(k).copied().unwrap_or_default(),
-    )
-}
-
-/// Re-evaluates the communes a batch changed (and, when the local date moved,
-/// every commune of the partitions written) inside the batch's transaction:
-/// breach states and the alert outbox change with the counters. One body for
-/// both stores: the SQL is portable and `$tx` is either store's transaction.
-macro_rules! evaluate_alerts_in {
-    ($tx:expr, $evaluator:expr, $writes:expr) => {{
-        use $crate::store::codec::{alert_communes, evaluate_with, SumRow, SUMS};
-        let (tx, evaluator, writes) = ($tx, $evaluator, $writes);
-        let Some(now) = writes.iter().filter_map(|w| w.clock).max() else {
-            return Ok(Vec::new());
-        };
-        let (seen_on, mut communes) = alert_communes(writes);
-        for (commune, partition) in &seen_on {
-            sqlx::query(
-                "INSERT INTO commune_partitions (commune, partition) VALUES ($1, $2)
-                 ON CONFLICT (commune) DO UPDATE SET partition = excluded.partition",
-            )
-            .bind(commune)
-            .bind(partition)
-            .execute(&mut **tx)
-            .await?;
-        }
-        for w in writes.iter().filter(|w| w.clock_moved) {
-            let more: Vec<String> =
-                sqlx::query_scalar("SELECT commune FROM commune_partitions WHERE partition = $1")
-                    .bind(w.partition)
-                    .fetch_all(&mut **tx)
-                    .await?;
-            communes.extend(more);
-        }
-        if communes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let communes: Vec<String> = communes.into_iter().collect();
-        let today = $crate::domain::time::local_date(now);
-        let sum_sql = format!(
-            "SELECT commune AS key, {SUMS} FROM day_counters
-             WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY commune"
-        );
-        let mut sums = Vec::new();
-        for window in &evaluator.windows {
-            let (from, to) = window.days(today);
-            let mut rows = Vec::new();
-            for commune in &communes {
-                let row: Option<SumRow> = sqlx::query_as(&sum_sql)
-                    .bind(commune)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                rows.extend(row.map(|r| (r.key, r.counts.counters())));
-            }
-            sums.push(rows);
-        }
-        let mut states = Vec::new();
-        for commune in &communes {
-            let rows: Vec<(String, String, String, bool, i64)> = sqlx::query_as(
-                "SELECT commune, indicator, \"window\", in_breach, transitions
-                 FROM breach_states WHERE commune = $1",
-            )
-            .bind(commune)
-            .fetch_all(&mut **tx)
-            .await?;
-            states.extend(rows);
-        }
-        let mut alerts = Vec::new();
-        for (alert, (commune, indicator, window), next) in
-            evaluate_with(evaluator, now, &communes, sums, states)
-        {
-            sqlx::query(
-                "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (commune, indicator, \"window\") DO UPDATE
-                   SET in_breach = excluded.in_breach, transitions = excluded.transitions",
-            )
-            .bind(&commune)
-            .bind(indicator.id())
-            .bind(&window)
-            .bind(next.in_breach)
-            .bind(next.transitions)
-            .execute(&mut **tx)
-            .await?;
-            let payload =
-                serde_json::to_string(&alert).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query(
-                "INSERT INTO alert_outbox (alert_id, commune, payload) VALUES ($1, $2, $3)
-                 ON CONFLICT (alert_id) DO NOTHING",
-            )
-            .bind(&alert.alert_id)
-            .bind(&commune)
-            .bind(payload)
-            .execute(&mut **tx)
-            .await?;
-            alerts.push(alert);
-        }
-        Ok(alerts)
-    }};
-}
-pub(crate) use evaluate_alerts_in;

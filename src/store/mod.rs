@@ -1,30 +1,139 @@
-//! The projection store: the only place with SQL. One batch is written in one
-//! transaction: counters, case and document facts, seen event ids, dead
-//! letters and the partitions' next offsets, fenced by the owner generation
-//! and guarded by the offset each partition's batch starts from.
+//! The projection store: the only place with SQL, PostgreSQL or SQLite.
+//!
+//! - [`BatchTx`]: the writes and reads of one partition batch's transaction,
+//!   which `projector::commit` makes in one fixed order for both stores;
+//! - [`Store`]: everything else (claims, the working set a batch loads, the
+//!   alert outbox and webhook deliveries in `outbox`, the queries of the API
+//!   and the operator commands in `queries`).
 
 mod codec;
 mod copy;
+mod outbox;
 pub mod postgres;
 mod queries;
 pub mod sqlite;
 
+use std::future::Future;
+
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::domain::{
-    Alert, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Evaluator, Fold,
-    Units,
+    Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
+    StateKey, Units,
 };
 
-pub use postgres::{PgStore, RebuildTarget, SwitchReport};
+pub use outbox::{Delivery, OutboxAlert};
+pub use postgres::{PgBatch, PgStore, RebuildTarget, SwitchReport};
 pub use queries::{DeadLetterRow, Freshness, OverdueCase};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteBatch, SqliteStore};
 
 /// The projection store, PostgreSQL or SQLite, chosen by the URL scheme.
 #[derive(Debug, Clone)]
 pub enum Store {
     Postgres(PgStore),
     Sqlite(SqliteStore),
+}
+
+/// The writes and reads of one partition batch's transaction, each one
+/// statement (or one per row, in SQLite) inside it. `projector::commit` calls
+/// them in the order they are declared here; nothing is visible to anyone
+/// else until [`BatchTx::commit`], and dropping the value rolls everything
+/// back.
+pub trait BatchTx: Send {
+    /// The partition's stored position, its row locked until the
+    /// transaction ends (a claim by another member waits for it).
+    fn position(
+        &mut self,
+        partition: i32,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+
+    /// Stores the ids of the events the batch applied. One stored already
+    /// is [`StoreError::StoredAlready`].
+    fn insert_event_ids(
+        &mut self,
+        partition: i32,
+        ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Adds the batch's counter changes to the stored day counters.
+    fn add_counters(
+        &mut self,
+        deltas: &[(DayKey, DayCounters)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes changed cases: `stored` ones replace their rows, `new` ones
+    /// are inserted (one stored meanwhile is [`StoreError::StoredAlready`]).
+    fn write_cases(
+        &mut self,
+        partition: i32,
+        stored: &[(CaseKey, CaseState)],
+        new: &[(CaseKey, CaseState)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes changed documents, as [`BatchTx::write_cases`].
+    fn write_documents(
+        &mut self,
+        partition: i32,
+        stored: &[(DocumentKey, DocumentState)],
+        new: &[(DocumentKey, DocumentState)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Keeps the records that are not valid events, whole.
+    fn keep_dead_letters(
+        &mut self,
+        dead: &[DeadLetter],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records that `communes` arrive on `partition` (so that a clock tick
+    /// of the partition knows whom to re-evaluate).
+    fn note_communes(
+        &mut self,
+        partition: i32,
+        communes: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The communes seen on `partition`.
+    fn communes_of(
+        &mut self,
+        partition: i32,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Each of `communes`' counters summed over the local days
+    /// `[from, to)`, in one grouped query (communes without counters left
+    /// out).
+    fn window_sums(
+        &mut self,
+        communes: &[String],
+        days: (NaiveDate, NaiveDate),
+    ) -> impl Future<Output = Result<Vec<(String, DayCounters)>, StoreError>> + Send;
+
+    /// The stored breach states of `communes` (indicators this version
+    /// does not know are left out).
+    fn breach_states(
+        &mut self,
+        communes: &[String],
+    ) -> impl Future<Output = Result<Vec<(StateKey, BreachState)>, StoreError>> + Send;
+
+    /// Stores new breach states.
+    fn write_breach_states(
+        &mut self,
+        states: &[(StateKey, BreachState)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Adds alerts to the outbox (one whose id is there already is left
+    /// as it is).
+    fn add_to_outbox(
+        &mut self,
+        alerts: &[Alert],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves the partition's position past the batch.
+    fn move_position(
+        &mut self,
+        w: &PartitionWrite,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// What a batch names: the working set to load for it.
@@ -108,148 +217,6 @@ impl Store {
         }
     }
 
-    /// Writes a batch, all its partitions in one transaction (the projector
-    /// writes one partition per call). Writes nothing and fails with
-    /// [`StoreError::Fenced`] if a partition has been claimed by another
-    /// owner since, [`StoreError::Resync`] if the partition does not stand
-    /// where the batch starts (offset and clock), or
-    /// [`StoreError::StoredAlready`] if one of its event ids, or a case or
-    /// document it writes as new, is stored already.
-    /// With an evaluator, the batch's breach transitions are evaluated and
-    /// written to the alert outbox in the same transaction, and returned.
-    pub async fn commit(
-        &self,
-        writes: &[PartitionWrite],
-        evaluator: Option<&Evaluator>,
-    ) -> Result<Vec<Alert>, StoreError> {
-        match self {
-            Store::Postgres(s) => s.commit(writes, evaluator).await,
-            Store::Sqlite(s) => s.commit(writes, evaluator).await,
-        }
-    }
-
-    /// Up to `limit` alerts not yet published, oldest first.
-    pub async fn unpublished_alerts(&self, limit: i64) -> Result<Vec<OutboxAlert>, StoreError> {
-        let sql = "SELECT seq, alert_id, commune, payload FROM alert_outbox
-                   WHERE published_at IS NULL ORDER BY seq LIMIT $1";
-        Ok(match self {
-            Store::Postgres(s) => sqlx::query_as(sql).bind(limit).fetch_all(&s.pool()).await?,
-            Store::Sqlite(s) => sqlx::query_as(sql).bind(limit).fetch_all(s.pool()).await?,
-        })
-    }
-
-    /// Marks alerts published, and queues each for every webhook URL, in one
-    /// transaction.
-    pub async fn mark_published(
-        &self,
-        seqs: &[i64],
-        webhook_urls: &[String],
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
-                sqlx::query("UPDATE alert_outbox SET published_at = now() WHERE seq = ANY($1) AND published_at IS NULL")
-                    .bind(seqs)
-                    .execute(&mut *tx)
-                    .await?;
-                for url in webhook_urls {
-                    sqlx::query(
-                        "INSERT INTO webhook_deliveries (alert_seq, url) SELECT unnest($1::int8[]), $2 ON CONFLICT DO NOTHING",
-                    )
-                    .bind(seqs)
-                    .bind(url)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-            Store::Sqlite(s) => {
-                let mut tx = s.pool().begin().await?;
-                for seq in seqs {
-                    sqlx::query("UPDATE alert_outbox SET published_at = CURRENT_TIMESTAMP WHERE seq = ?1 AND published_at IS NULL")
-                        .bind(seq)
-                        .execute(&mut *tx)
-                        .await?;
-                    for url in webhook_urls {
-                        sqlx::query("INSERT OR IGNORE INTO webhook_deliveries (alert_seq, url) VALUES (?1, ?2)")
-                            .bind(seq)
-                            .bind(url)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                tx.commit().await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Webhook deliveries whose next attempt is due, with their payloads.
-    pub async fn due_deliveries(
-        &self,
-        now: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<Delivery>, StoreError> {
-        let sql = "SELECT d.alert_seq, d.url, d.attempts, o.alert_id, o.payload
-                   FROM webhook_deliveries d JOIN alert_outbox o ON o.seq = d.alert_seq
-                   WHERE d.delivered_at IS NULL AND d.next_attempt <= $1 ORDER BY d.alert_seq LIMIT $2";
-        Ok(match self {
-            Store::Postgres(s) => {
-                sqlx::query_as(sql)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&s.pool())
-                    .await?
-            }
-            Store::Sqlite(s) => {
-                sqlx::query_as(sql)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(s.pool())
-                    .await?
-            }
-        })
-    }
-
-    /// Records one delivery attempt: delivered, or failed with the time of
-    /// the next attempt.
-    pub async fn record_delivery(
-        &self,
-        seq: i64,
-        url: &str,
-        outcome: Result<(), (String, DateTime<Utc>)>,
-    ) -> Result<(), StoreError> {
-        let (delivered, error, next) = match outcome {
-            Ok(()) => (Some(Utc::now()), None, Utc::now()),
-            Err((e, next)) => (None, Some(e), next),
-        };
-        let sql = "UPDATE webhook_deliveries SET attempts = attempts + 1, delivered_at = $3, last_error = $4, next_attempt = $5
-                   WHERE alert_seq = $1 AND url = $2";
-        match self {
-            Store::Postgres(s) => {
-                sqlx::query(sql)
-                    .bind(seq)
-                    .bind(url)
-                    .bind(delivered)
-                    .bind(error)
-                    .bind(next)
-                    .execute(&s.pool())
-                    .await?;
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(sql)
-                    .bind(seq)
-                    .bind(url)
-                    .bind(delivered)
-                    .bind(error)
-                    .bind(next)
-                    .execute(s.pool())
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Every stored day counter, by commune and day.
     pub async fn day_counters(&self) -> Result<Vec<(String, NaiveDate, DayCounters)>, StoreError> {
         match self {
@@ -267,23 +234,13 @@ impl Store {
     }
 }
 
-/// An alert in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct OutboxAlert {
-    pub seq: i64,
-    pub alert_id: String,
-    pub commune: String,
-    pub payload: String,
-}
-
-/// A webhook delivery that is due.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Delivery {
-    pub alert_seq: i64,
-    pub url: String,
-    pub attempts: i32,
-    pub alert_id: String,
-    pub payload: String,
+/// A partition's position as stored: its owner generation, the first offset
+/// not yet applied, and the clock its projections reflect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Position {
+    pub generation: i64,
+    pub next_offset: Option<i64>,
+    pub clock: Option<DateTime<Utc>>,
 }
 
 /// A partition's stored position, as claimed by a new owner.
@@ -357,24 +314,36 @@ pub struct PartitionWrite {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// Why a partition's offset row refused a batch, given the row as stored
-/// (`generation`, `next_offset`, `clock`), if any.
-fn refusal(
-    w: &PartitionWrite,
-    stored: Option<(i64, Option<i64>, Option<DateTime<Utc>>)>,
-) -> StoreError {
-    match stored {
-        Some((generation, next_offset, clock)) if generation == w.generation => {
-            StoreError::Resync {
-                partition: w.partition,
-                next_offset,
-                clock,
+impl PartitionWrite {
+    /// Why the partition's stored position refuses this batch, if it does:
+    /// another owner's generation ([`StoreError::Fenced`]), or this owner's
+    /// but not where the batch starts ([`StoreError::Resync`]).
+    pub fn refusal(&self, stored: Option<Position>) -> Option<StoreError> {
+        match stored {
+            Some(p) if p.generation == self.generation => {
+                let moved = p.next_offset != self.start_offset || p.clock != self.start_clock;
+                moved.then_some(StoreError::Resync {
+                    partition: self.partition,
+                    next_offset: p.next_offset,
+                    clock: p.clock,
+                })
             }
+            _ => Some(StoreError::Fenced {
+                partition: self.partition,
+                generation: self.generation,
+            }),
         }
-        _ => StoreError::Fenced {
-            partition: w.partition,
-            generation: w.generation,
-        },
+    }
+
+    /// The communes whose counters the batch changes, in code order.
+    pub fn changed_communes(&self) -> Vec<String> {
+        let communes: std::collections::BTreeSet<&str> = self
+            .deltas
+            .iter()
+            .filter(|(_, c)| !c.is_zero())
+            .map(|((commune, _), _)| commune.as_str())
+            .collect();
+        communes.into_iter().map(str::to_string).collect()
     }
 }
 

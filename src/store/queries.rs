@@ -67,16 +67,16 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<(String, DayCounters)>, StoreError> {
-        let sql = format!("SELECT commune AS key, {SUMS} FROM day_counters WHERE day >= $1 AND day < $2 GROUP BY commune");
+        let sql = format!(
+            "SELECT commune AS key, {sums} FROM day_counters WHERE day >= $1 AND day < $2 GROUP BY commune",
+            sums = *SUMS
+        );
         let rows: Vec<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(from)
             .bind(to)
             .fetch_all(pool)
             .await?);
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.key.clone(), r.counts.counters()))
-            .collect())
+        Ok(rows.into_iter().map(SumRow::into_pair).collect())
     }
 
     /// One commune's counters summed over the local days `[from, to)`.
@@ -87,8 +87,9 @@ impl Store {
         to: NaiveDate,
     ) -> Result<DayCounters, StoreError> {
         let sql = format!(
-            "SELECT commune AS key, {SUMS} FROM day_counters
-             WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY commune"
+            "SELECT commune AS key, {sums} FROM day_counters
+             WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY commune",
+            sums = *SUMS
         );
         let row: Option<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(commune)
@@ -96,7 +97,7 @@ impl Store {
             .bind(to)
             .fetch_optional(pool)
             .await?);
-        Ok(row.map(|r| r.counts.counters()).unwrap_or_default())
+        Ok(row.map(|r| r.counts.0).unwrap_or_default())
     }
 
     /// One commune's counters per local day in `[from, to)`, days without
@@ -108,8 +109,9 @@ impl Store {
         to: NaiveDate,
     ) -> Result<Vec<(NaiveDate, DayCounters)>, StoreError> {
         let sql = format!(
-            "SELECT CAST(day AS TEXT) AS key, {SUMS} FROM day_counters
-             WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY day ORDER BY day"
+            "SELECT CAST(day AS TEXT) AS key, {sums} FROM day_counters
+             WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY day ORDER BY day",
+            sums = *SUMS
         );
         let rows: Vec<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(commune)
@@ -121,7 +123,7 @@ impl Store {
             .map(|r| {
                 let day = NaiveDate::parse_from_str(&r.key, "%Y-%m-%d")
                     .map_err(|e| StoreError::Corrupt(format!("stored day `{}`: {e}", r.key)))?;
-                Ok((day, r.counts.counters()))
+                Ok((day, r.counts.0))
             })
             .collect()
     }

@@ -22,7 +22,6 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -40,6 +39,7 @@ const INDICATORS = [
   'satisfaction_rate',
   'electronic_registration_rate',
   'digital_signature_rate',
+  'digitization_rate',
 ];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -76,20 +76,7 @@ async function until(what, fn, { timeout = 30_000, interval = 100 } = {}) {
   }
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 // ---- shared state: one demo, one browser, one page for the whole file -----
-let port;
 let base;
 let demo;
 let demoExit; // promise of {code, signal}
@@ -166,11 +153,10 @@ before(async () => {
     if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`);
   });
 
-  port = await freePort();
-  base = `http://127.0.0.1:${port}`;
+  // Port 0: the demo binds a free port and prints its address.
   demo = spawn(
     BIN,
-    ['demo', '--events', EVENTS, '--listen', `127.0.0.1:${port}`, '--database', 'var/browser-test.sqlite'],
+    ['demo', '--events', EVENTS, '--listen', '127.0.0.1:0', '--database', 'var/browser-test.sqlite'],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   // Never leave the demo behind, whatever happens to this process.
@@ -193,6 +179,16 @@ before(async () => {
     log.write(b);
   });
 
+  await until(
+    'the demo to print its address',
+    async () => {
+      if (demoExited) throw new Fatal(`the demo exited early; see var/browser-test/demo.log:\n${demoTail()}`);
+      const printed = demoOut.match(/^dashboard: http:\/\/([^/]+)\//m);
+      if (printed) base = `http://${printed[1]}`;
+      return printed;
+    },
+    { timeout: 60_000, interval: 50 },
+  );
   await until(
     `GET ${base}/health`,
     async () => {
@@ -310,7 +306,7 @@ describe('dashboard against cchc demo', () => {
       ).catch((e) => {
         assert.deepEqual(last, expected, e.message);
       });
-      assert.equal(Object.keys(expected).length, 50, 'nine communes and the roll-up, five indicators each');
+      assert.equal(Object.keys(expected).length, 10 * INDICATORS.length, 'nine communes and the roll-up, every indicator each');
       const standings = new Set(Object.values(expected).map((v) => v.split(' ')[1]));
       t.diagnostic(`standings on the page: ${[...standings].join(', ')}`);
       assert.ok(standings.has('met') && standings.has('breached'), 'the demo has both met and breached cells');

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use chrono::{NaiveDate, Utc};
 
 use cchc_pipeline::config::Settings;
+use cchc_pipeline::demo::{self, DemoOptions};
 use cchc_pipeline::domain::{decode, Fold};
-use cchc_pipeline::ingest::Shutdown;
 use cchc_pipeline::operate::SimulateOptions;
+use cchc_pipeline::shutdown::CancellationToken;
 use cchc_pipeline::simulator::Simulator;
-use cchc_pipeline::startup::{demo, DemoOptions};
 use cchc_pipeline::store::Store;
 
 use crate::support::unique_name;
@@ -35,14 +35,13 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
         rate: None,
     };
     let options = DemoOptions {
-        events,
         partitions: 9,
         database_url: url.clone(),
         simulate,
-        listen: format!("127.0.0.1:{}", crate::support::free_port()),
+        listen: "127.0.0.1:0".into(),
         exit_when_done: true,
     };
-    let report = demo(settings.clone(), &options, Shutdown::default())
+    let report = demo::run(settings.clone(), &options, CancellationToken::new())
         .await
         .expect("demo");
     assert!(report.contains("Thị xã Long Mỹ"), "{report}");

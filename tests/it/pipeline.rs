@@ -18,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use cchc_pipeline::config::Settings;
 use cchc_pipeline::domain::{CaseKey, CaseState, DayCounters, Units};
+use cchc_pipeline::projector::commit;
 use cchc_pipeline::simulator::Simulator;
 use cchc_pipeline::store::{PartitionWrite, Store, StoreError};
 
@@ -727,13 +728,13 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
         seen: vec!["e1".into()],
         ..PartitionWrite::default()
     };
-    match store.commit(&[write(old.generation)], None).await {
+    match commit(&store, &write(old.generation), None).await {
         Err(StoreError::Fenced { partition: 0, .. }) => {}
         other => panic!("expected a fenced commit, got {other:?}"),
     }
     assert!(store.day_counters().await.unwrap().is_empty());
     assert_eq!(store.offsets().await.unwrap(), vec![(0, None)]);
-    store.commit(&[write(new.generation)], None).await.unwrap();
+    commit(&store, &write(new.generation), None).await.unwrap();
     let counters = store.day_counters().await.unwrap();
     assert_eq!(counters.len(), 1);
     assert_eq!(store.offsets().await.unwrap(), vec![(0, Some(10))]);
@@ -741,7 +742,7 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     // The same batch again, as after a commit whose outcome was lost with
     // the connection: refused, nothing written twice, and the owner told
     // where the partition stands.
-    match store.commit(&[write(new.generation)], None).await {
+    match commit(&store, &write(new.generation), None).await {
         Err(StoreError::Resync {
             partition: 0,
             next_offset: Some(10),
@@ -763,12 +764,9 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     tick.clock = Some(t1);
     tick.cases.clear();
     tick.seen.clear();
-    store
-        .commit(std::slice::from_ref(&tick), None)
-        .await
-        .unwrap();
+    commit(&store, &tick, None).await.unwrap();
     let after_tick = store.day_counters().await.unwrap();
-    match store.commit(&[tick], None).await {
+    match commit(&store, &tick, None).await {
         Err(StoreError::Resync {
             partition: 0,
             next_offset: Some(10),
@@ -785,7 +783,7 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     next.start_clock = Some(t1);
     next.next_offset = Some(11);
     next.seen = vec!["e2".into(), "e1".into()];
-    match store.commit(std::slice::from_ref(&next), None).await {
+    match commit(&store, &next, None).await {
         Err(
             e @ StoreError::StoredAlready {
                 partition: 0,
@@ -798,7 +796,7 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     // loaded) that is stored by now.
     next.seen = vec!["e3".into()];
     next.new_cases = vec![(key.clone(), CaseState::default())];
-    match store.commit(&[next], None).await {
+    match commit(&store, &next, None).await {
         Err(
             e @ StoreError::StoredAlready {
                 partition: 0,
@@ -834,7 +832,7 @@ async fn repeated_ids_count_once(url: &str) {
     use cchc_pipeline::projector::Projector;
     let store = Store::connect(url, 2, "t").await.unwrap();
     let units = units();
-    let projector = Projector::new(store.clone(), units.clone(), None);
+    let projector = Projector::new(store.clone(), units.clone(), None, Default::default());
     let values: Vec<Vec<u8>> = Simulator::new(
         &units,
         5,
@@ -923,7 +921,7 @@ async fn keys_full_of_escaped_characters_come_back_exact_and_a_document_signed_a
 async fn escaped_keys_and_signed_again(url: &str) {
     use cchc_pipeline::projector::Projector;
     let store = Store::connect(url, 2, "t").await.unwrap();
-    let projector = Projector::new(store.clone(), units(), None);
+    let projector = Projector::new(store.clone(), units(), None, Default::default());
     let case_id = "ca\tse\\1\nb\r ồ \"q\"\t";
     let document_id = "d\\o\tc\n1\r";
     let event = |id: &str, kind: &str, at: &str, data: serde_json::Value| {
@@ -1054,7 +1052,7 @@ async fn event_ids_stored_before_the_digest_migration_are_still_duplicates_after
         ..PartitionWrite::default()
     };
     for id in ids {
-        match store.commit(&[write(id)], None).await {
+        match commit(&store, &write(id), None).await {
             Err(StoreError::StoredAlready {
                 what: "an event id",
                 ..
@@ -1064,8 +1062,7 @@ async fn event_ids_stored_before_the_digest_migration_are_still_duplicates_after
             }
         }
     }
-    store
-        .commit(&[write("another-new-id")], None)
+    commit(&store, &write("another-new-id"), None)
         .await
         .unwrap();
 }

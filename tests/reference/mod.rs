@@ -11,7 +11,8 @@
 //! 2. per case and slot (received; closing = resolved | withdrawn; rating) and
 //!    per document, the winner is the event with the greatest `occurred_at`,
 //!    ties going to the one that arrived last;
-//! 3. the winners' contributions are added up as DOMAIN.md defines them, plus
+//! 3. the winners' contributions are added up as DOMAIN.md defines them
+//!    (the digitisation counter: receipts with `digitized = true`), plus
 //!    one late `due` on `due_date + 1` for each case still open whose due date
 //!    is before the clock's local date.
 //!
@@ -37,8 +38,8 @@ use chrono::{DateTime, Days, NaiveDate};
 use serde_json::Value;
 
 /// received, received_online, received_electronic, due, on_time, ratings,
-/// satisfied, signatures, digital.
-pub type Counts = [i64; 9];
+/// satisfied, signatures, digital, received_digitized.
+pub type Counts = [i64; 10];
 pub const RECEIVED: usize = 0;
 pub const ONLINE: usize = 1;
 pub const ELECTRONIC: usize = 2;
@@ -48,6 +49,7 @@ pub const RATINGS: usize = 5;
 pub const SATISFIED: usize = 6;
 pub const SIGNATURES: usize = 7;
 pub const DIGITAL: usize = 8;
+pub const DIGITIZED: usize = 9;
 
 /// Counters per (commune code, local day); days whose counters are all zero
 /// are absent.
@@ -65,6 +67,7 @@ pub fn counts_of(c: &cchc_pipeline::domain::DayCounters) -> Counts {
         c.satisfied,
         c.signatures,
         c.digital,
+        c.received_digitized,
     ]
 }
 
@@ -95,6 +98,7 @@ enum What {
         level: String,
         due_ns: i64,
         electronic: bool,
+        digitized: bool,
     },
     Resolved {
         case: String,
@@ -148,6 +152,8 @@ impl Fact {
                 level: data["online_level"].as_str().unwrap_or("none").to_string(),
                 due_ns: ns(&s(data, "due_at")),
                 electronic: data["registered_electronically"].as_bool().unwrap_or(false),
+                // Optional in the contract, false when left out.
+                digitized: data["digitized"].as_bool().unwrap_or(false),
             },
             "case.resolved" => What::Resolved {
                 case: case(),
@@ -213,7 +219,7 @@ pub fn reference(arrivals: &[Fact], clock_ns: Option<i64>) -> Table {
     // 3. Counters per commune and local day.
     let mut table = Table::new();
     let mut add = |commune: &str, day: NaiveDate, counter: usize| {
-        table.entry((commune.to_string(), day)).or_insert([0; 9])[counter] += 1;
+        table.entry((commune.to_string(), day)).or_insert([0; 10])[counter] += 1;
     };
     for (_, _, e) in winners.values() {
         let day = local_day(e.at_ns);
@@ -225,6 +231,7 @@ pub fn reference(arrivals: &[Fact], clock_ns: Option<i64>) -> Table {
                 level,
                 due_ns,
                 electronic,
+                digitized,
             } => {
                 add(commune, day, RECEIVED);
                 if channel == "online" && (level == "partial" || level == "full") {
@@ -232,6 +239,9 @@ pub fn reference(arrivals: &[Fact], clock_ns: Option<i64>) -> Table {
                 }
                 if *electronic {
                     add(commune, day, ELECTRONIC);
+                }
+                if *digitized {
+                    add(commune, day, DIGITIZED);
                 }
                 // Still open and overdue: late on the first day after the due date.
                 let open = !winners.contains_key(&Slot::Closing(commune.into(), case.clone()));

@@ -1,0 +1,244 @@
+//! `cchc demo`, the embedded default: the whole pipeline with nothing
+//! installed. librdkafka's in-process mock Kafka cluster stands in for the
+//! broker and a SQLite file for PostgreSQL; the [`Application`] is built on
+//! them as `cchc run` builds it, and the simulator feeds it a year of the
+//! configured communes while it runs.
+//!
+//! The mock keeps only the last few megabytes of each partition, so the
+//! feed waits whenever the pipeline falls more than [`MAX_LAG`] events
+//! behind, and the run checks at the end that every event produced was
+//! projected.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::info;
+
+use crate::app::Application;
+use crate::config::Settings;
+use crate::domain::Window;
+use crate::operate::{report_from, SimulateOptions};
+use crate::shutdown::CancellationToken;
+use crate::simulator::Simulator;
+use crate::store::Store;
+
+/// How far the feed may run ahead of the committed offsets.
+pub const MAX_LAG: i64 = 6_000;
+/// Events sent at a time.
+const CHUNK: usize = 2_000;
+
+/// Options of `cchc demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub partitions: i32,
+    pub database_url: String,
+    pub simulate: SimulateOptions,
+    /// Where the API and dashboard listen (port 0: any free port).
+    pub listen: String,
+    /// Stop once every event is projected, instead of serving until `stop`.
+    pub exit_when_done: bool,
+}
+
+/// Runs the demo until every event is projected (then prints the report and
+/// serves the dashboard until `stop`, unless `exit_when_done`) or until
+/// `stop`. Returns what it printed.
+pub async fn run(
+    mut settings: Settings,
+    options: &DemoOptions,
+    stop: CancellationToken,
+) -> anyhow::Result<String> {
+    let mock = MockCluster::new(1).context("cannot start the in-process Kafka mock cluster")?;
+    mock.create_topic(&settings.kafka.topic, options.partitions, 1)
+        .context("cannot create the demo topic")?;
+    mock.create_topic(&settings.alerts.topic, 1, 1)
+        .context("cannot create the alerts topic")?;
+    settings.kafka.bootstrap_servers = mock.bootstrap_servers();
+    settings.database.url = options.database_url.clone();
+    settings.database.max_connections = 1;
+    settings.http.listen = options.listen.clone();
+    info!(bootstrap = %settings.kafka.bootstrap_servers, store = %options.database_url, "embedded Kafka and SQLite ready");
+
+    let app = Application::build(settings.clone()).await?;
+    let store = app.store().clone();
+    let token = settings
+        .http
+        .read_tokens
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let address = app.address();
+    println!("dashboard: http://{address}/?token={token}");
+    println!("API:       curl -H 'Authorization: Bearer {token}' http://{address}/api/v1/units/937/communes?window=ytd");
+    let printer = tokio::spawn(print_alerts(app.live_alerts().subscribe()));
+    let pipeline = CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(pipeline.clone()));
+
+    let started = Instant::now();
+    let producer = crate::kafka::producer(&settings.kafka)?;
+    let produced = feed(&settings, options, &producer, &store, &running, &stop).await?;
+    let out = if stop.is_cancelled() {
+        // Ctrl-C or SIGTERM while producing or catching up: stop without the
+        // report; what was committed stays in the SQLite file.
+        info!(
+            produced,
+            total = options.simulate.events,
+            "demo stopped before the end"
+        );
+        format!(
+            "demo stopped after {produced} of {} events\n",
+            options.simulate.events
+        )
+    } else {
+        let report = finished_report(&store, &settings, produced, started).await?;
+        if !options.exit_when_done {
+            print!("{report}");
+            println!("serving the dashboard and API until Ctrl-C");
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = wait_finished(&running) => {}
+            }
+            return stop_pipeline(pipeline, running, printer, report).await;
+        }
+        report
+    };
+    print!("{out}");
+    stop_pipeline(pipeline, running, printer, out).await
+}
+
+/// Feeds the simulated events, keeping at most [`MAX_LAG`] ahead of the
+/// committed offsets, then waits until every one is committed (or `stop`).
+/// Returns how many were produced.
+async fn feed(
+    settings: &Settings,
+    options: &DemoOptions,
+    producer: &FutureProducer,
+    store: &Store,
+    running: &tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<usize> {
+    let sim = &options.simulate;
+    let records: Vec<_> = Simulator::new(&settings.units, sim.seed, sim.start, sim.cases_per_day)
+        .take(sim.events)
+        .collect();
+    let mut produced = 0usize;
+    let mut last_report = Instant::now();
+    for chunk in records.chunks(CHUNK) {
+        while produced as i64 - committed(store).await? > MAX_LAG && !stop.is_cancelled() {
+            anyhow::ensure!(
+                !running.is_finished(),
+                "the pipeline stopped while the demo was producing"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if stop.is_cancelled() {
+            return Ok(produced);
+        }
+        let sends = chunk.iter().map(|r| {
+            producer.send(
+                FutureRecord::to(&settings.kafka.topic)
+                    .key(&r.key)
+                    .payload(&r.value),
+                Duration::from_secs(30),
+            )
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result.map_err(|(e, _)| e)?;
+        }
+        produced += chunk.len();
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            let projected = committed(store).await?;
+            info!(produced, projected, total = sim.events, "demo running");
+            last_report = Instant::now();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !stop.is_cancelled() && committed(store).await? < produced as i64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the pipeline did not catch up within 120 s"
+        );
+        anyhow::ensure!(
+            !running.is_finished(),
+            "the pipeline stopped before catching up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(produced)
+}
+
+/// The committed offsets, summed over partitions.
+async fn committed(store: &Store) -> anyhow::Result<i64> {
+    Ok(store
+        .offsets()
+        .await?
+        .into_iter()
+        .map(|(_, n)| n.unwrap_or(0))
+        .sum())
+}
+
+/// The rate, the dead letters and the indicator report, once the relay has
+/// published the last alerts.
+async fn finished_report(
+    store: &Store,
+    settings: &Settings,
+    produced: usize,
+    started: Instant,
+) -> anyhow::Result<String> {
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        events = produced,
+        seconds,
+        per_second = produced as f64 / seconds,
+        "every event projected"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.unpublished_alerts(1).await?.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = store.dead_letter_reasons().await?.len();
+    let mut out = format!(
+        "{produced} events projected in {seconds:.1} s ({:.0} events/s), {dead} dead letters\n",
+        produced as f64 / seconds
+    );
+    out += &report_from(store, settings, Window::YearToDate).await?;
+    Ok(out)
+}
+
+/// Prints every alert published; returns how many there were.
+async fn print_alerts(mut alerts: tokio::sync::broadcast::Receiver<std::sync::Arc<str>>) -> usize {
+    let mut n = 0;
+    loop {
+        match alerts.recv().await {
+            Ok(alert) => {
+                n += 1;
+                println!("alert: {alert}");
+            }
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return n,
+        }
+    }
+}
+
+async fn wait_finished(running: &tokio::task::JoinHandle<anyhow::Result<()>>) {
+    while !running.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops the pipeline and the alert printer; returns `out`.
+async fn stop_pipeline(
+    pipeline: CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    printer: tokio::task::JoinHandle<usize>,
+    out: String,
+) -> anyhow::Result<String> {
+    pipeline.cancel();
+    running.await??;
+    // The application is gone, and with it the last sender of alerts.
+    let alerts = printer.await.unwrap_or(0);
+    println!("{alerts} alerts published");
+    Ok(out)
+}

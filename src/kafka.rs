@@ -1,0 +1,286 @@
+//! Every Kafka client of the pipeline, built here from [`KafkaSettings`]:
+//! the projection consumer, the alert relay's producer, the operators'
+//! producer (simulate, import, dead-letter resend, the demo), the admin
+//! client that creates topics, and the reader of partition ends. Each starts
+//! from [`client_config`], so `kafka.properties` (SASL, TLS, tuning) reaches
+//! all of them alike.
+//!
+//! Some librdkafka properties the pipeline sets itself, because its
+//! guarantees rest on them (offsets live in the database, producers are
+//! idempotent); `kafka.properties` may not set those ([`check_property`],
+//! applied when the configuration is loaded).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+use tracing::info;
+
+/// The `[kafka]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub session_timeout_ms: u32,
+    pub max_poll_interval_ms: u32,
+    /// Extra librdkafka properties for every client (security, tuning),
+    /// passed through as they are, except those [`check_property`] refuses.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Properties the pipeline sets itself, with the reason `kafka.properties`
+/// may not.
+const RESERVED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
+    ("group.id", "set kafka.group_id instead"),
+    ("session.timeout.ms", "set kafka.session_timeout_ms instead"),
+    (
+        "max.poll.interval.ms",
+        "set kafka.max_poll_interval_ms instead",
+    ),
+    (
+        "enable.auto.commit",
+        "the consumer's offsets live in the projection database, committed with each batch",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the consumer's offsets live in the projection database, committed with each batch",
+    ),
+    (
+        "auto.offset.reset",
+        "a partition never projected is read from its first record",
+    ),
+    (
+        "enable.partition.eof",
+        "the consumer does not use end-of-partition events",
+    ),
+    (
+        "enable.idempotence",
+        "the producers are idempotent so that a retried send is not written twice",
+    ),
+    (
+        "transactional.id",
+        "the pipeline's exactly-once effect comes from the database, not Kafka transactions",
+    ),
+];
+
+/// Whether `kafka.properties` may set `key` to `value`; the reason if not.
+/// Both rebalance protocols of the classic consumer group are supported
+/// (`partition.assignment.strategy` eager or `cooperative-sticky`); the
+/// newer consumer-group protocol (KIP-848) is not tested with this consumer.
+pub fn check_property(key: &str, value: &str) -> Result<(), String> {
+    if let Some((_, why)) = RESERVED.iter().find(|(k, _)| *k == key) {
+        return Err(format!("set by the pipeline itself: {why}"));
+    }
+    if key == "group.protocol" && value != "classic" {
+        return Err(format!(
+            "`{value}` is not supported: the consumer is tested with the classic group protocol"
+        ));
+    }
+    Ok(())
+}
+
+/// The configuration every client starts from: the bootstrap servers and
+/// `kafka.properties`.
+pub fn client_config(k: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &k.bootstrap_servers);
+    for (key, value) in &k.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The projection consumer, a member of `kafka.group_id` whose offsets live
+/// in the projection database (see `ingest`).
+pub fn consumer<C: ConsumerContext>(k: &KafkaSettings, context: C) -> KafkaResult<BaseConsumer<C>> {
+    let mut config = client_config(k);
+    // Tuning first, so that `kafka.properties` can change it ...
+    let tuning = [
+        ("statistics.interval.ms", "5000"),
+        // librdkafka prefetches up to 64 MB by default, on top of the
+        // records waiting for a batch (up to twice `batch.max_records` in
+        // all) and the batches being committed; 16 MB keeps a replay's
+        // memory flat and well under 256 MB and still holds tens of
+        // thousands of records.
+        ("queued.max.messages.kbytes", "16384"),
+        // When that queue is full, librdkafka postpones the partition's
+        // next fetch by this long (1 s by default). In a replay the queue is
+        // full most of the time, and each partition then sat without
+        // records for up to a second after using them up: half of the
+        // replay's wall time (docs/BENCHMARKS.md).
+        ("fetch.queue.backoff.ms", "20"),
+    ];
+    for (key, value) in tuning {
+        if !k.properties.contains_key(key) {
+            config.set(key, value);
+        }
+    }
+    // ... and what the guarantees rest on last (check_property refuses
+    // these keys in `kafka.properties`).
+    config
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", k.max_poll_interval_ms.to_string());
+    config.create_with_context(context)
+}
+
+/// The alert relay's producer: idempotent, every alert acknowledged by all
+/// in-sync replicas, sent at once.
+pub fn alert_producer(k: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+    let mut config = client_config(k);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0");
+    config
+        .create()
+        .context("cannot create the alerts producer (kafka.properties)")
+}
+
+/// The producer of the operator commands and the demo: idempotent, lingering
+/// a little to send in batches.
+pub fn producer(k: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+    let mut config = client_config(k);
+    config
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5");
+    config
+        .create()
+        .context("cannot create a Kafka producer (kafka.properties)")
+}
+
+/// An admin client.
+pub fn admin(k: &KafkaSettings) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    client_config(k)
+        .create()
+        .context("cannot create the Kafka admin client (kafka.properties)")
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists. Looks
+/// first, so that an account allowed to write to a topic but not to create
+/// topics (common on a secured cluster), or a cluster without the admin API
+/// (the embedded demo's), goes on when the topic is there.
+pub async fn ensure_topic(k: &KafkaSettings, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin = Arc::new(admin(k)?);
+    let looking = admin.clone();
+    let name = topic.to_string();
+    let exists = tokio::task::spawn_blocking(move || {
+        let metadata = looking
+            .inner()
+            .fetch_metadata(Some(&name), Duration::from_secs(10))?;
+        Ok::<_, rdkafka::error::KafkaError>(
+            metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty()),
+        )
+    })
+    .await?
+    .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+    if exists {
+        return Ok(());
+    }
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&new], &AdminOptions::new()).await? {
+        match result {
+            Ok(_) => info!(topic, partitions, "topic created"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => anyhow::bail!("cannot create topic {t}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Reads each partition's first and end offsets.
+pub struct Watermarks(Arc<BaseConsumer>);
+
+impl Watermarks {
+    pub fn new(k: &KafkaSettings) -> anyhow::Result<Self> {
+        let consumer = client_config(k)
+            .create()
+            .context("cannot create a Kafka client to read partition ends (kafka.properties)")?;
+        Ok(Watermarks(Arc::new(consumer)))
+    }
+
+    /// `(low, high)` watermarks, by partition number.
+    pub async fn read(&self, topic: &str) -> anyhow::Result<Vec<(i64, i64)>> {
+        let consumer = self.0.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(10);
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), timeout)
+                .with_context(|| format!("cannot read the metadata of topic {topic}"))?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
+            anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
+            (0..partitions as i32)
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&topic, p, timeout)
+                        .with_context(|| format!("cannot read the end offsets of {topic}/{p}"))
+                })
+                .collect()
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_guarantees_rest_on_cannot_be_overridden() {
+        for key in ["enable.auto.commit", "group.id", "enable.idempotence"] {
+            let why = check_property(key, "x").unwrap_err();
+            assert!(why.contains("set by the pipeline itself"), "{key}: {why}");
+        }
+        assert!(check_property("group.protocol", "consumer").is_err());
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("group.protocol", "classic"),
+            ("queued.max.messages.kbytes", "65536"),
+        ] {
+            assert_eq!(check_property(key, value), Ok(()), "{key}");
+        }
+    }
+
+    #[test]
+    fn every_client_starts_from_the_properties() {
+        let k = KafkaSettings {
+            bootstrap_servers: "b:9092".into(),
+            topic: "t".into(),
+            group_id: "g".into(),
+            session_timeout_ms: 6000,
+            max_poll_interval_ms: 60000,
+            properties: BTreeMap::from([
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("fetch.queue.backoff.ms".into(), "5".into()),
+            ]),
+        };
+        let config = client_config(&k);
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
+    }
+}

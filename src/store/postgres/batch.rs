@@ -1,0 +1,436 @@
+//! One batch's transaction in PostgreSQL ([`BatchTx`]): new rows (event id
+//! digests, cases, documents) go in with `COPY`, in key order and without
+//! `ON CONFLICT` (a row stored already is a unique violation, which aborts
+//! the transaction: [`StoreError::StoredAlready`]); updates bind whole
+//! columns as arrays (`UNNEST`), one statement per table.
+
+use std::sync::LazyLock;
+
+use chrono::NaiveDate;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::super::codec::{encode_document, BreachRow, CaseRow, SumRow, COUNTER_COLUMNS, SUMS};
+use super::super::copy::CopyRows;
+use super::super::{stored_already, BatchTx, DeadLetter, PartitionWrite, Position, StoreError};
+use super::id_digest;
+use crate::domain::{
+    Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState,
+    StateKey,
+};
+
+/// A batch transaction on a PostgreSQL store (see [`BatchTx`]).
+pub struct PgBatch {
+    pub(super) tx: Transaction<'static, Postgres>,
+    pub(super) topic: String,
+}
+
+/// The day counters' upsert: every counter column bound as an array, added
+/// to the stored row.
+static ADD_COUNTERS: LazyLock<String> = LazyLock::new(|| {
+    let arrays: Vec<String> = (0..DayCounters::COUNT)
+        .map(|i| format!("${}::int8[]", i + 3))
+        .collect();
+    let sets: Vec<String> = DayCounters::NAMES
+        .iter()
+        .map(|c| format!("{c} = d.{c} + EXCLUDED.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO day_counters AS d (commune, day, {cols})
+         SELECT * FROM UNNEST($1::text[], $2::date[], {arrays})
+         ON CONFLICT (commune, day) DO UPDATE SET {sets}",
+        cols = *COUNTER_COLUMNS,
+        arrays = arrays.join(", "),
+        sets = sets.join(", "),
+    )
+});
+
+impl BatchTx for PgBatch {
+    async fn position(&mut self, partition: i32) -> Result<Option<Position>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT generation, next_offset, clock FROM partition_offsets
+             WHERE topic = $1 AND partition = $2 FOR UPDATE",
+        )
+        .bind(&self.topic)
+        .bind(partition)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// A plain `COPY` of the ids' digests in key order (no `ON CONFLICT`,
+    /// whose speculative insertion costs a second index descent per row).
+    async fn insert_event_ids(&mut self, partition: i32, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut digests: Vec<Uuid> = ids.iter().map(|id| id_digest(id)).collect();
+        digests.sort_unstable();
+        let mut rows = CopyRows::with_capacity(digests.len() * 37);
+        for d in digests {
+            rows.col(d).end_row();
+        }
+        copy_in(
+            &mut self.tx,
+            "COPY seen_event_digests (digest) FROM STDIN",
+            rows,
+        )
+        .await
+        .map_err(|e| stored_already(e, partition, "an event id"))
+    }
+
+    async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {
+        let deltas: Vec<_> = deltas.iter().filter(|(_, c)| !c.is_zero()).collect();
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<[i64; DayCounters::COUNT]> =
+            deltas.iter().map(|(_, c)| c.values()).collect();
+        let mut query = sqlx::query(&ADD_COUNTERS)
+            .bind(
+                deltas
+                    .iter()
+                    .map(|((c, _), _)| c.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(deltas.iter().map(|((_, d), _)| *d).collect::<Vec<_>>());
+        for i in 0..DayCounters::COUNT {
+            query = query.bind(values.iter().map(|v| v[i]).collect::<Vec<i64>>());
+        }
+        query.execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    async fn write_cases(
+        &mut self,
+        partition: i32,
+        stored: &[(CaseKey, CaseState)],
+        new: &[(CaseKey, CaseState)],
+    ) -> Result<(), StoreError> {
+        if !new.is_empty() {
+            copy_new_cases(&mut self.tx, partition, new)
+                .await
+                .map_err(|e| stored_already(e, partition, "a case"))?;
+        }
+        if !stored.is_empty() {
+            upsert_cases(&mut self.tx, partition, stored).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_documents(
+        &mut self,
+        partition: i32,
+        stored: &[(DocumentKey, DocumentState)],
+        new: &[(DocumentKey, DocumentState)],
+    ) -> Result<(), StoreError> {
+        if !new.is_empty() {
+            let mut rows = CopyRows::with_capacity(new.len() * 64);
+            for (k, d) in new {
+                let (at, digital) = encode_document(d);
+                rows.col(k.commune.as_str())
+                    .col(k.document_id.as_str())
+                    .col(at)
+                    .col(digital)
+                    .end_row();
+            }
+            copy_in(
+                &mut self.tx,
+                "COPY documents (commune, document_id, signed_at, digital) FROM STDIN",
+                rows,
+            )
+            .await
+            .map_err(|e| stored_already(e, partition, "a document"))?;
+        }
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<_> = stored.iter().map(|(_, d)| encode_document(d)).collect();
+        sqlx::query(
+            "INSERT INTO documents AS d (commune, document_id, signed_at, digital)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::bool[])
+             ON CONFLICT (commune, document_id) DO UPDATE SET signed_at = EXCLUDED.signed_at, digital = EXCLUDED.digital",
+        )
+        .bind(stored.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
+        .bind(stored.iter().map(|(k, _)| k.document_id.as_str()).collect::<Vec<_>>())
+        .bind(encoded.iter().map(|e| e.0).collect::<Vec<_>>())
+        .bind(encoded.iter().map(|e| e.1).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn keep_dead_letters(&mut self, d: &[DeadLetter]) -> Result<(), StoreError> {
+        if d.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO dead_letters (topic, partition, \"offset\", record_key, value, reason_code, reason)
+             SELECT $1, * FROM UNNEST($2::int4[], $3::int8[], $4::bytea[], $5::bytea[], $6::text[], $7::text[])
+             ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+        )
+        .bind(&self.topic)
+        .bind(d.iter().map(|x| x.partition).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.offset).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.key.clone()).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.value.clone()).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.reason_code).collect::<Vec<_>>())
+        .bind(d.iter().map(|x| x.reason.clone()).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn note_communes(
+        &mut self,
+        partition: i32,
+        communes: &[String],
+    ) -> Result<(), StoreError> {
+        if communes.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO commune_partitions (commune, partition) SELECT unnest($1::text[]), $2
+             ON CONFLICT (commune) DO UPDATE SET partition = excluded.partition",
+        )
+        .bind(communes)
+        .bind(partition)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn communes_of(&mut self, partition: i32) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT commune FROM commune_partitions WHERE partition = $1")
+                .bind(partition)
+                .fetch_all(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    async fn window_sums(
+        &mut self,
+        communes: &[String],
+        (from, to): (NaiveDate, NaiveDate),
+    ) -> Result<Vec<(String, DayCounters)>, StoreError> {
+        let sql = format!(
+            "SELECT commune AS key, {sums} FROM day_counters
+             WHERE commune = ANY($1) AND day >= $2 AND day < $3 GROUP BY commune",
+            sums = *SUMS
+        );
+        let rows: Vec<SumRow> = sqlx::query_as(&sql)
+            .bind(communes)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows.into_iter().map(SumRow::into_pair).collect())
+    }
+
+    async fn breach_states(
+        &mut self,
+        communes: &[String],
+    ) -> Result<Vec<(StateKey, BreachState)>, StoreError> {
+        let rows: Vec<BreachRow> = sqlx::query_as(
+            "SELECT commune, indicator, \"window\", in_breach, transitions
+             FROM breach_states WHERE commune = ANY($1)",
+        )
+        .bind(communes)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.into_iter().filter_map(BreachRow::into_state).collect())
+    }
+
+    async fn write_breach_states(
+        &mut self,
+        states: &[(StateKey, BreachState)],
+    ) -> Result<(), StoreError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[])
+             ON CONFLICT (commune, indicator, \"window\") DO UPDATE
+               SET in_breach = excluded.in_breach, transitions = excluded.transitions",
+        )
+        .bind(
+            states
+                .iter()
+                .map(|((c, _, _), _)| c.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|((_, i, _), _)| i.id())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|((_, _, w), _)| w.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(states.iter().map(|(_, s)| s.in_breach).collect::<Vec<_>>())
+        .bind(
+            states
+                .iter()
+                .map(|(_, s)| s.transitions)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn add_to_outbox(&mut self, alerts: &[Alert]) -> Result<(), StoreError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let payloads = alerts
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // WITH ORDINALITY: the outbox's sequence follows the alerts' order.
+        sqlx::query(
+            "INSERT INTO alert_outbox (alert_id, commune, payload)
+             SELECT a, c, p FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(a, c, p, n)
+             ORDER BY n ON CONFLICT (alert_id) DO NOTHING",
+        )
+        .bind(alerts.iter().map(|a| a.alert_id.as_str()).collect::<Vec<_>>())
+        .bind(alerts.iter().map(|a| a.commune_code.as_str()).collect::<Vec<_>>())
+        .bind(payloads)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn move_position(&mut self, w: &PartitionWrite) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE partition_offsets SET next_offset = COALESCE($3, next_offset),
+                    clock = COALESCE($4, clock), event_time = GREATEST(event_time, $5),
+                    updated_at = now()
+             WHERE topic = $1 AND partition = $2",
+        )
+        .bind(&self.topic)
+        .bind(w.partition)
+        .bind(w.next_offset)
+        .bind(w.clock)
+        .bind(w.event_time)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+/// Sends `rows` through `statement` (a `COPY … FROM STDIN` in text format).
+async fn copy_in(
+    tx: &mut Transaction<'static, Postgres>,
+    statement: &str,
+    rows: CopyRows,
+) -> Result<(), sqlx::Error> {
+    let mut copy = tx.copy_in_raw(statement).await?;
+    copy.send(rows.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+async fn copy_new_cases(
+    tx: &mut Transaction<'static, Postgres>,
+    partition: i32,
+    cases: &[(CaseKey, CaseState)],
+) -> Result<(), sqlx::Error> {
+    let mut rows = CopyRows::with_capacity(cases.len() * 160);
+    for (k, s) in cases {
+        let r = CaseRow::encode(s);
+        rows.col(k.commune.as_str())
+            .col(k.case_id.as_str())
+            .col(partition)
+            .col(r.received_at)
+            .col(r.received_channel)
+            .col(r.received_level)
+            .col(r.received_electronic)
+            .col(r.received_digitized)
+            .col(r.received_due)
+            .col(r.closing_at)
+            .col(r.closing_kind)
+            .col(r.closing_due)
+            .col(r.closing_outcome)
+            .col(r.rating_at)
+            .col(r.rating)
+            .col(r.rating_score)
+            .col(s.open_due_date())
+            .end_row();
+    }
+    copy_in(
+        tx,
+        "COPY cases (commune, case_id, partition, received_at, received_channel, received_level,
+                     received_electronic, received_digitized, received_due, closing_at, closing_kind,
+                     closing_due, closing_outcome, rating_at, rating, rating_score, open_due) FROM STDIN",
+        rows,
+    )
+    .await
+}
+
+async fn upsert_cases(
+    tx: &mut Transaction<'static, Postgres>,
+    partition: i32,
+    cases: &[(CaseKey, CaseState)],
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<CaseRow> = cases.iter().map(|(_, s)| CaseRow::encode(s)).collect();
+    let open_due: Vec<Option<NaiveDate>> = cases.iter().map(|(_, s)| s.open_due_date()).collect();
+    macro_rules! col {
+        ($f:ident) => {
+            rows.iter().map(|r| r.$f).collect::<Vec<_>>()
+        };
+    }
+    sqlx::query(
+        "INSERT INTO cases AS c (commune, case_id, partition, received_at, received_channel, received_level,
+                                 received_electronic, received_digitized, received_due, closing_at, closing_kind,
+                                 closing_due, closing_outcome, rating_at, rating, rating_score, open_due)
+         SELECT u.commune, u.case_id, $3, u.received_at, u.received_channel, u.received_level,
+                u.received_electronic, u.received_digitized, u.received_due, u.closing_at, u.closing_kind,
+                u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due
+         FROM UNNEST($1::text[], $2::text[], $4::timestamptz[], $5::int2[], $6::int2[], $7::bool[], $8::bool[],
+                     $9::date[], $10::timestamptz[], $11::int2[], $12::date[], $13::int2[], $14::timestamptz[],
+                     $15::int2[], $16::int2[], $17::date[])
+              AS u(commune, case_id, received_at, received_channel, received_level, received_electronic,
+                   received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
+                   rating_at, rating, rating_score, open_due)
+         ON CONFLICT (commune, case_id) DO UPDATE SET
+            partition = EXCLUDED.partition,
+            received_at = EXCLUDED.received_at, received_channel = EXCLUDED.received_channel,
+            received_level = EXCLUDED.received_level, received_electronic = EXCLUDED.received_electronic,
+            received_digitized = EXCLUDED.received_digitized, received_due = EXCLUDED.received_due,
+            closing_at = EXCLUDED.closing_at, closing_kind = EXCLUDED.closing_kind,
+            closing_due = EXCLUDED.closing_due, closing_outcome = EXCLUDED.closing_outcome,
+            rating_at = EXCLUDED.rating_at, rating = EXCLUDED.rating, rating_score = EXCLUDED.rating_score,
+            open_due = EXCLUDED.open_due",
+    )
+    .bind(cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
+    .bind(cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
+    .bind(partition)
+    .bind(col!(received_at))
+    .bind(col!(received_channel))
+    .bind(col!(received_level))
+    .bind(col!(received_electronic))
+    .bind(col!(received_digitized))
+    .bind(col!(received_due))
+    .bind(col!(closing_at))
+    .bind(col!(closing_kind))
+    .bind(col!(closing_due))
+    .bind(col!(closing_outcome))
+    .bind(col!(rating_at))
+    .bind(col!(rating))
+    .bind(col!(rating_score))
+    .bind(open_due)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

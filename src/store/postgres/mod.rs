@@ -1,0 +1,294 @@
+//! The PostgreSQL store: connections, claims and the batch's working set
+//! here; the batch transaction in [`batch`]; the projection schemas and
+//! `cchc rebuild`'s switch in [`schemas`].
+
+mod batch;
+mod schemas;
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use tracing::{info, instrument};
+use uuid::Uuid;
+
+use super::codec::{overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS};
+use super::{BatchKeys, Claim, StoreError};
+use crate::domain::{DayCounters, Fold, Units};
+use schemas::{ensure_control, ident, CONTROL_SCHEMA};
+
+pub use batch::PgBatch;
+pub use schemas::{RebuildTarget, SwitchReport, GENERATION_PREFIX};
+
+/// The PostgreSQL projection store for one topic.
+///
+/// The projections live in one schema, named in `cchc_control.projection`
+/// (`public` until the first rebuild). `cchc rebuild` fills a fresh schema
+/// from the topic's beginning and then switches that row over; a store that
+/// *follows* the switch (the running pipeline's) then opens a pool on the new
+/// schema and serves from it, without a restart.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    shared: Arc<Shared>,
+    topic: String,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Connection options without a search path.
+    options: PgConnectOptions,
+    max_connections: u32,
+    /// Whether [`PgStore::refresh_active`] moves this store to the active
+    /// schema (the pipeline's store), or it stays on its own (a rebuild's).
+    follow: bool,
+    /// The schema served, and a pool whose search path is that schema.
+    current: RwLock<(String, PgPool)>,
+    /// One switch at a time.
+    switching: tokio::sync::Mutex<()>,
+}
+
+impl PgStore {
+    /// Connects to the active projection schema, bringing it up to date.
+    /// The store follows later switches (see [`PgStore::refresh_active`]).
+    pub async fn connect(url: &str, max_connections: u32, topic: &str) -> Result<Self, StoreError> {
+        let options = connect_options(url)?;
+        let mut conn = options.connect().await?;
+        let active = ensure_control(&mut conn).await?;
+        drop(conn);
+        Self::open(options, max_connections, topic, active, true).await
+    }
+
+    async fn open(
+        options: PgConnectOptions,
+        max_connections: u32,
+        topic: &str,
+        schema: String,
+        follow: bool,
+    ) -> Result<Self, StoreError> {
+        let pool = schema_pool(&options, max_connections, &schema).await?;
+        Ok(PgStore {
+            shared: Arc::new(Shared {
+                options,
+                max_connections,
+                follow,
+                current: RwLock::new((schema, pool)),
+                switching: tokio::sync::Mutex::new(()),
+            }),
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The pool of the schema served now.
+    pub fn pool(&self) -> PgPool {
+        self.shared.current.read().expect("pool lock").1.clone()
+    }
+
+    /// The schema served now.
+    pub fn schema(&self) -> String {
+        self.shared.current.read().expect("pool lock").0.clone()
+    }
+
+    /// Moves a following store to the schema named active in the control
+    /// row, if that changed: later statements run there, statements running
+    /// finish where they started. Returns the new schema after a move.
+    pub async fn refresh_active(&self) -> Result<Option<String>, StoreError> {
+        if !self.shared.follow {
+            return Ok(None);
+        }
+        let _one = self.shared.switching.lock().await;
+        let active: String = sqlx::query_scalar(&format!(
+            "SELECT active_schema FROM {CONTROL_SCHEMA}.projection"
+        ))
+        .fetch_one(&self.pool())
+        .await?;
+        if active == self.schema() {
+            return Ok(None);
+        }
+        let pool = schema_pool(&self.shared.options, self.shared.max_connections, &active).await?;
+        let old = std::mem::replace(
+            &mut *self.shared.current.write().expect("pool lock"),
+            (active.clone(), pool),
+        );
+        tokio::spawn(async move { old.1.close().await });
+        info!(schema = %active, previous = %old.0, "projections switched: now served from the rebuilt schema");
+        Ok(Some(active))
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Begins one batch's transaction.
+    pub async fn begin_batch(&self) -> Result<PgBatch, StoreError> {
+        Ok(PgBatch {
+            tx: self.pool().begin().await?,
+            topic: self.topic.clone(),
+        })
+    }
+
+    /// Takes ownership of a partition: bumps its generation, so that any
+    /// earlier owner's commits are refused from now on, and returns where
+    /// the partition's projections stand.
+    #[instrument(name = "store.claim", skip(self), err)]
+    pub async fn claim(&self, partition: i32) -> Result<Claim, StoreError> {
+        let (generation, next_offset, clock): (i64, Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
+            "INSERT INTO partition_offsets (topic, partition, next_offset, generation) VALUES ($1, $2, NULL, 1)
+             ON CONFLICT (topic, partition) DO UPDATE
+               SET generation = partition_offsets.generation + 1, updated_at = now()
+             RETURNING generation, next_offset, clock",
+        )
+        .bind(&self.topic)
+        .bind(partition)
+        .fetch_one(&self.pool())
+        .await?;
+        Ok(Claim {
+            generation,
+            next_offset,
+            clock,
+            reevaluate: true,
+        })
+    }
+
+    /// The stored next offset of every partition of the topic.
+    pub async fn offsets(&self) -> Result<Vec<(i32, Option<i64>)>, StoreError> {
+        Ok(sqlx::query_as("SELECT partition, next_offset FROM partition_offsets WHERE topic = $1 ORDER BY partition")
+            .bind(&self.topic)
+            .fetch_all(&self.pool())
+            .await?)
+    }
+
+    /// A working set for one partition's batch: the stored facts of the
+    /// cases and documents the batch names, which of its event ids were
+    /// already applied, and the open cases that become overdue when the clock
+    /// moves from `claim_clock` to `now`.
+    #[instrument(name = "store.load", skip_all, fields(partition, cases = keys.cases.len()), err)]
+    pub async fn load(
+        &self,
+        units: &Units,
+        partition: i32,
+        claim_clock: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        keys: &BatchKeys<'_>,
+    ) -> Result<Fold, StoreError> {
+        let BatchKeys {
+            cases,
+            documents,
+            event_ids,
+        } = *keys;
+        let mut conn = self.pool().acquire().await?;
+        let mut rows = LoadedRows::default();
+        if !event_ids.is_empty() {
+            let digests: Vec<Uuid> = event_ids.iter().map(|id| id_digest(id)).collect();
+            let stored: HashSet<Uuid> =
+                sqlx::query_scalar("SELECT digest FROM seen_event_digests WHERE digest = ANY($1)")
+                    .bind(&digests)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .collect();
+            rows.seen = event_ids
+                .iter()
+                .zip(&digests)
+                .filter(|(_, d)| stored.contains(d))
+                .map(|(id, _)| id.clone())
+                .collect();
+        }
+        if !cases.is_empty() {
+            let communes: Vec<&str> = cases.iter().map(|k| k.commune.as_str()).collect();
+            let ids: Vec<&str> = cases.iter().map(|k| k.case_id.as_str()).collect();
+            rows.cases = sqlx::query_as(&format!(
+                "SELECT {CASE_COLUMNS} FROM cases
+                 WHERE (commune, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+            ))
+            .bind(&communes)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+        }
+        if let Some((from, to)) = overdue_range(claim_clock, now) {
+            rows.overdue = sqlx::query_as(&format!(
+                "SELECT {CASE_COLUMNS} FROM cases
+                 WHERE partition = $1 AND ($2::date IS NULL OR open_due >= $2) AND open_due < $3"
+            ))
+            .bind(partition)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *conn)
+            .await?;
+        }
+        if !documents.is_empty() {
+            let communes: Vec<&str> = documents.iter().map(|k| k.commune.as_str()).collect();
+            let ids: Vec<&str> = documents.iter().map(|k| k.document_id.as_str()).collect();
+            rows.documents = sqlx::query_as(
+                "SELECT commune, document_id, signed_at, digital FROM documents
+                 WHERE (commune, document_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            )
+            .bind(&communes)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+        }
+        rows.into_fold(units, claim_clock)
+    }
+
+    /// Every stored day counter, by commune and day.
+    pub async fn day_counters(&self) -> Result<Vec<(String, NaiveDate, DayCounters)>, StoreError> {
+        let rows: Vec<CounterRow> = sqlx::query_as(&ALL_DAY_COUNTERS)
+            .fetch_all(&self.pool())
+            .await?;
+        Ok(rows.into_iter().map(CounterRow::into_parts).collect())
+    }
+
+    /// Dead letters as (partition, offset, reason code), in offset order.
+    pub async fn dead_letter_reasons(&self) -> Result<Vec<(i32, i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT partition, \"offset\", reason_code FROM dead_letters WHERE topic = $1 ORDER BY partition, \"offset\"",
+        )
+        .bind(&self.topic)
+        .fetch_all(&self.pool())
+        .await?)
+    }
+}
+
+/// The key an event id is kept under in `seen_event_digests`: the first 16
+/// bytes of the SHA-256 of its UTF-8 bytes (migration 0004 computes the same
+/// in SQL).
+pub fn id_digest(event_id: &str) -> Uuid {
+    let hash = Sha256::digest(event_id.as_bytes());
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&hash[..16]);
+    Uuid::from_bytes(digest)
+}
+
+/// The URL's options; connections say they are `cchc` (in
+/// `pg_stat_activity` and the server's log) unless the URL names itself.
+pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let options = url
+        .parse::<PgConnectOptions>()?
+        .log_statements(tracing::log::LevelFilter::Trace);
+    Ok(match options.get_application_name() {
+        Some(_) => options,
+        None => options.application_name("cchc"),
+    })
+}
+
+/// A pool whose connections resolve table names in `schema` only, which is
+/// brought up to date by the migrations.
+pub(super) async fn schema_pool(
+    options: &PgConnectOptions,
+    max_connections: u32,
+    schema: &str,
+) -> Result<PgPool, StoreError> {
+    ident(schema)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.clone().options([("search_path", schema)]))
+        .await?;
+    sqlx::migrate!("migrations/postgres").run(&pool).await?;
+    Ok(pool)
+}

@@ -1,0 +1,293 @@
+//! One batch's transaction in SQLite ([`BatchTx`]): one prepared statement
+//! per row inside the transaction, which is how SQLite is fast; sets of
+//! communes are bound as one JSON array (`json_each`), so each read is still
+//! one statement.
+
+use std::sync::LazyLock;
+
+use chrono::{NaiveDate, Utc};
+use sqlx::{Sqlite, Transaction};
+
+use super::super::codec::{encode_document, BreachRow, CaseRow, SumRow, COUNTER_COLUMNS, SUMS};
+use super::super::{stored_already, BatchTx, DeadLetter, PartitionWrite, Position, StoreError};
+use crate::domain::{
+    Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState,
+    StateKey,
+};
+
+/// A batch transaction on a SQLite store (see [`BatchTx`]).
+pub struct SqliteBatch {
+    pub(super) tx: Transaction<'static, Sqlite>,
+    pub(super) topic: String,
+}
+
+/// One day's counter changes, added to the stored row.
+static ADD_COUNTERS: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<String> = (0..DayCounters::COUNT)
+        .map(|i| format!("?{}", i + 3))
+        .collect();
+    let sets: Vec<String> = DayCounters::NAMES
+        .iter()
+        .map(|c| format!("{c} = {c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO day_counters (commune, day, {cols}) VALUES (?1, ?2, {values})
+         ON CONFLICT (commune, day) DO UPDATE SET {sets}",
+        cols = *COUNTER_COLUMNS,
+        values = values.join(", "),
+        sets = sets.join(", "),
+    )
+});
+
+/// A set of codes as SQLite reads it with `json_each`.
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).expect("strings serialize")
+}
+
+impl BatchTx for SqliteBatch {
+    async fn position(&mut self, partition: i32) -> Result<Option<Position>, StoreError> {
+        // The one writing connection serializes claims and commits.
+        Ok(sqlx::query_as(
+            "SELECT generation, next_offset, clock FROM partition_offsets
+             WHERE topic = ?1 AND partition = ?2",
+        )
+        .bind(&self.topic)
+        .bind(partition)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    async fn insert_event_ids(&mut self, partition: i32, ids: &[String]) -> Result<(), StoreError> {
+        let mut stored = 0;
+        for id in ids {
+            stored += sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES (?1)")
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+        }
+        if stored != ids.len() as u64 {
+            return Err(StoreError::StoredAlready {
+                partition,
+                what: "an event id",
+            });
+        }
+        Ok(())
+    }
+
+    async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {
+        for ((commune, day), c) in deltas.iter().filter(|(_, c)| !c.is_zero()) {
+            let mut query = sqlx::query(&ADD_COUNTERS).bind(commune.as_str()).bind(day);
+            for value in c.values() {
+                query = query.bind(value);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// As in PostgreSQL: cases taken as new are plainly inserted, so that
+    /// one stored since the batch was loaded is refused.
+    async fn write_cases(
+        &mut self,
+        partition: i32,
+        stored: &[(CaseKey, CaseState)],
+        new: &[(CaseKey, CaseState)],
+    ) -> Result<(), StoreError> {
+        let stored = stored.iter().map(|c| (c, "INSERT OR REPLACE"));
+        for ((key, state), verb) in stored.chain(new.iter().map(|c| (c, "INSERT"))) {
+            let r = CaseRow::encode(state);
+            sqlx::query(&format!(
+                "{verb} INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
+                                    received_electronic, received_digitized, received_due, closing_at, closing_kind,
+                                    closing_due, closing_outcome, rating_at, rating, rating_score, open_due)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            ))
+            .bind(key.commune.as_str())
+            .bind(&key.case_id)
+            .bind(partition)
+            .bind(r.received_at)
+            .bind(r.received_channel)
+            .bind(r.received_level)
+            .bind(r.received_electronic)
+            .bind(r.received_digitized)
+            .bind(r.received_due)
+            .bind(r.closing_at)
+            .bind(r.closing_kind)
+            .bind(r.closing_due)
+            .bind(r.closing_outcome)
+            .bind(r.rating_at)
+            .bind(r.rating)
+            .bind(r.rating_score)
+            .bind(state.open_due_date())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| stored_already(e, partition, "a case"))?;
+        }
+        Ok(())
+    }
+
+    async fn write_documents(
+        &mut self,
+        partition: i32,
+        stored: &[(DocumentKey, DocumentState)],
+        new: &[(DocumentKey, DocumentState)],
+    ) -> Result<(), StoreError> {
+        let stored = stored.iter().map(|d| (d, "INSERT OR REPLACE"));
+        for ((key, doc), verb) in stored.chain(new.iter().map(|d| (d, "INSERT"))) {
+            let (at, digital) = encode_document(doc);
+            sqlx::query(&format!(
+                "{verb} INTO documents (commune, document_id, signed_at, digital) VALUES (?1, ?2, ?3, ?4)"
+            ))
+            .bind(key.commune.as_str())
+            .bind(&key.document_id)
+            .bind(at)
+            .bind(digital)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| stored_already(e, partition, "a document"))?;
+        }
+        Ok(())
+    }
+
+    async fn keep_dead_letters(&mut self, dead: &[DeadLetter]) -> Result<(), StoreError> {
+        for d in dead {
+            sqlx::query(
+                "INSERT OR IGNORE INTO dead_letters (topic, partition, \"offset\", record_key, value, reason_code, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(&self.topic)
+            .bind(d.partition)
+            .bind(d.offset)
+            .bind(&d.key)
+            .bind(&d.value)
+            .bind(d.reason_code)
+            .bind(&d.reason)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn note_communes(
+        &mut self,
+        partition: i32,
+        communes: &[String],
+    ) -> Result<(), StoreError> {
+        for commune in communes {
+            sqlx::query(
+                "INSERT INTO commune_partitions (commune, partition) VALUES (?1, ?2)
+                 ON CONFLICT (commune) DO UPDATE SET partition = excluded.partition",
+            )
+            .bind(commune)
+            .bind(partition)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn communes_of(&mut self, partition: i32) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT commune FROM commune_partitions WHERE partition = ?1")
+                .bind(partition)
+                .fetch_all(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    async fn window_sums(
+        &mut self,
+        communes: &[String],
+        (from, to): (NaiveDate, NaiveDate),
+    ) -> Result<Vec<(String, DayCounters)>, StoreError> {
+        let sql = format!(
+            "SELECT commune AS key, {sums} FROM day_counters
+             WHERE commune IN (SELECT value FROM json_each(?1)) AND day >= ?2 AND day < ?3
+             GROUP BY commune",
+            sums = *SUMS
+        );
+        let rows: Vec<SumRow> = sqlx::query_as(&sql)
+            .bind(json_list(communes))
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows.into_iter().map(SumRow::into_pair).collect())
+    }
+
+    async fn breach_states(
+        &mut self,
+        communes: &[String],
+    ) -> Result<Vec<(StateKey, BreachState)>, StoreError> {
+        let rows: Vec<BreachRow> = sqlx::query_as(
+            "SELECT commune, indicator, \"window\", in_breach, transitions FROM breach_states
+             WHERE commune IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(communes))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.into_iter().filter_map(BreachRow::into_state).collect())
+    }
+
+    async fn write_breach_states(
+        &mut self,
+        states: &[(StateKey, BreachState)],
+    ) -> Result<(), StoreError> {
+        for ((commune, indicator, window), state) in states {
+            sqlx::query(
+                "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (commune, indicator, \"window\") DO UPDATE
+                   SET in_breach = excluded.in_breach, transitions = excluded.transitions",
+            )
+            .bind(commune)
+            .bind(indicator.id())
+            .bind(window)
+            .bind(state.in_breach)
+            .bind(state.transitions)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn add_to_outbox(&mut self, alerts: &[Alert]) -> Result<(), StoreError> {
+        for alert in alerts {
+            let payload =
+                serde_json::to_string(alert).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO alert_outbox (alert_id, commune, payload) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (alert_id) DO NOTHING",
+            )
+            .bind(&alert.alert_id)
+            .bind(alert.commune_code.as_str())
+            .bind(payload)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn move_position(&mut self, w: &PartitionWrite) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE partition_offsets SET next_offset = COALESCE(?3, next_offset),
+                    clock = COALESCE(?4, clock),
+                    event_time = COALESCE(max(event_time, ?5), ?5, event_time), updated_at = ?6
+             WHERE topic = ?1 AND partition = ?2",
+        )
+        .bind(&self.topic)
+        .bind(w.partition)
+        .bind(w.next_offset)
+        .bind(w.clock)
+        .bind(w.event_time)
+        .bind(Utc::now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+}
