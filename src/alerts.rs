@@ -21,9 +21,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sha2::Sha256;
 use tokio::sync::{broadcast, Notify};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::config::WebhookSettings;
+use crate::internal_events::{AlertPublished, InternalEvent, RelayFailed, WebhookAttempted};
+use crate::metrics::Metrics;
 use crate::shutdown::CancellationToken;
 use crate::store::{Store, StoreError};
 
@@ -38,74 +40,79 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Live subscribers (server-sent events): every published alert's JSON.
 pub type LiveAlerts = broadcast::Sender<Arc<str>>;
 
-/// Publishes the outbox until `shutdown`; wakes on `wake` or every half
-/// second.
-pub async fn run_relay_until_stopped(
-    store: Store,
-    producer: FutureProducer,
-    topic: String,
-    webhook_urls: Vec<String>,
-    wake: Arc<Notify>,
-    live: LiveAlerts,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        match relay_once(&store, &producer, &topic, &webhook_urls, &live).await {
-            Ok(n) if n as i64 == BATCH => continue,
-            Ok(_) => {
-                backoff = Duration::from_millis(100);
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = shutdown.cancelled() => {}
+/// The outbox relay (see the module documentation).
+pub struct Relay {
+    pub store: Store,
+    pub producer: FutureProducer,
+    pub topic: String,
+    /// Each published alert is queued for each of these.
+    pub webhook_urls: Vec<String>,
+    /// Notified when a batch wrote alerts.
+    pub wake: Arc<Notify>,
+    pub live: LiveAlerts,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Relay {
+    /// Publishes the outbox until `shutdown`; wakes on `wake` or every half
+    /// second.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.relay_once().await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
                 }
-            }
-            Err(e) => {
-                warn!(error = %e, "alert relay: retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                Err(e) => {
+                    RelayFailed { error: &e }.emit(&self.metrics);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }
-}
 
-/// Publishes one batch of the outbox; returns how many alerts.
-pub async fn relay_once(
-    store: &Store,
-    producer: &FutureProducer,
-    topic: &str,
-    webhook_urls: &[String],
-    live: &LiveAlerts,
-) -> anyhow::Result<usize> {
-    let rows = store.unpublished_alerts(BATCH).await?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let sends = rows.iter().map(|row| {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "alert_id",
-            value: Some(row.alert_id.as_str()),
+    /// Publishes one batch of the outbox; returns how many alerts.
+    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+        let rows = self.store.unpublished_alerts(BATCH).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let sends = rows.iter().map(|row| {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "alert_id",
+                value: Some(row.alert_id.as_str()),
+            });
+            self.producer.send(
+                FutureRecord::to(&self.topic)
+                    .key(&row.commune)
+                    .payload(&row.payload)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
         });
-        producer.send(
-            FutureRecord::to(topic)
-                .key(&row.commune)
-                .payload(&row.payload)
-                .headers(headers),
-            Duration::from_secs(30),
-        )
-    });
-    for result in futures_util::future::join_all(sends).await {
-        result.map_err(|(e, _)| e)?;
+        for result in futures_util::future::join_all(sends).await {
+            result.map_err(|(e, _)| e)?;
+        }
+        crate::fault::crash_point("relay-published");
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        self.store.mark_published(&seqs, &self.webhook_urls).await?;
+        for row in &rows {
+            AlertPublished {
+                alert_id: &row.alert_id,
+                topic: &self.topic,
+            }
+            .emit(&self.metrics);
+            let _ = self.live.send(Arc::from(row.payload.as_str()));
+        }
+        Ok(rows.len())
     }
-    crate::fault::crash_point("relay-published");
-    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    store.mark_published(&seqs, webhook_urls).await?;
-    for row in &rows {
-        info!(alert_id = %row.alert_id, topic, "alert published");
-        let _ = live.send(Arc::from(row.payload.as_str()));
-    }
-    Ok(rows.len())
 }
 
 /// `sha256=<hex>` of the body's HMAC-SHA256 with `secret`.
@@ -121,72 +128,80 @@ pub fn retry_delay(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(0, 8) as u32).min(Duration::from_secs(300))
 }
 
-/// Delivers due webhook attempts until `shutdown`.
-pub async fn run_webhooks_until_stopped(
-    store: Store,
-    hooks: Vec<WebhookSettings>,
-    shutdown: CancellationToken,
-) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client");
-    while !shutdown.is_cancelled() {
-        match deliver_due(&store, &client, &hooks).await {
-            Ok(0) => tokio::time::sleep(Duration::from_millis(250)).await,
-            Ok(_) => {}
-            Err(e) => {
-                warn!(error = %e, "webhooks: cannot read deliveries; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+/// The webhook worker (see the module documentation).
+pub struct Webhooks {
+    pub store: Store,
+    pub hooks: Vec<WebhookSettings>,
+    pub metrics: Arc<Metrics>,
 }
 
-async fn deliver_due(
-    store: &Store,
-    client: &reqwest::Client,
-    hooks: &[WebhookSettings],
-) -> Result<usize, StoreError> {
-    let due = store.due_deliveries(Utc::now(), 100).await?;
-    for d in &due {
-        let Some(hook) = hooks.iter().find(|h| h.url == d.url) else {
-            // A URL removed from the configuration: stop trying it.
-            store.record_delivery(d.alert_seq, &d.url, Ok(())).await?;
-            continue;
-        };
-        let response = client
-            .post(&d.url)
-            .header("Content-Type", "application/json")
-            .header(
-                SIGNATURE_HEADER,
-                signature(&hook.secret, d.payload.as_bytes()),
-            )
-            .header(ALERT_ID_HEADER, &d.alert_id)
-            .body(d.payload.clone())
-            .send()
-            .await;
-        let outcome = match response {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("HTTP {}", r.status())),
-            Err(e) => Err(e.to_string()),
-        };
-        match outcome {
-            Ok(()) => {
-                info!(alert_id = %d.alert_id, url = %d.url, attempts = d.attempts + 1, "webhook delivered");
-                store.record_delivery(d.alert_seq, &d.url, Ok(())).await?;
-            }
-            Err(e) => {
-                let next = Utc::now()
-                    + chrono::Duration::from_std(retry_delay(d.attempts)).expect("small");
-                warn!(alert_id = %d.alert_id, url = %d.url, attempts = d.attempts + 1, error = %e, "webhook failed; will retry");
-                store
-                    .record_delivery(d.alert_seq, &d.url, Err((e, next)))
-                    .await?;
+impl Webhooks {
+    /// Delivers due webhook attempts until `shutdown`.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client");
+        while !shutdown.is_cancelled() {
+            let pause = match self.deliver_due(&client).await {
+                Ok(0) => Duration::from_millis(250),
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(error = %e, "webhooks: cannot read deliveries; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => {}
             }
         }
     }
-    Ok(due.len())
+
+    async fn deliver_due(&self, client: &reqwest::Client) -> Result<usize, StoreError> {
+        let due = self.store.due_deliveries(Utc::now(), 100).await?;
+        for d in &due {
+            let Some(hook) = self.hooks.iter().find(|h| h.url == d.url) else {
+                // A URL removed from the configuration: stop trying it.
+                self.store
+                    .record_delivery(d.alert_seq, &d.url, Ok(()))
+                    .await?;
+                continue;
+            };
+            let response = client
+                .post(&d.url)
+                .header("Content-Type", "application/json")
+                .header(
+                    SIGNATURE_HEADER,
+                    signature(&hook.secret, d.payload.as_bytes()),
+                )
+                .header(ALERT_ID_HEADER, &d.alert_id)
+                .body(d.payload.clone())
+                .send()
+                .await;
+            let outcome = match response {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            let next = outcome.as_ref().err().map(|_| {
+                Utc::now() + chrono::Duration::from_std(retry_delay(d.attempts)).expect("small")
+            });
+            WebhookAttempted {
+                delivery: d,
+                error: outcome.as_ref().err(),
+            }
+            .emit(&self.metrics);
+            let recorded = match (outcome, next) {
+                (Err(e), Some(next)) => Err((e, next)),
+                _ => Ok(()),
+            };
+            self.store
+                .record_delivery(d.alert_seq, &d.url, recorded)
+                .await?;
+        }
+        Ok(due.len())
+    }
 }
 
 #[cfg(test)]

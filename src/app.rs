@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::alerts::{self, LiveAlerts};
+use crate::alerts::{LiveAlerts, Relay, Webhooks};
 use crate::config::{redact, Settings};
 use crate::http::{self, AppState, Feeds};
 use crate::internal_events::{DatabaseWaited, InternalEvent};
@@ -146,22 +146,25 @@ impl Application {
     fn start_tasks(&self, stop: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let alerts = &self.settings.alerts;
         let mut tasks = Vec::new();
+        let metrics = self.projector.metrics().clone();
         if alerts.relay {
-            tasks.push(tokio::spawn(alerts::run_relay_until_stopped(
-                self.store.clone(),
-                crate::kafka::alert_producer(&self.settings.kafka)?,
-                alerts.topic.clone(),
-                alerts.webhooks.iter().map(|h| h.url.clone()).collect(),
-                self.projector.alerts_written(),
-                self.live.clone(),
-                stop.clone(),
-            )));
+            let relay = Relay {
+                store: self.store.clone(),
+                producer: crate::kafka::alert_producer(&self.settings.kafka)?,
+                topic: alerts.topic.clone(),
+                webhook_urls: alerts.webhooks.iter().map(|h| h.url.clone()).collect(),
+                wake: self.projector.alerts_written(),
+                live: self.live.clone(),
+                metrics: metrics.clone(),
+            };
+            tasks.push(tokio::spawn(relay.run_until_stopped(stop.clone())));
         }
-        tasks.push(tokio::spawn(alerts::run_webhooks_until_stopped(
-            self.store.clone(),
-            alerts.webhooks.clone(),
-            stop.clone(),
-        )));
+        let webhooks = Webhooks {
+            store: self.store.clone(),
+            hooks: alerts.webhooks.clone(),
+            metrics,
+        };
+        tasks.push(tokio::spawn(webhooks.run_until_stopped(stop.clone())));
         tasks.push(tokio::spawn(follow_rebuilds_until_stopped(
             self.store.clone(),
             stop.clone(),

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::projector::BatchReport;
+use crate::store::Delivery;
 
 /// One outcome: its log line and its counters.
 pub trait InternalEvent {
@@ -188,6 +189,8 @@ pub struct Rebalanced<'a> {
 impl InternalEvent for Rebalanced<'_> {
     fn emit(self, m: &Metrics) {
         m.rebalances.inc();
+        m.partitions_assigned.inc_by(self.assigned.len() as u64);
+        m.partitions_revoked.inc_by(self.revoked.len() as u64);
         if !self.assigned.is_empty() {
             info!(partitions = ?self.assigned, "partitions assigned and claimed");
         }
@@ -215,5 +218,59 @@ impl InternalEvent for DatabaseWaited<'_> {
             retry_in_ms = self.wait.as_millis() as u64,
             "database unreachable; waiting for it"
         );
+    }
+}
+
+/// An alert the broker acknowledged on the alerts topic (and handed to live
+/// subscribers).
+pub struct AlertPublished<'a> {
+    pub alert_id: &'a str,
+    pub topic: &'a str,
+}
+
+impl InternalEvent for AlertPublished<'_> {
+    fn emit(self, m: &Metrics) {
+        m.alerts_published.inc();
+        info!(alert_id = %self.alert_id, topic = self.topic, "alert published");
+    }
+}
+
+/// The relay could not publish (Kafka or the store does not answer): the
+/// alerts wait in the outbox and it tries again.
+pub struct RelayFailed<'a> {
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl InternalEvent for RelayFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.relay_failures.inc();
+        warn!(error = %self.error, "alert relay: retrying");
+    }
+}
+
+/// One webhook delivery attempt: delivered, or failed (tried again later).
+pub struct WebhookAttempted<'a> {
+    pub delivery: &'a Delivery,
+    pub error: Option<&'a String>,
+}
+
+impl InternalEvent for WebhookAttempted<'_> {
+    fn emit(self, m: &Metrics) {
+        let d = self.delivery;
+        let attempts = d.attempts + 1;
+        match self.error {
+            None => {
+                m.webhook_attempts
+                    .get_or_create(&vec![("outcome", "delivered")])
+                    .inc();
+                info!(alert_id = %d.alert_id, url = %d.url, attempts, "webhook delivered");
+            }
+            Some(error) => {
+                m.webhook_attempts
+                    .get_or_create(&vec![("outcome", "failed")])
+                    .inc();
+                warn!(alert_id = %d.alert_id, url = %d.url, attempts, error = %error, "webhook failed; will retry");
+            }
+        }
     }
 }

@@ -34,7 +34,13 @@ pub struct Metrics {
     pub commit_retries: Counter,
     pub consumer_errors: Counter,
     pub rebalances: Counter,
+    pub partitions_assigned: Counter,
+    pub partitions_revoked: Counter,
     pub database_waits: Counter,
+    pub alerts_published: Counter,
+    pub relay_failures: Counter,
+    /// By `outcome` (`delivered`, `failed`).
+    pub webhook_attempts: Labelled,
     /// Records on the broker not yet committed to the projections, over the
     /// partitions this instance owns.
     pub lag: Gauge<i64, AtomicI64>,
@@ -60,12 +66,17 @@ impl Default for Metrics {
             commit_retries: Counter::default(),
             consumer_errors: Counter::default(),
             rebalances: Counter::default(),
+            partitions_assigned: Counter::default(),
+            partitions_revoked: Counter::default(),
             database_waits: Counter::default(),
+            alerts_published: Counter::default(),
+            relay_failures: Counter::default(),
+            webhook_attempts: Labelled::default(),
             lag: Gauge::default(),
             partitions: Gauge::default(),
             registry: Registry::default(),
         };
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             ("records", "Kafka records consumed and committed", &m.records),
             ("events_applied", "Events that changed the projections", &m.applied),
             (
@@ -102,9 +113,29 @@ impl Default for Metrics {
             ("consumer_errors", "Errors reported by the Kafka consumer", &m.consumer_errors),
             ("rebalances", "Partition assignments and revocations", &m.rebalances),
             (
+                "partitions_assigned",
+                "Partitions assigned to this member (and claimed)",
+                &m.partitions_assigned,
+            ),
+            (
+                "partitions_revoked",
+                "Partitions revoked from this member",
+                &m.partitions_revoked,
+            ),
+            (
                 "database_waits",
                 "Attempts to reach a database that did not answer at start",
                 &m.database_waits,
+            ),
+            (
+                "alerts_published",
+                "Alerts acknowledged by the broker on the alerts topic",
+                &m.alerts_published,
+            ),
+            (
+                "relay_failures",
+                "Attempts of the alert relay that failed and will be tried again",
+                &m.relay_failures,
             ),
         ];
         for (name, help, counter) in counters {
@@ -119,6 +150,11 @@ impl Default for Metrics {
             "alerts",
             "Alerts written to the outbox, by event type",
             m.alerts.clone(),
+        );
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts, by outcome",
+            m.webhook_attempts.clone(),
         );
         registry.register(
             "batch_seconds",

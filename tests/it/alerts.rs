@@ -15,8 +15,11 @@ use serde_json::{json, Value};
 use cchc_pipeline::alerts::signature;
 use cchc_pipeline::store::Store;
 
-use crate::pipeline::{log_lines, setup, wait_caught_up, Pipeline, Setup};
-use crate::support::{free_port, kafka_bootstrap, unique_name};
+use cchc_pipeline::config::WebhookSettings;
+use cchc_pipeline::domain::Window;
+
+use crate::pipeline::{setup, wait_caught_up, Pipeline, Setup};
+use crate::support::{free_port, kafka_bootstrap, spawn_app, unique_name, Running};
 
 const C: &str = "31471";
 
@@ -185,7 +188,7 @@ fn ids(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn caught_up(store: &Store, setup: &Setup, pipeline: &mut Pipeline) {
+async fn caught_up(store: &Store, setup: &Setup, pipeline: &mut dyn Running) {
     wait_caught_up(
         store,
         &setup.topic,
@@ -194,16 +197,6 @@ async fn caught_up(store: &Store, setup: &Setup, pipeline: &mut Pipeline) {
         Duration::from_secs(60),
     )
     .await;
-}
-
-/// `config/default.toml` with the line `from` replaced by `to`, in a file of
-/// its own.
-fn config_replacing(from: &str, to: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(repo_config()).unwrap();
-    assert!(text.contains(from), "config/default.toml has no `{from}`");
-    let config = std::env::temp_dir().join(format!("{}.toml", unique_name("config")));
-    std::fs::write(&config, text.replacen(from, to, 1)).unwrap();
-    config
 }
 
 /// The alerts of both windows evaluated in this test, sorted (alerts of one
@@ -240,11 +233,9 @@ async fn expect(
 async fn alerts_cross_each_target_both_ways_once_with_strict_targets_and_minimum_samples() {
     let (setup, store) = setup(1, None).await;
     // Two windows: every crossing below happens in both.
-    let config = config_replacing(
-        "windows = [\"ytd\"]",
-        "windows = [\"ytd\", \"rolling_30d\"]",
-    );
-    let mut pipeline = Pipeline::start_with(&setup, "a", &config, &[]);
+    let mut settings = setup.settings(None);
+    settings.alert_windows = vec![Window::YearToDate, Window::Rolling30Days];
+    let mut pipeline = spawn_app(settings).await;
     let mut reader = AlertReader::new(&setup.alerts_topic);
     let now = Utc::now().with_timezone(&local()) - Span::hours(1);
     let mut ev = Events::new(now);
@@ -422,7 +413,7 @@ async fn alerts_cross_each_target_both_ways_once_with_strict_targets_and_minimum
         .collect();
     assert_eq!(windows, ["rolling_30d", "ytd"].into_iter().collect());
     pipeline.assert_running();
-    let _ = std::fs::remove_file(config);
+    pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,14 +424,9 @@ async fn open_cases_passing_their_due_date_at_midnight_breach_on_time_through_th
     let midnight = local()
         .from_local_datetime(&(now_local.date_naive() + Span::days(1)).and_time(NaiveTime::MIN))
         .unwrap();
-    let skew = (midnight - now_local - Span::seconds(10)).num_seconds();
-    let skew_text = skew.to_string();
-    let mut pipeline = Pipeline::start_with(
-        &setup,
-        "a",
-        &repo_config(),
-        &[("CCHC_CLOCK__SKEW_SECONDS", skew_text.as_str())],
-    );
+    let mut settings = setup.settings(None);
+    settings.clock.skew_seconds = (midnight - now_local - Span::seconds(10)).num_seconds();
+    let mut pipeline = spawn_app(settings).await;
     let mut reader = AlertReader::new(&setup.alerts_topic);
     // 20 cases received "today" (the shifted date), due today, still open.
     let today_morning = midnight - Span::hours(16);
@@ -632,13 +618,13 @@ async fn a_webhook_receiver_down_then_failing_its_first_attempts_still_gets_ever
     let port = free_port();
 
     let secret = "a shared secret of the chat bot";
-    let config = std::env::temp_dir().join(format!("{}.toml", unique_name("webhook")));
-    let text = std::fs::read_to_string(repo_config()).unwrap()
-        + &format!("\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{secret}\"\n");
-    std::fs::write(&config, text).unwrap();
-
     let (setup, store) = setup(1, None).await;
-    let mut pipeline = Pipeline::start_with(&setup, "a", &config, &[]);
+    let mut settings = setup.settings(None);
+    settings.alerts.webhooks.push(WebhookSettings {
+        url: format!("http://127.0.0.1:{port}/hook"),
+        secret: secret.into(),
+    });
+    let mut pipeline = spawn_app(settings).await;
     let now = Utc::now().with_timezone(&local()) - Span::hours(1);
     let mut ev = Events::new(now);
     let mut batch: Vec<Value> = (0..19).map(|_| ev.rated(true)).collect();
@@ -646,12 +632,16 @@ async fn a_webhook_receiver_down_then_failing_its_first_attempts_still_gets_ever
     send(&setup.topic, batch).await; // 19/20 = 95%: met, no alert
     send(&setup.topic, vec![ev.rated(false)]).await; // 19/21: breach
     caught_up(&store, &setup, &mut pipeline).await;
+    let failed = pipeline
+        .metrics
+        .webhook_attempts
+        .get_or_create(&vec![("outcome", "failed")])
+        .clone();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while log_lines(&pipeline, "webhook failed; will retry") < 2 {
+    while failed.get() < 2 {
         assert!(
             Instant::now() < deadline,
-            "the webhook was not tried while its receiver was down: {}",
-            pipeline.log.display()
+            "the webhook was not tried while its receiver was down"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -697,14 +687,20 @@ async fn a_webhook_receiver_down_then_failing_its_first_attempts_still_gets_ever
     }
     let alert: Value = serde_json::from_str(&seen[2].2).unwrap();
     assert_eq!(alert["alert_id"], format!("{C}.satisfaction_rate.ytd.1"));
+    let delivered = pipeline
+        .metrics
+        .webhook_attempts
+        .get_or_create(&vec![("outcome", "delivered")])
+        .get();
+    assert_eq!(delivered, 1);
     pipeline.assert_running();
-    let _ = std::fs::remove_file(config);
+    pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_subscribers_get_alerts_over_server_sent_events() {
     let (setup, store) = setup(1, None).await;
-    let mut pipeline = Pipeline::start(&setup, "a");
+    let mut pipeline = spawn_app(setup.settings(None)).await;
     let client = reqwest::Client::new();
     let url = format!(
         "http://{}/api/v1/alerts/stream?token=demo-read-token",

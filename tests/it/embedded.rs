@@ -3,6 +3,7 @@
 //! only the last few megabytes of each partition.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 
@@ -80,39 +81,8 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
 /// queries, prints alerts, and stops cleanly on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
-    use std::io::BufRead;
-    use std::time::{Duration, Instant};
-
-    let (mut child, listen, db) = spawn_demo(30_000, "readme");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut lines = Vec::new();
-    while !lines
-        .iter()
-        .any(|l: &String| l.contains("events projected"))
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(_) => panic!(
-                "the demo did not finish projecting; it printed:\n{}",
-                lines.join("\n")
-            ),
-        }
-    }
-    assert!(
-        lines.iter().any(|l| l.starts_with("dashboard: http://")),
-        "{lines:?}"
-    );
+    let mut demo = Demo::spawn(30_000, "readme");
+    let lines = demo.lines_until("events projected", Duration::from_secs(120));
     assert!(
         lines
             .iter()
@@ -120,7 +90,10 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
         "an alert fired: {lines:?}"
     );
 
-    let url = format!("http://{listen}/api/v1/communes/31471/indicators?window=ytd");
+    let url = format!(
+        "http://{}/api/v1/communes/31471/indicators?window=ytd",
+        demo.listen
+    );
     let body: serde_json::Value = reqwest::Client::new()
         .get(&url)
         .bearer_auth("demo-read-token")
@@ -136,26 +109,25 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
         "{body}"
     );
 
-    crate::support::signal(&child, "-TERM");
-    let status = crate::support::wait_for_exit(&mut child, Duration::from_secs(20))
+    crate::support::signal(&demo.child, "-TERM");
+    let status = crate::support::wait_for_exit(&mut demo.child, Duration::from_secs(20))
         .expect("the demo did not stop on SIGTERM");
     assert!(
         status.success(),
         "the demo exits cleanly on SIGTERM: {status}"
     );
-    let _ = std::fs::remove_file(db);
 }
 
 /// Ctrl-C while the demo is still producing stops it at once, cleanly.
 #[tokio::test]
 async fn the_demo_stops_on_ctrl_c_while_still_producing() {
-    use std::io::Read;
-    use std::time::{Duration, Instant};
-
-    let (mut child, listen, db) = spawn_demo(600_000, "interrupted");
+    let mut demo = Demo::spawn(600_000, "interrupted");
     // Producing: the API answers and some events are projected.
     let client = reqwest::Client::new();
-    let url = format!("http://{listen}/api/v1/communes/31471/indicators?window=ytd");
+    let url = format!(
+        "http://{}/api/v1/communes/31471/indicators?window=ytd",
+        demo.listen
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let answer = client.get(&url).bearer_auth("demo-read-token").send().await;
@@ -172,47 +144,96 @@ async fn the_demo_stops_on_ctrl_c_while_still_producing() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    crate::support::signal(&child, "-INT");
-    let status = crate::support::wait_for_exit(&mut child, Duration::from_secs(15))
+    crate::support::signal(&demo.child, "-INT");
+    let status = crate::support::wait_for_exit(&mut demo.child, Duration::from_secs(15))
         .expect("the demo did not stop on Ctrl-C while producing");
     assert!(status.success(), "{status}");
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(out.contains("demo stopped after"), "{out}");
-    let _ = std::fs::remove_file(db);
+    let out = demo.lines_until("demo stopped after", Duration::from_secs(5));
+    assert!(
+        out.iter().any(|l| l.contains("demo stopped after")),
+        "{out:?}"
+    );
 }
 
 /// `cchc demo` as a newcomer runs it, from the repository, with its stdout
-/// piped to the test, on a free port and a fresh SQLite file named after
-/// `name` in var/test-embedded/; returns it, its address and its file.
-fn spawn_demo(events: usize, name: &str) -> (std::process::Child, String, PathBuf) {
-    use std::process::{Command, Stdio};
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = repo.join("var/test-embedded");
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join(format!("{}.sqlite", unique_name(name)));
-    let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let events = events.to_string();
-    let child = crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
-        .current_dir(&repo)
-        .args([
-            "demo",
-            "--events",
-            &events,
-            "--listen",
-            &listen,
-            "--database",
-        ])
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting cchc demo");
-    (child, listen, db)
+/// read line by line, on a port it picks itself and a fresh SQLite file
+/// named after `name` in var/test-embedded/ (deleted on drop).
+struct Demo {
+    child: std::process::Child,
+    /// Where its dashboard and API listen, as it printed.
+    listen: String,
+    db: PathBuf,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Demo {
+    fn spawn(events: usize, name: &str) -> Demo {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let dir = repo.join("var/test-embedded");
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join(format!("{}.sqlite", unique_name(name)));
+        let events = events.to_string();
+        let mut child =
+            crate::support::dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_cchc")))
+                .current_dir(&repo)
+                .args(["demo", "--events", &events, "--listen", "127.0.0.1:0"])
+                .arg("--database")
+                .arg(&db)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting cchc demo");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut demo = Demo {
+            child,
+            listen: String::new(),
+            db,
+            lines,
+        };
+        let printed = demo.lines_until("dashboard: http://", Duration::from_secs(60));
+        let dashboard = printed.last().unwrap();
+        demo.listen = dashboard["dashboard: http://".len()..]
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        demo
+    }
+
+    /// The lines printed until one contains `needle` (that one included).
+    fn lines_until(&mut self, needle: &str, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut lines = Vec::new();
+        while !lines.last().is_some_and(|l: &String| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => panic!(
+                    "the demo never printed `{needle}`; it printed:\n{}",
+                    lines.join("\n")
+                ),
+            }
+        }
+        lines
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.db);
+    }
 }

@@ -25,6 +25,7 @@ use cchc_pipeline::store::{PartitionWrite, Store, StoreError};
 use crate::reference::{counts_of, reference, Fact, Table};
 use crate::support::{
     create_topic, fresh_database, kafka_bootstrap, unique_name, PrivatePostgres, RestartMode,
+    Running,
 };
 
 pub(crate) fn repo() -> PathBuf {
@@ -61,8 +62,8 @@ pub(crate) fn cchc(setup: &Setup, args: &[&str]) -> Command {
 pub(crate) struct Pipeline {
     child: Child,
     pub(crate) log: PathBuf,
-    /// The HTTP API's address.
-    pub(crate) http: String,
+    /// The HTTP API's address, once read from the log.
+    http: Option<String>,
 }
 
 pub(crate) struct Setup {
@@ -70,6 +71,27 @@ pub(crate) struct Setup {
     pub(crate) alerts_topic: String,
     pub(crate) group: String,
     pub(crate) database_url: String,
+}
+
+impl Setup {
+    /// `config` (default: config/default.toml) with what `cchc` gets from
+    /// the environment in [`cchc`]: the test's topics, group and database,
+    /// small batches, a one-second clock tick.
+    pub(crate) fn settings(&self, config: Option<&std::path::Path>) -> Settings {
+        let default = repo().join("config/default.toml");
+        let mut s = Settings::load_file(config.unwrap_or(&default)).expect("configuration");
+        s.alerts.topic = self.alerts_topic.clone();
+        s.kafka.bootstrap_servers = kafka_bootstrap();
+        s.kafka.topic = self.topic.clone();
+        s.kafka.group_id = self.group.clone();
+        s.kafka.session_timeout_ms = 6000;
+        s.kafka.max_poll_interval_ms = 20000;
+        s.database.url = self.database_url.clone();
+        s.batch.max_records = 2000;
+        s.batch.max_wait_ms = 50;
+        s.clock.tick_seconds = 1;
+        s
+    }
 }
 
 impl Pipeline {
@@ -84,7 +106,6 @@ impl Pipeline {
         config: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Pipeline {
-        let http = format!("127.0.0.1:{}", crate::support::free_port());
         let dir = repo().join("var/test-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{}-{name}.log", setup.topic));
@@ -95,13 +116,41 @@ impl Pipeline {
             .unwrap();
         let child = cchc(setup, &["run", "--config"])
             .arg(config)
-            .env("CCHC_HTTP__LISTEN", &http)
+            // Port 0: the pipeline binds a free port and logs it.
+            .env("CCHC_HTTP__LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("starting cchc run");
-        Pipeline { child, log, http }
+        Pipeline {
+            child,
+            log,
+            http: None,
+        }
+    }
+
+    /// The HTTP API's address, as the pipeline logged it once listening
+    /// (waits up to 60 s for that line).
+    pub(crate) fn http(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.http.is_none() {
+            self.assert_running();
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            self.http = log
+                .lines()
+                .filter(|l| l.contains("HTTP server ready"))
+                .filter_map(|l| l.split("listen=").nth(1)?.split_whitespace().next())
+                .map(str::to_string)
+                .next_back();
+            assert!(
+                self.http.is_some() || Instant::now() < deadline,
+                "`cchc run` did not say where it listens: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.http.clone().expect("read above")
     }
 
     pub(crate) fn kill(&mut self) {
@@ -122,8 +171,10 @@ impl Pipeline {
             )
         })
     }
+}
 
-    pub(crate) fn assert_running(&mut self) {
+impl Running for Pipeline {
+    fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<_> = log.lines().rev().take(30).collect();
@@ -374,7 +425,7 @@ pub(crate) async fn wait_caught_up(
     store: &Store,
     topic: &str,
     partitions: i32,
-    pipelines: &mut [&mut Pipeline],
+    pipelines: &mut [&mut dyn Running],
     limit: Duration,
 ) {
     let marks = high_watermarks(topic, partitions);
@@ -412,7 +463,7 @@ async fn caught_up_and_exact(
     setup: &Setup,
     partitions: i32,
     producing: tokio::task::JoinHandle<Produced>,
-    pipelines: &mut [&mut Pipeline],
+    pipelines: &mut [&mut dyn Running],
 ) -> Produced {
     let produced = producing.await.expect("producer task");
     wait_caught_up(
@@ -655,6 +706,61 @@ async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
         a.log.display()
     );
     caught_up_and_exact(&store, &setup, 4, producing, &mut [&mut a]).await;
+}
+
+/// Waits (60 s at most) until `done`.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `partition.assignment.strategy = cooperative-sticky` (through
+/// `kafka.properties`, as every other client setting): a member joining
+/// takes only the partitions it is given, the other keeps its claims and
+/// what it read for the rest, and nothing is lost or doubled. Were a
+/// revocation to clear every claim, the partitions the first member keeps
+/// would stall and the projections would never catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooperative_rebalance_moves_only_the_partitions_it_names_and_loses_nothing() {
+    let (setup, store) = setup(4, None).await;
+    let mut settings = setup.settings(None);
+    settings.kafka.properties.insert(
+        "partition.assignment.strategy".into(),
+        "cooperative-sticky".into(),
+    );
+    let mut a = crate::support::spawn_app(settings.clone()).await;
+    let records = workload(15, 60_000, 0.02);
+    let producing = produce_paced_in_background(&setup, records, Duration::from_millis(300));
+    let partitions = |app: &crate::support::TestApp| {
+        (
+            app.metrics.partitions_assigned.get(),
+            app.metrics.partitions_revoked.get(),
+        )
+    };
+    until("the first member is assigned every partition", || {
+        partitions(&a) == (4, 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = crate::support::spawn_app(settings).await;
+    until("the second member is assigned its share", || {
+        partitions(&b).0 == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        partitions(&a),
+        (4, 2),
+        "the first member gave up two partitions, and only those"
+    );
+    b.stop().await;
+    until("the first member takes them back", || partitions(&a).0 == 6).await;
+    assert_eq!(partitions(&a).1, 2, "and gave up nothing more");
+    caught_up_and_exact(&store, &setup, 4, producing, &mut [&mut a]).await;
+    a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use cchc_pipeline::store::Store;
 
+use crate::support::Running;
+
 use crate::pipeline::{
     assert_projections, cchc, repo, send_all, setup, units, wait_caught_up, workload, Pipeline,
     Produced,
@@ -128,11 +130,7 @@ async fn a_rebuild_replays_into_a_fresh_schema_and_the_running_pipeline_switches
         .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let querying = tokio::spawn(query_until(
-        pipeline.http.clone(),
-        commune.clone(),
-        stop.clone(),
-    ));
+    let querying = tokio::spawn(query_until(pipeline.http(), commune.clone(), stop.clone()));
     // Events keep arriving while the rebuild replays and switches.
     let producing = {
         let topic = setup.topic.clone();
@@ -161,7 +159,7 @@ async fn a_rebuild_replays_into_a_fresh_schema_and_the_running_pipeline_switches
     // The API moves to the new schema on its own, within seconds.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let bytes = reqwest::get(format!("http://{}/ready", pipeline.http))
+        let bytes = reqwest::get(format!("http://{}/ready", pipeline.http()))
             .await
             .unwrap()
             .bytes()

@@ -366,10 +366,81 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// A TCP port that was free a moment ago (the OS picks it).
+/// A TCP port that was free a moment ago (the OS picks it). Only for a
+/// server the test cannot ask to bind port 0 itself (a private PostgreSQL,
+/// a webhook receiver that must be down at first); the pipeline and the demo
+/// bind port 0 and say where they listen.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("asking the OS for a free port")
+}
+
+/// Something that runs the pipeline and can say it still does: a `cchc run`
+/// process, or an application in the test's own process.
+pub trait Running {
+    /// Panics, with what is known of why, if the pipeline has stopped.
+    fn assert_running(&mut self);
+}
+
+/// The application in the test's own process (`Application::build` on port
+/// 0, then `run_until_stopped`), against the real broker and database. For
+/// the tests that need not kill, stop or abort the pipeline's process.
+/// Stopped when dropped.
+pub struct TestApp {
+    /// The API's address.
+    pub http: String,
+    pub metrics: Arc<cchc_pipeline::metrics::Metrics>,
+    live: cchc_pipeline::alerts::LiveAlerts,
+    stop: cchc_pipeline::shutdown::CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Builds and starts the application with `settings` (its `http.listen`
+/// replaced by a free port the application binds itself).
+pub async fn spawn_app(mut settings: cchc_pipeline::config::Settings) -> TestApp {
+    settings.http.listen = "127.0.0.1:0".into();
+    let app = cchc_pipeline::app::Application::build(settings)
+        .await
+        .expect("building the application");
+    let stop = cchc_pipeline::shutdown::CancellationToken::new();
+    TestApp {
+        http: app.address().to_string(),
+        metrics: app.metrics().clone(),
+        live: app.live_alerts().clone(),
+        running: Some(tokio::spawn(app.run_until_stopped(stop.clone()))),
+        stop,
+    }
+}
+
+impl TestApp {
+    /// Every alert as the application publishes it.
+    pub fn live_alerts(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.live.subscribe()
+    }
+
+    /// Stops the application and waits for it; panics if it had failed.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the application's task")
+                .expect("the application stopped cleanly");
+        }
+    }
+}
+
+impl Running for TestApp {
+    fn assert_running(&mut self) {
+        let finished = self.running.as_ref().is_none_or(|r| r.is_finished());
+        assert!(!finished, "the application stopped (see the test's output)");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
