@@ -48,130 +48,113 @@ pub struct Metrics {
     pub partitions: Gauge<i64, AtomicI64>,
 }
 
+/// A counter registered under `name`.
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::default();
+    registry.register(name, help, c.clone());
+    c
+}
+
+/// A family of counters registered under `name`.
+fn labelled(registry: &mut Registry, name: &str, help: &str) -> Labelled {
+    let c = Labelled::default();
+    registry.register(name, help, c.clone());
+    c
+}
+
+/// A gauge registered under `name`.
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge<i64, AtomicI64> {
+    let g = Gauge::default();
+    registry.register(name, help, g.clone());
+    g
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("cchc");
-        let m = Metrics {
-            records: Counter::default(),
-            applied: Counter::default(),
-            superseded: Counter::default(),
-            duplicates: Counter::default(),
-            dead_letters: Labelled::default(),
-            alerts: Labelled::default(),
-            batches: Counter::default(),
-            batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
-            refolded: Counter::default(),
-            fenced: Counter::default(),
-            resynced: Counter::default(),
-            commit_retries: Counter::default(),
-            consumer_errors: Counter::default(),
-            rebalances: Counter::default(),
-            partitions_assigned: Counter::default(),
-            partitions_revoked: Counter::default(),
-            database_waits: Counter::default(),
-            alerts_published: Counter::default(),
-            relay_failures: Counter::default(),
-            webhook_attempts: Labelled::default(),
-            lag: Gauge::default(),
-            partitions: Gauge::default(),
-            registry: Registry::default(),
-        };
-        let counters: [(&str, &str, &Counter); 16] = [
-            ("records", "Kafka records consumed and committed", &m.records),
-            ("events_applied", "Events that changed the projections", &m.applied),
-            (
-                "events_superseded",
-                "Events applied but outweighed by a later fact of the same kind",
-                &m.superseded,
-            ),
-            (
-                "duplicate_events",
-                "Events dropped as repeats of an event_id",
-                &m.duplicates,
-            ),
-            ("batches", "Batches committed", &m.batches),
-            (
-                "batches_refolded",
-                "Batches folded again after an event id, case or document turned out stored already",
-                &m.refolded,
-            ),
-            (
-                "batches_fenced",
-                "Batches refused because another member owns the partition",
-                &m.fenced,
-            ),
-            (
-                "batches_resynced",
-                "Batches refused because an earlier commit whose outcome was lost went through",
-                &m.resynced,
-            ),
-            (
-                "commit_retries",
-                "Batches abandoned on a transient store error, to be read and tried again",
-                &m.commit_retries,
-            ),
-            ("consumer_errors", "Errors reported by the Kafka consumer", &m.consumer_errors),
-            ("rebalances", "Partition assignments and revocations", &m.rebalances),
-            (
-                "partitions_assigned",
-                "Partitions assigned to this member (and claimed)",
-                &m.partitions_assigned,
-            ),
-            (
-                "partitions_revoked",
-                "Partitions revoked from this member",
-                &m.partitions_revoked,
-            ),
-            (
-                "database_waits",
-                "Attempts to reach a database that did not answer at start",
-                &m.database_waits,
-            ),
-            (
-                "alerts_published",
-                "Alerts acknowledged by the broker on the alerts topic",
-                &m.alerts_published,
-            ),
-            (
-                "relay_failures",
-                "Attempts of the alert relay that failed and will be tried again",
-                &m.relay_failures,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            registry.register(name, help, counter.clone());
-        }
-        registry.register(
-            "dead_letters",
-            "Records kept aside as not valid events, by reason",
-            m.dead_letters.clone(),
-        );
-        registry.register(
-            "alerts",
-            "Alerts written to the outbox, by event type",
-            m.alerts.clone(),
-        );
-        registry.register(
-            "webhook_attempts",
-            "Webhook delivery attempts, by outcome",
-            m.webhook_attempts.clone(),
-        );
-        registry.register(
+        let mut r = Registry::with_prefix("cchc");
+        let batch_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        r.register(
             "batch_seconds",
             "Time to project and commit one batch",
-            m.batch_seconds.clone(),
+            batch_seconds.clone(),
         );
-        registry.register(
-            "consumer_lag_records",
-            "Records behind the partitions' ends",
-            m.lag.clone(),
-        );
-        registry.register(
-            "owned_partitions",
-            "Partitions owned by this instance",
-            m.partitions.clone(),
-        );
-        Metrics { registry, ..m }
+        Metrics {
+            records: counter(&mut r, "records", "Kafka records consumed and committed"),
+            applied: counter(&mut r, "events_applied", "Events that changed the projections"),
+            superseded: counter(
+                &mut r,
+                "events_superseded",
+                "Events applied but outweighed by a later fact of the same kind",
+            ),
+            duplicates: counter(
+                &mut r,
+                "duplicate_events",
+                "Events dropped as repeats of an event_id",
+            ),
+            dead_letters: labelled(
+                &mut r,
+                "dead_letters",
+                "Records kept aside as not valid events, by reason",
+            ),
+            alerts: labelled(&mut r, "alerts", "Alerts written to the outbox, by event type"),
+            batches: counter(&mut r, "batches", "Batches committed"),
+            batch_seconds,
+            refolded: counter(
+                &mut r,
+                "batches_refolded",
+                "Batches folded again after an event id, case or document turned out stored already",
+            ),
+            fenced: counter(
+                &mut r,
+                "batches_fenced",
+                "Batches refused because another member owns the partition",
+            ),
+            resynced: counter(
+                &mut r,
+                "batches_resynced",
+                "Batches refused because an earlier commit whose outcome was lost went through",
+            ),
+            commit_retries: counter(
+                &mut r,
+                "commit_retries",
+                "Batches abandoned on a transient store error, to be read and tried again",
+            ),
+            consumer_errors: counter(&mut r, "consumer_errors", "Errors reported by the Kafka consumer"),
+            rebalances: counter(&mut r, "rebalances", "Partition assignments and revocations"),
+            partitions_assigned: counter(
+                &mut r,
+                "partitions_assigned",
+                "Partitions assigned to this member (and claimed)",
+            ),
+            partitions_revoked: counter(
+                &mut r,
+                "partitions_revoked",
+                "Partitions revoked from this member",
+            ),
+            database_waits: counter(
+                &mut r,
+                "database_waits",
+                "Attempts to reach a database that did not answer at start",
+            ),
+            alerts_published: counter(
+                &mut r,
+                "alerts_published",
+                "Alerts acknowledged by the broker on the alerts topic",
+            ),
+            relay_failures: counter(
+                &mut r,
+                "relay_failures",
+                "Attempts of the alert relay that failed and will be tried again",
+            ),
+            webhook_attempts: labelled(
+                &mut r,
+                "webhook_attempts",
+                "Webhook delivery attempts, by outcome",
+            ),
+            lag: gauge(&mut r, "consumer_lag_records", "Records behind the partitions' ends"),
+            partitions: gauge(&mut r, "owned_partitions", "Partitions owned by this instance"),
+            registry: r,
+        }
     }
 }
 
@@ -187,5 +170,31 @@ impl Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_is_exposed_under_its_name() {
+        let m = Metrics::default();
+        m.records.inc();
+        m.dead_letters
+            .get_or_create(&vec![("reason", "not_json")])
+            .inc_by(3);
+        let text = m.render();
+        for line in [
+            "cchc_records_total 1",
+            "cchc_dead_letters_total{reason=\"not_json\"} 3",
+            "cchc_batches_fenced_total 0",
+            "cchc_commit_retries_total 0",
+            "cchc_consumer_errors_total 0",
+            "cchc_consumer_lag_records 0",
+            "cchc_batch_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
     }
 }
