@@ -6,6 +6,31 @@
 //!   alert outbox and webhook deliveries in `outbox`, the queries of the API
 //!   and the operator commands in `queries`).
 
+/// Runs `$body` with `$pool` bound to the store's pool, whichever store it
+/// is, for portable SQL (numbered parameters, `CAST`) written once: `read`
+/// uses SQLite's read-only connections, `write` its writing one.
+macro_rules! on_pool {
+    (read $store:expr, |$pool:ident| $body:expr) => {
+        on_pool!(@ $store, |$pool| $body, read_pool)
+    };
+    (write $store:expr, |$pool:ident| $body:expr) => {
+        on_pool!(@ $store, |$pool| $body, pool)
+    };
+    (@ $store:expr, |$pool:ident| $body:expr, $sqlite:ident) => {
+        match $store {
+            Store::Postgres(s) => {
+                let pool = s.pool();
+                let $pool = &pool;
+                $body
+            }
+            Store::Sqlite(s) => {
+                let $pool = s.$sqlite();
+                $body
+            }
+        }
+    };
+}
+
 mod codec;
 mod copy;
 mod outbox;

@@ -31,10 +31,10 @@ impl Store {
     pub async fn unpublished_alerts(&self, limit: i64) -> Result<Vec<OutboxAlert>, StoreError> {
         let sql = "SELECT seq, alert_id, commune, payload FROM alert_outbox
                    WHERE published_at IS NULL ORDER BY seq LIMIT $1";
-        Ok(match self {
-            Store::Postgres(s) => sqlx::query_as(sql).bind(limit).fetch_all(&s.pool()).await?,
-            Store::Sqlite(s) => sqlx::query_as(sql).bind(limit).fetch_all(s.pool()).await?,
-        })
+        Ok(on_pool!(write self, |pool| sqlx::query_as(sql)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
     }
 
     /// Marks alerts published, and queues each for every webhook URL, in one
@@ -92,22 +92,11 @@ impl Store {
         let sql = "SELECT d.alert_seq, d.url, d.attempts, o.alert_id, o.payload
                    FROM webhook_deliveries d JOIN alert_outbox o ON o.seq = d.alert_seq
                    WHERE d.delivered_at IS NULL AND d.next_attempt <= $1 ORDER BY d.alert_seq LIMIT $2";
-        Ok(match self {
-            Store::Postgres(s) => {
-                sqlx::query_as(sql)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&s.pool())
-                    .await?
-            }
-            Store::Sqlite(s) => {
-                sqlx::query_as(sql)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(s.pool())
-                    .await?
-            }
-        })
+        Ok(on_pool!(write self, |pool| sqlx::query_as(sql)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
     }
 
     /// Records one delivery attempt: delivered, or failed with the time of
@@ -124,28 +113,16 @@ impl Store {
         };
         let sql = "UPDATE webhook_deliveries SET attempts = attempts + 1, delivered_at = $3, last_error = $4, next_attempt = $5
                    WHERE alert_seq = $1 AND url = $2";
-        match self {
-            Store::Postgres(s) => {
-                sqlx::query(sql)
-                    .bind(seq)
-                    .bind(url)
-                    .bind(delivered)
-                    .bind(error)
-                    .bind(next)
-                    .execute(&s.pool())
-                    .await?;
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(sql)
-                    .bind(seq)
-                    .bind(url)
-                    .bind(delivered)
-                    .bind(error)
-                    .bind(next)
-                    .execute(s.pool())
-                    .await?;
-            }
-        }
+        on_pool!(write self, |pool| {
+            sqlx::query(sql)
+                .bind(seq)
+                .bind(url)
+                .bind(delivered)
+                .bind(error)
+                .bind(next)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 }

@@ -8,24 +8,6 @@ use super::codec::{SumRow, SUMS};
 use super::{Store, StoreError};
 use crate::domain::DayCounters;
 
-/// Runs `$body` with `$pool` bound to the store's pool for reads,
-/// whichever store it is.
-macro_rules! on_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match $store {
-            Store::Postgres(s) => {
-                let pool = s.pool();
-                let $pool = &pool;
-                $body
-            }
-            Store::Sqlite(s) => {
-                let $pool = s.read_pool();
-                $body
-            }
-        }
-    };
-}
-
 /// An open case past its due date.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct OverdueCase {
@@ -71,7 +53,7 @@ impl Store {
             "SELECT commune AS key, {sums} FROM day_counters WHERE day >= $1 AND day < $2 GROUP BY commune",
             sums = *SUMS
         );
-        let rows: Vec<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+        let rows: Vec<SumRow> = on_pool!(read self, |pool| sqlx::query_as(&sql)
             .bind(from)
             .bind(to)
             .fetch_all(pool)
@@ -91,7 +73,7 @@ impl Store {
              WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY commune",
             sums = *SUMS
         );
-        let row: Option<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+        let row: Option<SumRow> = on_pool!(read self, |pool| sqlx::query_as(&sql)
             .bind(commune)
             .bind(from)
             .bind(to)
@@ -113,7 +95,7 @@ impl Store {
              WHERE commune = $1 AND day >= $2 AND day < $3 GROUP BY day ORDER BY day",
             sums = *SUMS
         );
-        let rows: Vec<SumRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+        let rows: Vec<SumRow> = on_pool!(read self, |pool| sqlx::query_as(&sql)
             .bind(commune)
             .bind(from)
             .bind(to)
@@ -148,7 +130,7 @@ impl Store {
             Store::Postgres(_) => sql.replace("$3 IS NULL", "$3::date IS NULL"),
             Store::Sqlite(_) => sql.to_string(),
         };
-        Ok(on_pool!(self, |pool| sqlx::query_as(&sql)
+        Ok(on_pool!(read self, |pool| sqlx::query_as(&sql)
             .bind(commune)
             .bind(today)
             .bind(after_due)
@@ -162,7 +144,7 @@ impl Store {
     pub async fn freshness(&self) -> Result<Freshness, StoreError> {
         let sql = "SELECT max(event_time) AS event_time, max(updated_at) AS committed_at, max(clock) AS clock
                    FROM partition_offsets WHERE topic = $1";
-        Ok(on_pool!(self, |pool| sqlx::query_as(sql)
+        Ok(on_pool!(read self, |pool| sqlx::query_as(sql)
             .bind(self.topic())
             .fetch_one(pool)
             .await?))
@@ -176,7 +158,7 @@ impl Store {
     ) -> Result<Vec<DeadLetterRow>, StoreError> {
         let sql = "SELECT id, topic, partition, \"offset\", record_key, value, reason_code, reason, kept_at, resent_at
                    FROM dead_letters WHERE id > $1 ORDER BY id LIMIT $2";
-        Ok(on_pool!(self, |pool| sqlx::query_as(sql)
+        Ok(on_pool!(read self, |pool| sqlx::query_as(sql)
             .bind(after)
             .bind(limit)
             .fetch_all(pool)
@@ -186,7 +168,7 @@ impl Store {
     pub async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetterRow>, StoreError> {
         let sql = "SELECT id, topic, partition, \"offset\", record_key, value, reason_code, reason, kept_at, resent_at
                    FROM dead_letters WHERE id = $1";
-        Ok(on_pool!(self, |pool| sqlx::query_as(sql)
+        Ok(on_pool!(read self, |pool| sqlx::query_as(sql)
             .bind(id)
             .fetch_optional(pool)
             .await?))
@@ -195,7 +177,7 @@ impl Store {
     /// The payloads of the latest published alerts, newest first.
     pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<String>, StoreError> {
         let sql = "SELECT payload FROM alert_outbox WHERE published_at IS NOT NULL ORDER BY seq DESC LIMIT $1";
-        Ok(on_pool!(self, |pool| sqlx::query_scalar(sql)
+        Ok(on_pool!(read self, |pool| sqlx::query_scalar(sql)
             .bind(limit)
             .fetch_all(pool)
             .await?))
@@ -204,7 +186,7 @@ impl Store {
     /// Records that a dead letter was sent through again.
     pub async fn mark_resent(&self, id: i64) -> Result<(), StoreError> {
         let sql = "UPDATE dead_letters SET resent_at = $2 WHERE id = $1";
-        on_pool!(self, |pool| {
+        on_pool!(write self, |pool| {
             sqlx::query(sql)
                 .bind(id)
                 .bind(Utc::now())

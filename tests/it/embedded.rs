@@ -46,6 +46,13 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
         .await
         .expect("demo");
     assert!(report.contains("Thị xã Long Mỹ"), "{report}");
+    let header = report.lines().nth(2).unwrap();
+    for &i in cchc_pipeline::domain::Indicator::ALL {
+        assert!(
+            header.contains(i.id()),
+            "the report has a column for {i}: {report}"
+        );
+    }
 
     let mut fold = Fold::new(None);
     for r in Simulator::new(&settings.units, 9, start, 20.0).take(events) {
