@@ -33,7 +33,7 @@ use crate::domain::{
     decode, Alert, Applied, CaseEvent, CaseKey, DayCounters, DocumentKey, Evaluator, EventKind,
     Units,
 };
-use crate::internal_events::{BatchCommitted, BatchRefolded, InternalEvent};
+use crate::internal_events::{BatchCommitted, BatchRefolded, DeadLettersKept, InternalEvent};
 use crate::metrics::Metrics;
 use crate::store::{BatchKeys, BatchTx, Claim, DeadLetter, PartitionWrite, Store, StoreError};
 
@@ -327,6 +327,12 @@ impl Projector {
             partition: write.partition,
             report,
             seconds: started.elapsed().as_secs_f64(),
+        }
+        .emit(&self.metrics);
+        let reasons: Vec<&'static str> = write.dead_letters.iter().map(|d| d.reason_code).collect();
+        DeadLettersKept {
+            partition: write.partition,
+            reasons: &reasons,
         }
         .emit(&self.metrics);
         if !report.alerts.is_empty() {

@@ -863,6 +863,25 @@ async fn the_projections_stream_tells_each_committed_batch() {
 }
 
 #[tokio::test]
+async fn metrics_count_what_the_batches_did_by_outcome() {
+    let app = app(200).await;
+    let res = app
+        .clone()
+        .oneshot(request("GET", "/metrics", None, vec![]))
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        "cchc_records_total 201",
+        "cchc_dead_letters_total{reason=\"not_json\"} 1",
+        "cchc_batches_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn admin_answers_carry_freshness() {
     let app = app(20).await;
     let (status, body) = call(
