@@ -10,7 +10,7 @@ use figment::Figment;
 use serde::Deserialize;
 
 use crate::domain::{
-    Comparator, Evaluator, Indicator, Rule, Target, Targets, UnitSpec, Units, Window,
+    CatchUp, Comparator, Evaluator, Indicator, Rule, Target, Targets, UnitSpec, Units, Window,
 };
 pub use crate::kafka::KafkaSettings;
 
@@ -99,10 +99,26 @@ pub struct AlertSettings {
     pub relay: bool,
     #[serde(default)]
     pub webhooks: Vec<WebhookSettings>,
+    /// Breaches wait while a backlog is read: records left unread after a
+    /// batch whose newest record was written longer ago than this.
+    #[serde(default = "default_catch_up_after")]
+    pub catch_up_after_seconds: u32,
+    /// ... and while history is read: batches whose events all occurred
+    /// longer ago than this.
+    #[serde(default = "default_history_after")]
+    pub history_after_hours: u32,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_catch_up_after() -> u32 {
+    60
+}
+
+fn default_history_after() -> u32 {
+    24
 }
 
 /// A URL that receives every alert as an HTTP POST, signed with `secret`.
@@ -175,6 +191,10 @@ impl Settings {
             units: self.units.clone(),
             targets: self.targets.clone(),
             windows: self.alert_windows.clone(),
+            catch_up: CatchUp {
+                backlog_after: chrono::Duration::seconds(self.alerts.catch_up_after_seconds.into()),
+                history_after: chrono::Duration::hours(self.alerts.history_after_hours.into()),
+            },
         }
     }
 }

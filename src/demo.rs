@@ -20,6 +20,7 @@ use tracing::info;
 use crate::app::Application;
 use crate::config::Settings;
 use crate::domain::Window;
+use crate::metrics::Metrics;
 use crate::operate::{report_from, SimulateOptions};
 use crate::shutdown::CancellationToken;
 use crate::simulator::Simulator;
@@ -59,10 +60,15 @@ pub async fn run(
     settings.database.url = options.database_url.clone();
     settings.database.max_connections = 1;
     settings.http.listen = options.listen.clone();
+    // The simulated year is history: breaches are evaluated once the feed is
+    // read, at the first clock tick of a quiet partition; a short tick makes
+    // that a second after the end.
+    settings.clock.tick_seconds = 1;
     info!(bootstrap = %settings.kafka.bootstrap_servers, store = %options.database_url, "embedded Kafka and SQLite ready");
 
     let app = Application::build(settings.clone()).await?;
     let store = app.store().clone();
+    let metrics = app.metrics().clone();
     let token = settings
         .http
         .read_tokens
@@ -92,7 +98,7 @@ pub async fn run(
             options.simulate.events
         )
     } else {
-        let report = finished_report(&store, &settings, produced, started).await?;
+        let report = finished_report(&store, &metrics, &settings, produced, started).await?;
         if !options.exit_when_done {
             print!("{report}");
             println!("serving the dashboard and API until Ctrl-C");
@@ -179,10 +185,11 @@ async fn committed(store: &Store) -> anyhow::Result<i64> {
         .sum())
 }
 
-/// The rate, the dead letters and the indicator report, once the relay has
-/// published the last alerts.
+/// The rate, the dead letters and the indicator report, once the breaches
+/// of the caught-up state are evaluated and the relay has published them.
 async fn finished_report(
     store: &Store,
+    metrics: &Metrics,
     settings: &Settings,
     produced: usize,
     started: Instant,
@@ -195,7 +202,9 @@ async fn finished_report(
         "every event projected"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !store.unpublished_alerts(1).await?.is_empty() && Instant::now() < deadline {
+    while Instant::now() < deadline
+        && (metrics.awaiting_evaluation.get() > 0 || !store.unpublished_alerts(1).await?.is_empty())
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let dead = store.dead_letter_reasons().await?.len();

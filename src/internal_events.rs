@@ -93,6 +93,25 @@ impl InternalEvent for DeadLettersKept<'_> {
     }
 }
 
+/// A batch's breaches wait for the caught-up state (`domain::CatchUp`).
+pub struct BreachesDeferred {
+    pub partition: i32,
+    pub why: crate::domain::Deferral,
+}
+
+impl InternalEvent for BreachesDeferred {
+    fn emit(self, m: &Metrics) {
+        m.breaches_deferred
+            .get_or_create(&vec![("why", self.why.id())])
+            .inc();
+        debug!(
+            partition = self.partition,
+            why = self.why.id(),
+            "breaches wait for the caught-up state"
+        );
+    }
+}
+
 /// A batch folded without looking its ids up met one stored already: it is
 /// folded again with them loaded.
 pub struct BatchRefolded {

@@ -108,7 +108,9 @@ pub fn consumer<C: ConsumerContext>(k: &KafkaSettings, context: C) -> KafkaResul
     let mut config = client_config(k);
     // Tuning first, so that `kafka.properties` can change it ...
     let tuning = [
-        ("statistics.interval.ms", "5000"),
+        // Each partition's end offset comes with the statistics: the lag
+        // metric and the catch-up rule read it.
+        ("statistics.interval.ms", "1000"),
         // librdkafka prefetches up to 64 MB by default, on top of the
         // records waiting for a batch (up to twice `batch.max_records` in
         // all) and the batches being committed; 16 MB keeps a replay's

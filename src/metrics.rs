@@ -26,6 +26,9 @@ pub struct Metrics {
     pub dead_letters: Labelled,
     /// By `event_type` (`indicator.breached`, `indicator.recovered`).
     pub alerts: Labelled,
+    /// Batches whose breaches waited for the caught-up state, by `why`
+    /// (`backlog`, `history`).
+    pub breaches_deferred: Labelled,
     pub batches: Counter,
     pub batch_seconds: Histogram,
     pub refolded: Counter,
@@ -46,6 +49,9 @@ pub struct Metrics {
     pub lag: Gauge<i64, AtomicI64>,
     /// Partitions this instance owns.
     pub partitions: Gauge<i64, AtomicI64>,
+    /// Owned partitions whose breaches are not evaluated on their
+    /// caught-up state yet (just claimed, or reading a backlog or history).
+    pub awaiting_evaluation: Gauge<i64, AtomicI64>,
 }
 
 /// A counter registered under `name`.
@@ -97,6 +103,11 @@ impl Default for Metrics {
                 "Records kept aside as not valid events, by reason",
             ),
             alerts: labelled(&mut r, "alerts", "Alerts written to the outbox, by event type"),
+            breaches_deferred: labelled(
+                &mut r,
+                "breaches_deferred",
+                "Batches whose breaches waited for the caught-up state, by why",
+            ),
             batches: counter(&mut r, "batches", "Batches committed"),
             batch_seconds,
             refolded: counter(
@@ -153,6 +164,11 @@ impl Default for Metrics {
             ),
             lag: gauge(&mut r, "consumer_lag_records", "Records behind the partitions' ends"),
             partitions: gauge(&mut r, "owned_partitions", "Partitions owned by this instance"),
+            awaiting_evaluation: gauge(
+                &mut r,
+                "partitions_awaiting_evaluation",
+                "Owned partitions whose breaches are not evaluated on their caught-up state yet",
+            ),
             registry: r,
         }
     }

@@ -6,10 +6,11 @@
 //!    fold (pure, `domain::Fold`), and say what to write;
 //! 3. [`commit`]: one transaction, in this order for both stores: guard
 //!    (owner generation, offset, clock) → event ids → counters → cases →
-//!    documents → dead letters → breach evaluation (window sums of the
-//!    communes concerned, one grouped query per window; the pure rules of
-//!    `domain::breach`; breach states and outbox) → the partition's next
-//!    position → commit;
+//!    documents → dead letters → the communes the partition carries → breach
+//!    evaluation, unless the batch is not the caught-up state (window sums
+//!    of the communes concerned, one grouped query per window; the pure
+//!    rules of `domain::breach`; breach states and outbox) → the partition's
+//!    next position → commit;
 //! 4. [`Projector::committed`]: what follows a commit: the outcome's metrics
 //!    and log line, the relay woken for new alerts, a [`ChangeNote`] for
 //!    live subscribers and the query cache.
@@ -30,10 +31,12 @@ use tracing::{debug, instrument};
 
 use crate::domain::time::local_date;
 use crate::domain::{
-    decode, Alert, Applied, CaseEvent, CaseKey, DayCounters, DocumentKey, Evaluator, EventKind,
-    Units,
+    decode, Alert, Applied, BatchPosition, CaseEvent, CaseKey, DayCounters, Deferral, DocumentKey,
+    Evaluator, EventKind, Units,
 };
-use crate::internal_events::{BatchCommitted, BatchRefolded, DeadLettersKept, InternalEvent};
+use crate::internal_events::{
+    BatchCommitted, BatchRefolded, BreachesDeferred, DeadLettersKept, InternalEvent,
+};
 use crate::metrics::Metrics;
 use crate::store::{BatchKeys, BatchTx, Claim, DeadLetter, PartitionWrite, Store, StoreError};
 
@@ -44,6 +47,9 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// When it was written to the log (its Kafka timestamp), in
+    /// milliseconds since the epoch.
+    pub written_ms: Option<i64>,
 }
 
 /// The records of one partition in a batch (possibly none: a clock tick).
@@ -52,6 +58,26 @@ pub struct PartitionBatch {
     pub partition: i32,
     pub claim: Claim,
     pub records: Vec<Record>,
+    /// Records on the partition after this batch, as far as the consumer
+    /// knows (`None`: its end is not known yet): whether a backlog is being
+    /// read (see `domain::CatchUp`).
+    pub behind: Option<i64>,
+}
+
+impl PartitionBatch {
+    /// What the catch-up rule looks at, once the batch is decoded.
+    fn position(&self, events: &[CaseEvent]) -> BatchPosition {
+        BatchPosition {
+            records: self.records.len(),
+            behind: self.behind,
+            written_at: self
+                .records
+                .last()
+                .and_then(|r| r.written_ms)
+                .and_then(DateTime::from_timestamp_millis),
+            newest_event: events.iter().map(|e| e.occurred_at).max(),
+        }
+    }
 }
 
 /// What a committed batch did.
@@ -64,6 +90,9 @@ pub struct BatchReport {
     pub dead_letters: usize,
     /// Breach transitions written to the outbox with this batch.
     pub alerts: Vec<Alert>,
+    /// Breaches were not evaluated: the batch is not the caught-up state
+    /// (the next one that is evaluates every commune of the partition).
+    pub deferred: Option<Deferral>,
 }
 
 /// What a committed batch (or clock tick) changed, for live subscribers
@@ -163,12 +192,17 @@ impl Projector {
     ) -> Result<BatchReport, StoreError> {
         let started = Instant::now();
         let (events, dead_letters) = self.decode(batch);
+        let deferred = self
+            .evaluator
+            .as_ref()
+            .and_then(|e| e.catch_up.defers(now, &batch.position(&events)));
+        let evaluator = self.evaluator.as_ref().filter(|_| deferred.is_none());
         let mut careful = self.careful_set().contains(&batch.partition);
         let (folded, alerts) = loop {
             let folded = self
                 .fold(batch, now, &events, &dead_letters, careful)
                 .await?;
-            match commit(&self.store, &folded.write, self.evaluator.as_ref()).await {
+            match commit(&self.store, &folded.write, evaluator).await {
                 Ok(alerts) => break (folded, alerts),
                 Err(StoreError::StoredAlready { what, .. }) if !careful => {
                     BatchRefolded {
@@ -187,6 +221,7 @@ impl Projector {
         }
         let report = BatchReport {
             alerts,
+            deferred,
             ..folded.report
         };
         self.committed(&folded.write, &report, started);
@@ -335,6 +370,13 @@ impl Projector {
             reasons: &reasons,
         }
         .emit(&self.metrics);
+        if let Some(why) = report.deferred {
+            BreachesDeferred {
+                partition: write.partition,
+                why,
+            }
+            .emit(&self.metrics);
+        }
         if !report.alerts.is_empty() {
             self.alerts_written.notify_one();
         }
@@ -389,8 +431,14 @@ async fn transaction<T: BatchTx>(
     tx.write_documents(w.partition, &w.documents, &w.new_documents)
         .await?;
     tx.keep_dead_letters(&w.dead_letters).await?;
+    // Always, also while breaches wait: the evaluation that follows a
+    // catch-up, or a midnight, covers every commune the partition carries.
+    let changed = w.changed_communes();
+    tx.note_communes(w.partition, &changed).await?;
     let alerts = match (evaluator, w.clock) {
-        (Some(evaluator), Some(now)) => evaluate_breaches(&mut tx, evaluator, w, now).await?,
+        (Some(evaluator), Some(now)) => {
+            evaluate_breaches(&mut tx, evaluator, w, changed, now).await?
+        }
         _ => Vec::new(),
     };
     tx.move_position(w).await?;
@@ -406,10 +454,9 @@ async fn evaluate_breaches<T: BatchTx>(
     tx: &mut T,
     evaluator: &Evaluator,
     w: &PartitionWrite,
+    changed: Vec<String>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Alert>, StoreError> {
-    let changed = w.changed_communes();
-    tx.note_communes(w.partition, &changed).await?;
     let mut communes: BTreeSet<String> = changed.into_iter().collect();
     if w.clock_moved {
         communes.extend(tx.communes_of(w.partition).await?);

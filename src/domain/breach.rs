@@ -197,12 +197,171 @@ mod tests {
     }
 }
 
-/// Evaluates breaches for the configured windows and targets.
+/// When breaches are evaluated: on the caught-up state only. Reading a
+/// backlog (after an outage) or history (a backfill), the counters are
+/// right only once the whole of it is read: cases whose resolution is still
+/// unread look overdue, a year's first months look like the whole year. So
+/// a batch that is not caught up is projected (counters, the API) but not
+/// evaluated, and the first batch that is (or a clock tick once the
+/// partition is quiet) evaluates every commune of the partition: the alerts
+/// sent are the transitions between the state before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Records left unread after a batch whose newest record was written to
+    /// the log longer ago than this: a backlog.
+    pub backlog_after: chrono::Duration,
+    /// A batch whose events all occurred longer ago than this: history.
+    pub history_after: chrono::Duration,
+}
+
+/// Why a batch was not evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Deferral {
+    /// A backlog of the log is being read (or the partition's end is not
+    /// known yet).
+    Backlog,
+    /// History is being read: every event of the batch is old.
+    History,
+}
+
+impl Deferral {
+    pub fn id(self) -> &'static str {
+        match self {
+            Deferral::Backlog => "backlog",
+            Deferral::History => "history",
+        }
+    }
+}
+
+/// What [`CatchUp::defers`] looks at in one partition batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPosition {
+    /// Records in the batch (none: a clock tick).
+    pub records: usize,
+    /// Records on the partition after the batch, as far as known (`None`:
+    /// the partition's end is not known yet).
+    pub behind: Option<i64>,
+    /// When the batch's last record was written to the log.
+    pub written_at: Option<DateTime<Utc>>,
+    /// The latest `occurred_at` among the batch's valid events.
+    pub newest_event: Option<DateTime<Utc>>,
+}
+
+impl CatchUp {
+    /// The default: a backlog is older than a minute, history older than a
+    /// day (late events of a few hours, from a counter that syncs later, are
+    /// live).
+    pub fn default_bounds() -> Self {
+        CatchUp {
+            backlog_after: chrono::Duration::seconds(60),
+            history_after: chrono::Duration::hours(24),
+        }
+    }
+
+    /// Whether a batch at `now` waits for the caught-up state, and why.
+    ///
+    /// A backlog: the batch's last record is older than `backlog_after`
+    /// (or there is none: a clock tick) and records are left after it, or
+    /// the partition's end is not known yet. A fresh last record is live
+    /// whatever follows it (anything after it is fresher still). History:
+    /// the batch's newest event occurred longer ago than `history_after`.
+    pub fn defers(&self, now: DateTime<Utc>, batch: &BatchPosition) -> Option<Deferral> {
+        // A written time the clock has not reached counts as now.
+        let old = |at: DateTime<Utc>, bound| now.signed_duration_since(at) > bound;
+        let stale_tail = match (batch.records, batch.written_at) {
+            (0, _) => true,
+            (_, Some(at)) => old(at, self.backlog_after),
+            (_, None) => false,
+        };
+        if stale_tail && batch.behind.is_none_or(|n| n > 0) {
+            return Some(Deferral::Backlog);
+        }
+        match batch.newest_event {
+            Some(at) if old(at, self.history_after) => Some(Deferral::History),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod catch_up_tests {
+    use super::*;
+
+    fn at(minutes_ago: i64) -> Option<DateTime<Utc>> {
+        Some(now() - chrono::Duration::minutes(minutes_ago))
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
+
+    fn defers(records: usize, behind: Option<i64>, written: i64, event: i64) -> Option<Deferral> {
+        CatchUp::default_bounds().defers(
+            now(),
+            &BatchPosition {
+                records,
+                behind,
+                written_at: at(written),
+                newest_event: at(event),
+            },
+        )
+    }
+
+    #[test]
+    fn a_live_batch_is_evaluated_even_with_records_arriving_behind_it() {
+        assert_eq!(defers(100, Some(0), 0, 0), None);
+        assert_eq!(defers(100, Some(5_000), 0, 1), None, "a live burst");
+        assert_eq!(defers(100, None, 0, 0), None, "its end not known yet");
+        assert_eq!(
+            defers(100, Some(0), 0, 6 * 60),
+            None,
+            "late by hours is live"
+        );
+    }
+
+    #[test]
+    fn records_left_behind_an_old_tail_are_a_backlog() {
+        assert_eq!(defers(2_000, Some(4_000), 30, 30), Some(Deferral::Backlog));
+        assert_eq!(defers(2_000, None, 30, 30), Some(Deferral::Backlog));
+        // The last of the backlog: nothing behind it, evaluated.
+        assert_eq!(defers(2_000, Some(0), 30, 30), None);
+    }
+
+    #[test]
+    fn a_tick_waits_while_records_are_unread_or_the_end_is_unknown() {
+        assert_eq!(defers(0, Some(10), 0, 0), Some(Deferral::Backlog));
+        assert_eq!(defers(0, None, 0, 0), Some(Deferral::Backlog));
+        let quiet = BatchPosition {
+            records: 0,
+            behind: Some(0),
+            written_at: None,
+            newest_event: None,
+        };
+        assert_eq!(CatchUp::default_bounds().defers(now(), &quiet), None);
+    }
+
+    #[test]
+    fn a_batch_of_old_events_only_is_history_wherever_it_stands() {
+        assert_eq!(defers(500, Some(0), 0, 25 * 60), Some(Deferral::History));
+        assert_eq!(
+            defers(500, Some(9), 0, 90 * 24 * 60),
+            Some(Deferral::History)
+        );
+        // One live event among them: not history.
+        assert_eq!(defers(500, Some(0), 0, 0), None);
+    }
+}
+
+/// Evaluates breaches for the configured windows and targets, on the
+/// caught-up state ([`CatchUp`]).
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     pub units: super::Units,
     pub targets: super::Targets,
     pub windows: Vec<Window>,
+    pub catch_up: CatchUp,
 }
 
 /// The stored state of one (commune, indicator, window id).

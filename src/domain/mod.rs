@@ -11,7 +11,9 @@ pub mod indicator;
 pub mod time;
 pub mod units;
 
-pub use breach::{Alert, BreachState, Evaluator, StateKey, Transition};
+pub use breach::{
+    Alert, BatchPosition, BreachState, CatchUp, Deferral, Evaluator, StateKey, Transition,
+};
 pub use counters::DayCounters;
 pub use event::{decode, CaseEvent, EventKind, Rejection};
 pub use fold::{Applied, CaseKey, CaseState, DayKey, DocumentKey, DocumentState, Fold};

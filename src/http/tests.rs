@@ -53,6 +53,7 @@ fn simulated(settings: &Settings, from: usize, n: usize) -> Vec<Record> {
             offset: (from + k) as i64,
             key: Some(r.key.into_bytes()),
             value: Some(r.value.into_bytes()),
+            written_ms: None,
         })
         .collect()
 }
@@ -76,6 +77,7 @@ impl Harness {
             offset: events as i64,
             key: None,
             value: Some(b"not json".to_vec()),
+            written_ms: None,
         });
         let metrics = Arc::new(Metrics::default());
         let projector = Projector::new(
@@ -132,6 +134,7 @@ impl Harness {
                     partition: 0,
                     claim,
                     records,
+                    behind: Some(0),
                 },
                 Utc::now(),
             )
@@ -1126,6 +1129,7 @@ async fn cached_sums_expire_after_the_ttl_when_no_note_comes() {
                 partition: 0,
                 claim,
                 records: simulated_for(&h.settings, "31471", 400, 401),
+                behind: Some(0),
             },
             Utc::now(),
         )

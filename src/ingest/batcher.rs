@@ -163,6 +163,7 @@ mod tests {
             offset,
             key: None,
             value: None,
+            written_ms: None,
         }
     }
 

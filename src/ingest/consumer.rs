@@ -33,6 +33,9 @@ pub struct Ownership {
     /// Partitions claimed anew or let go since the worker last looked: what
     /// was read for them is dropped, fetching restarts at the stored offset.
     pub reset: BTreeSet<i32>,
+    /// Each partition's end offset on the broker, as librdkafka's last
+    /// statistics had it.
+    pub ends: BTreeMap<i32, i64>,
 }
 
 /// Shared between the consumer's callbacks and the worker.
@@ -51,19 +54,26 @@ pub struct IngestContext {
 }
 
 impl ClientContext for IngestContext {
-    /// librdkafka's statistics carry each partition's end offset: the lag is
-    /// how far the stored (committed) offsets are behind them.
+    /// librdkafka's statistics carry each partition's end offset: kept for
+    /// the catch-up rule, and the lag is how far the stored (committed)
+    /// offsets are behind them.
     fn stats(&self, statistics: Statistics) {
         let Some(t) = statistics.topics.get(self.store.topic()) else {
             return;
         };
-        let owned = lock(&self.owned);
+        let mut owned = lock(&self.owned);
+        owned.ends = t
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.hi_offset >= 0)
+            .map(|(n, p)| (*n, p.hi_offset))
+            .collect();
         let lag: i64 = owned
             .claims
             .iter()
             .filter_map(|(p, claim)| {
-                let end = t.partitions.get(p)?.hi_offset;
-                (end >= 0).then(|| (end - claim.next_offset.unwrap_or(0)).max(0))
+                let end = *owned.ends.get(p)?;
+                Some((end - claim.next_offset.unwrap_or(0)).max(0))
             })
             .sum();
         self.metrics.lag.set(lag);

@@ -146,6 +146,7 @@ impl Worker {
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
+                written_ms: m.timestamp().to_millis(),
             };
             batcher.push(record, Instant::now());
         }
@@ -168,14 +169,23 @@ impl Worker {
             .iter()
             .map(|(p, c)| (*p, *c))
             .collect();
+        let awaiting = claims.iter().filter(|(_, c)| c.reevaluate).count();
+        self.projector
+            .metrics()
+            .awaiting_evaluation
+            .set(awaiting as i64);
         for (partition, claim) in claims {
             let force = tick_due && claim.evaluates_all(now);
             let Some(records) = batcher.take(partition, Instant::now(), force) else {
                 continue;
             };
+            let end = records
+                .last()
+                .map_or(claim.next_offset.unwrap_or(0), |r| r.offset + 1);
             let batch = PartitionBatch {
                 partition,
                 claim,
+                behind: self.behind(partition, end),
                 records,
             };
             let projector = self.projector.clone();
@@ -191,6 +201,15 @@ impl Worker {
                 ),
             );
         }
+    }
+
+    /// Records on `partition` after offset `end`, per the partition's end
+    /// offset in librdkafka's latest statistics (no request to the broker;
+    /// at most `statistics.interval.ms` old, which only the live trickle
+    /// outruns); `None` before the first statistics.
+    fn behind(&self, partition: i32, end: i64) -> Option<i64> {
+        let high = *lock(&self.owned).ends.get(&partition)?;
+        Some((high - end).max(0))
     }
 
     /// Books the outcome of one partition's commit. A transient failure
@@ -283,7 +302,9 @@ impl Worker {
                     claim.next_offset = Some(last.offset + 1);
                 }
                 claim.clock = Some(now);
-                claim.reevaluate = false;
+                // A batch whose breaches waited leaves the next one to
+                // evaluate every commune of the partition.
+                claim.reevaluate = report.deferred.is_some();
             }
         }
         self.progress.add(report);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Duration as Span, FixedOffset, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration as Span, FixedOffset, NaiveTime, TimeZone, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -16,7 +16,8 @@ use cchc_pipeline::alerts::signature;
 use cchc_pipeline::store::Store;
 
 use cchc_pipeline::config::WebhookSettings;
-use cchc_pipeline::domain::Window;
+use cchc_pipeline::domain::time::local_date;
+use cchc_pipeline::domain::{Indicator, Standing, Window};
 
 use crate::pipeline::{setup, wait_caught_up, Pipeline, Setup};
 use crate::support::{free_port, kafka_bootstrap, spawn_app, unique_name, Running};
@@ -166,7 +167,11 @@ impl AlertReader {
             let wait = Duration::from_millis(200);
             if let Ok(Ok(m)) = tokio::time::timeout(wait, self.consumer.recv()).await {
                 let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                assert_eq!(m.key(), Some(C.as_bytes()), "alerts are keyed by commune");
+                assert_eq!(
+                    m.key(),
+                    v["commune_code"].as_str().map(str::as_bytes),
+                    "alerts are keyed by commune"
+                );
                 self.seen.push(v);
             }
         }
@@ -735,4 +740,215 @@ async fn live_subscribers_get_alerts_over_server_sent_events() {
         text.push_str(&String::from_utf8_lossy(&chunk.expect("stream open")));
     }
     assert!(text.contains("event: alert"), "{text}");
+}
+
+/// The catch-up scenarios: a commune with 100 cases resolved on time (its
+/// on-time rate met), then a pipeline stopped while 1,000 more cases are
+/// received, fall due and are resolved (the receipts produced first, the
+/// resolutions after them, so the backlog spans many batches), and `late`
+/// of them resolved after their due date. Returns the alerts seen after the
+/// restart, once caught up, and the pipeline's deferred-batch count.
+async fn outage(catch_up_after_seconds: u32, late: usize) -> (Vec<(String, String)>, u64) {
+    let (setup, store) = setup(1, None).await;
+    let mut settings = setup.settings(None);
+    settings.batch.max_records = 200;
+    settings.alerts.catch_up_after_seconds = catch_up_after_seconds;
+    // Only the backlog rule: these events are not history.
+    settings.alerts.history_after_hours = 24 * 365;
+    let mut reader = AlertReader::new(&setup.alerts_topic);
+    let mut pipeline = spawn_app(settings.clone()).await;
+    let now = Utc::now().with_timezone(&local());
+    let mut ev = Events::new(now - Span::hours(2));
+    let baseline: Vec<Value> = (0..100)
+        .flat_map(|_| {
+            let received = ev.received(true, now + Span::days(3));
+            let mut resolved = ev.resolved(true);
+            resolved["case_id"] = received["case_id"].clone();
+            [received, resolved]
+        })
+        .collect();
+    send(&setup.topic, baseline).await;
+    caught_up(&store, &setup, &mut pipeline).await;
+    assert_eq!(reader.until(0, Duration::from_secs(2)).await, vec![]);
+    pipeline.stop().await;
+
+    // While it is down: cases due yesterday (local), received the day before.
+    let yesterday = now.date_naive() - Span::days(1);
+    let at = |h: u32| {
+        local()
+            .from_local_datetime(&yesterday.and_hms_opt(h, 0, 0).unwrap())
+            .unwrap()
+    };
+    let mut received = Vec::new();
+    let mut resolutions = Vec::new();
+    for n in 0..1_000 {
+        let mut ev = Events::new(at(8) - Span::days(1));
+        ev.n = 1_000 + 2 * n;
+        let r = ev.received(true, at(17));
+        // Late: resolved today, after the due date; on time: an hour before it.
+        ev.at = if n < late { now } else { at(16) };
+        let mut done = ev.base(
+            "case.resolved",
+            json!({"due_at": at(17).to_rfc3339(), "outcome": "completed"}),
+        );
+        done["case_id"] = r["case_id"].clone();
+        received.push(r);
+        resolutions.push(done);
+    }
+    received.extend(resolutions);
+    send(&setup.topic, received).await;
+    // Older than the backlog bound by the time the pipeline is back.
+    tokio::time::sleep(Duration::from_secs(
+        u64::from(catch_up_after_seconds.min(5)) + 1,
+    ))
+    .await;
+
+    let mut pipeline = spawn_app(settings).await;
+    caught_up(&store, &setup, &mut pipeline).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.metrics.awaiting_evaluation.get() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "breaches never evaluated after the catch-up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = reader.until(0, Duration::from_secs(3)).await;
+    let deferred = pipeline
+        .metrics
+        .breaches_deferred
+        .get_or_create(&vec![("why", "backlog")])
+        .get();
+    pipeline.stop().await;
+    (got, deferred)
+}
+
+/// DOMAIN.md: an alert describes the caught-up state. Without the catch-up
+/// rule (its bound beyond the outage), reading the backlog raises the false
+/// alarm the rule is there to stop: the receipts count as late until their
+/// resolutions are read, the on-time rate dips, breaches and recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_cases_resolved_on_time_in_the_backlog_raise_no_alert() {
+    let (got, deferred) = outage(2, 0).await;
+    assert_eq!(got, vec![], "no alert after catching up");
+    assert!(
+        deferred > 0,
+        "the backlog's batches waited for the caught-up state"
+    );
+
+    let (got, _) = outage(100_000, 0).await;
+    assert_eq!(
+        got,
+        ids(&[
+            ("on_time_rate.ytd.1", "indicator.breached"),
+            ("on_time_rate.ytd.2", "indicator.recovered")
+        ]),
+        "without the rule: the false alarm, and its recovery"
+    );
+}
+
+/// A real miss hidden in the backlog is announced once, after the catch-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_hidden_in_a_backlog_breaches_exactly_once_after_the_catch_up() {
+    let (got, deferred) = outage(2, 20).await;
+    assert!(deferred > 0);
+    assert_eq!(got, ids(&[("on_time_rate.ytd.1", "indicator.breached")]));
+}
+
+/// A backfill: a year's history imported (`cchc import`) into an empty
+/// store while the pipeline runs. Its batches are history (every event older
+/// than a day), so breaches wait until the import is read; then each
+/// indicator that misses its target at the end is announced once, and
+/// nothing else: no breach that the rest of the year took back. Without the
+/// rule (its bound beyond the year), the same import announces breaches that
+/// recover before its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_a_year_of_history_announces_only_the_breaches_that_hold_at_the_end() {
+    let (got, want, deferred) = import_history(24).await;
+    assert!(!want.is_empty(), "the simulated year misses some targets");
+    assert_eq!(got, want);
+    assert!(deferred > 0, "the import's batches waited as history");
+
+    let (got, want, _) = import_history(24 * 366).await;
+    assert!(
+        got.iter().any(|(_, kind)| kind == "indicator.recovered"),
+        "without the rule, transitions the import takes back: {got:?}"
+    );
+    assert_ne!(got, want);
+}
+
+/// Imports simulated history from 1 January into an empty store with
+/// `history_after_hours`; returns the alerts sent (sorted), the breaches
+/// that hold at the end by the configured rules, and how many batches
+/// waited as history.
+async fn import_history(
+    history_after_hours: u32,
+) -> (Vec<(String, String)>, Vec<(String, String)>, u64) {
+    let (setup, store) = setup(3, None).await;
+    let mut settings = setup.settings(None);
+    settings.alerts.history_after_hours = history_after_hours;
+    let units = settings.units.clone();
+    let start = chrono::NaiveDate::from_ymd_opt(Utc::now().year(), 1, 1).unwrap();
+    let file = std::env::temp_dir().join(format!("{}.ndjson", unique_name("history")));
+    let lines: Vec<String> = cchc_pipeline::simulator::Simulator::new(&units, 21, start, 20.0)
+        .take(40_000)
+        .map(|r| r.value)
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let mut reader = AlertReader::new(&setup.alerts_topic);
+    let mut pipeline = spawn_app(settings.clone()).await;
+    let config = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+    let imported = crate::pipeline::cchc(&setup, &["import", "--config"])
+        .arg(&config)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        3,
+        &mut [&mut pipeline],
+        Duration::from_secs(120),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.metrics.awaiting_evaluation.get() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "breaches never evaluated after the import"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got = reader.until(0, Duration::from_secs(3)).await;
+    got.sort();
+
+    // What holds at the end, from the stored counters, by the configured rules.
+    let (from, to) = Window::YearToDate.days(local_date(Utc::now()));
+    let mut want = Vec::new();
+    for (commune, counters) in store.window_sums(from, to).await.unwrap() {
+        let code = units.commune(&commune).unwrap().clone();
+        for &indicator in Indicator::ALL {
+            let rule = settings.targets.rule(&code, indicator);
+            if rule.standing(indicator.ratio(&counters)) == Standing::Breached {
+                want.push((
+                    format!("{commune}.{}.ytd.1", indicator.id()),
+                    "indicator.breached".to_string(),
+                ));
+            }
+        }
+    }
+    want.sort();
+    let deferred = pipeline
+        .metrics
+        .breaches_deferred
+        .get_or_create(&vec![("why", "history")])
+        .get();
+    pipeline.stop().await;
+    (got, want, deferred)
 }

@@ -982,6 +982,7 @@ async fn project_in_batches(
             offset: offset as i64,
             key: None,
             value: Some((*v).clone()),
+            written_ms: None,
         })
         .collect();
     // To the microsecond, as the pipeline's clock and the store keep it.
@@ -998,6 +999,7 @@ async fn project_in_batches(
                     partition: 0,
                     claim,
                     records: chunk.to_vec(),
+                    behind: Some(0),
                 },
                 now,
             )
