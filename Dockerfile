@@ -9,11 +9,13 @@
 FROM rust:1-bookworm AS build
 
 # rdkafka builds librdkafka from source (./configure && make, python3 for its
-# linker script) and links the system zlib (its default `libz` feature): no
-# cmake, no OpenSSL. sqlx's SQLite is bundled.
+# linker script), with OpenSSL built from source too (its `ssl-vendored`
+# feature, for SASL and TLS; perl and make) and linked statically, and links
+# the system zlib (its default `libz` feature): no cmake. sqlx's SQLite is
+# bundled.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        build-essential pkg-config python3 zlib1g-dev \
+        build-essential perl pkg-config python3 zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -35,8 +37,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # ---- run --------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# ca-certificates for webhook receivers over https; curl for the health check
-# in docker-compose.yml. The binary itself needs only libc, libgcc and zlib,
+# ca-certificates for webhook receivers and Kafka brokers whose certificates
+# a public CA signed; curl for the health check in docker-compose.yml. The
+# binary itself needs only libc, libgcc and zlib (OpenSSL is linked in),
 # which the base image has.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

@@ -8,8 +8,18 @@
 #   bash scripts/kafka.sh status   exit 0 when running and accepting connections
 #   bash scripts/kafka.sh logs     tail of the broker log (KAFKA_LOG_LINES, default 80)
 #
+# The broker has two client listeners: PLAINTEXT on KAFKA_PORT, and SASL_SSL
+# on KAFKA_SASL_PORT, which demands SCRAM-SHA-512 credentials over TLS. Each
+# start makes a throw-away CA and a broker certificate for 127.0.0.1 and
+# localhost (openssl), and the SCRAM user KAFKA_SASL_USER (created when the
+# storage is formatted, StorageTool --add-scram). What a client needs is left
+# in var/kafka/client/: ca.pem, and client.properties (librdkafka's settings
+# for the SASL_SSL listener).
+#
 # Environment (all optional):
 #   KAFKA_PORT             client port, default 9092; the controller uses KAFKA_PORT+1
+#   KAFKA_SASL_PORT        SASL_SSL client port, default KAFKA_PORT+2
+#   KAFKA_SASL_USER        default cchc; KAFKA_SASL_PASSWORD, default cchc-test-secret
 #   KAFKA_VERSION          default 4.1.2 (with KAFKA_LOG4J_VERSION 2.24.3; 4.2+ wants 2.25.x)
 #   KAFKA_START_TIMEOUT    seconds to wait for readiness, default 60
 #   KAFKA_STOP_TIMEOUT     seconds between SIGTERM and SIGKILL, default 20
@@ -28,6 +38,9 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.1.2}"
 KAFKA_LOG4J_VERSION="${KAFKA_LOG4J_VERSION:-2.24.3}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="$((KAFKA_PORT + 1))"
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}"
+KAFKA_SASL_USER="${KAFKA_SASL_USER:-cchc}"
+KAFKA_SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-cchc-test-secret}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-20}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
@@ -49,6 +62,9 @@ LOG4J_PROPERTIES="$VAR_DIR/log4j2.properties"
 SERVER_LOG="$LOG_DIR/server.log"
 STDOUT_LOG="$LOG_DIR/stdout.log"
 READY_LINE='Transitioning from RECOVERY to RUNNING'
+TLS_DIR="$VAR_DIR/tls"
+CLIENT_DIR="$VAR_DIR/client"
+KEYSTORE_PASSWORD="cchc-test-keystore"
 
 say() { echo "kafka.sh: $*" >&2; }
 die() {
@@ -80,6 +96,7 @@ ensure_tools() {
     local missing=()
     command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
     command -v mvn >/dev/null || missing+=(maven)
+    command -v openssl >/dev/null || missing+=(openssl)
     ((${#missing[@]} == 0)) && return 0
     if ((EUID != 0)) || ! command -v apt-get >/dev/null; then
         die "missing ${missing[*]}: install Java 17+ and Maven"
@@ -112,18 +129,57 @@ cmd_fetch() {
     say "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars ($(du -sh "$LIBS" | cut -f1)) in $((SECONDS - started)) s"
 }
 
+# A throw-away CA, a broker certificate it signs (for 127.0.0.1 and
+# localhost, so that clients verify the broker's name), the broker's PKCS#12
+# keystore, and the client's side: the CA and librdkafka's settings.
+make_tls() {
+    command -v openssl >/dev/null || ensure_tools
+    mkdir -p "$TLS_DIR" "$CLIENT_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 7 \
+            -subj "/CN=cchc test CA" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr \
+            -subj "/CN=localhost" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >broker.ext
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 \
+            -extfile broker.ext -out broker.pem 2>/dev/null
+        openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem \
+            -name broker -out broker.p12 -passout "pass:$KEYSTORE_PASSWORD"
+    ) || die "making the test CA and broker certificate failed"
+    cp "$TLS_DIR/ca.pem" "$CLIENT_DIR/ca.pem"
+    cat >"$CLIENT_DIR/client.properties" <<EOF
+# librdkafka settings for the SASL_SSL listener of scripts/kafka.sh (TLS verified against ca.pem).
+bootstrap.servers=127.0.0.1:$KAFKA_SASL_PORT
+security.protocol=SASL_SSL
+sasl.mechanisms=SCRAM-SHA-512
+sasl.username=$KAFKA_SASL_USER
+sasl.password=$KAFKA_SASL_PASSWORD
+ssl.ca.location=$CLIENT_DIR/ca.pem
+EOF
+}
+
 write_config() {
     cat >"$SERVER_PROPERTIES" <<EOF
 # Written by scripts/kafka.sh: single-node KRaft broker for tests. Regenerated on every start.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$DATA_DIR
+
+# The SASL_SSL listener: SCRAM-SHA-512 users (made at format time), TLS with
+# the throw-away CA's broker certificate; clients are not asked for one.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$KEYSTORE_PASSWORD
+listener.name.sasl_ssl.ssl.client.auth=none
 
 # One node: every internal topic must have replication factor 1, or consumer
 # groups and transactions hang waiting for replicas that never come.
@@ -207,9 +263,13 @@ cmd_start() {
     if port_open "$CONTROLLER_PORT"; then
         die "something else already listens on 127.0.0.1:$CONTROLLER_PORT, the controller port (KAFKA_PORT+1)"
     fi
+    if port_open "$KAFKA_SASL_PORT"; then
+        die "something else already listens on 127.0.0.1:$KAFKA_SASL_PORT, the SASL_SSL port (KAFKA_SASL_PORT)"
+    fi
 
     local started=$SECONDS
     mkdir -p "$DATA_DIR" "$LOG_DIR"
+    make_tls
     write_config
     set_java_log_opts
 
@@ -220,7 +280,9 @@ cmd_start() {
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
     cluster_id="A${cluster_id:1}"
     java -Xmx256m "${JAVA_LOG_OPTS[@]}" -cp "$cp" kafka.tools.StorageTool \
-        format -t "$cluster_id" -c "$SERVER_PROPERTIES" >"$LOG_DIR/format.log" 2>&1 ||
+        format -t "$cluster_id" -c "$SERVER_PROPERTIES" \
+        --add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$KAFKA_SASL_PASSWORD]" \
+        >"$LOG_DIR/format.log" 2>&1 ||
         {
             cat "$LOG_DIR/format.log" >&2
             die "formatting the storage directory failed"
@@ -242,7 +304,8 @@ cmd_start() {
             tail_log >&2
             die "the broker exited during startup"
         fi
-        if port_open "$KAFKA_PORT" && grep -q "$READY_LINE" "$SERVER_LOG" 2>/dev/null; then
+        if port_open "$KAFKA_PORT" && port_open "$KAFKA_SASL_PORT" &&
+            grep -q "$READY_LINE" "$SERVER_LOG" 2>/dev/null; then
             break
         fi
         if ((SECONDS >= deadline)); then
@@ -252,7 +315,7 @@ cmd_start() {
         fi
         sleep 0.25
     done
-    say "Kafka $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT (pid $pid) in $((SECONDS - started)) s"
+    say "Kafka $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT, SASL_SSL on 127.0.0.1:$KAFKA_SASL_PORT (pid $pid) in $((SECONDS - started)) s; client settings: ${CLIENT_DIR#"$ROOT"/}/client.properties"
 }
 
 cmd_stop() {

@@ -9,8 +9,10 @@
 #                                            --all-targets: `cargo test --test it -- kafka`
 #   TEST_SKIP_LINT=1 bash scripts/test.sh    skip fmt and clippy (quick local iterations)
 #
-# Ports: KAFKA_PORT (default 9092, controller on KAFKA_PORT+1) and PGPORT
-# (default 5432). The tests get KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.
+# Ports: KAFKA_PORT (default 9092, controller on KAFKA_PORT+1, SASL_SSL on
+# KAFKA_PORT+2) and PGPORT (default 5432). The tests get
+# KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, and read the SASL_SSL listener's
+# client settings from var/kafka/client/client.properties.
 # On failure the tails of both services' logs are printed, then the phase
 # that failed and, for the tests, cargo's failure report.
 set -euo pipefail

@@ -38,18 +38,23 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store (running its migrations; while the database does not
-    /// answer, waits with backoff, each attempt logged: an operator may
-    /// well start the pipeline first), creates the alerts topic if needed
-    /// and binds `http.listen`. Anything else that fails (a bad URL, refused
+    /// Checks that Kafka answers with its settings (refused credentials or
+    /// an untrusted certificate stop here, naming the settings), creates the
+    /// alerts topic if needed, opens the store (running its migrations;
+    /// while the database does not answer, waits with backoff, each attempt
+    /// logged: an operator may well start the pipeline first) and binds
+    /// `http.listen`. Anything else that fails (a bad URL, refused
     /// credentials, a failed migration, a port in use) is an error at once.
     /// Cancel-safe: a caller may stop waiting for the database by dropping
     /// the future.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let metrics = Arc::new(Metrics::default());
+        // Kafka first: settings it refuses stop the start at once, before
+        // any wait for the database.
+        crate::kafka::check_connection(&settings.kafka, &settings.file).await?;
+        crate::kafka::ensure_topic(&settings.kafka, &settings.alerts.topic, 3).await?;
         let store = open_store(&settings, &metrics).await?;
         info!(topic = %settings.kafka.topic, group = %settings.kafka.group_id, "projection store ready");
-        crate::kafka::ensure_topic(&settings.kafka, &settings.alerts.topic, 3).await?;
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", settings.http.listen))?;

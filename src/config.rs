@@ -248,6 +248,19 @@ fn describe(file: &str, err: figment::Error) -> String {
         .join("\n")
 }
 
+/// `kafka.properties` with `_` in a name read as `.`: librdkafka's names
+/// have none, and an environment variable cannot spell a dot
+/// (`CCHC_KAFKA__PROPERTIES__SASL_PASSWORD` sets `sasl.password`). Such a
+/// name wins over the same one spelt with dots in the file.
+fn property_names(properties: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let (spelt, dotted): (Vec<_>, Vec<_>) =
+        properties.into_iter().partition(|(k, _)| k.contains('_'));
+    dotted
+        .into_iter()
+        .chain(spelt.into_iter().map(|(k, v)| (k.replace('_', "."), v)))
+        .collect()
+}
+
 /// Makes the errors of one file.
 struct Invalid<'a>(&'a str);
 
@@ -262,7 +275,8 @@ impl Invalid<'_> {
 }
 
 impl RawSettings {
-    fn validate(self, file: &Path) -> Result<Settings, ConfigError> {
+    fn validate(mut self, file: &Path) -> Result<Settings, ConfigError> {
+        self.kafka.properties = property_names(std::mem::take(&mut self.kafka.properties));
         let name = file.display().to_string();
         let invalid = Invalid(&name);
         if self.batch.max_records == 0 {
@@ -476,6 +490,16 @@ mod tests {
             err.contains("offsets live in the projection database"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_kafka_property_can_be_spelt_with_underscores_for_the_environment() {
+        let text = std::fs::read_to_string(repo_file()).unwrap()
+            + "\n[kafka.properties]\n\"sasl.password\" = \"in-the-file\"\nsasl_password = \"from-env\"\nsecurity_protocol = \"SASL_SSL\"\n";
+        let s = with_text(&text).unwrap();
+        assert_eq!(s.kafka.properties["sasl.password"], "from-env");
+        assert_eq!(s.kafka.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(s.kafka.properties.len(), 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! applied when the configuration is loaded).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +19,10 @@ use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::FutureProducer;
-use rdkafka::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 use tracing::info;
 
@@ -38,6 +40,9 @@ pub struct KafkaSettings {
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
+
+/// How long a command waits for the cluster to answer at start.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Properties the pipeline sets itself, with the reason `kafka.properties`
 /// may not.
@@ -174,6 +179,80 @@ pub fn admin(k: &KafkaSettings) -> anyhow::Result<AdminClient<DefaultClientConte
         .context("cannot create the Kafka admin client (kafka.properties)")
 }
 
+/// The errors librdkafka reported while a connection was checked.
+#[derive(Default)]
+struct Watch(std::sync::Mutex<Vec<(RDKafkaErrorCode, String)>>);
+
+impl ClientContext for Watch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code() {
+            self.0
+                .lock()
+                .expect("watch lock")
+                .push((code, reason.to_string()));
+        }
+    }
+}
+
+impl ConsumerContext for Watch {}
+
+/// Why a connection to the cluster is refused for good: the settings to
+/// look at, and librdkafka's reason.
+fn refusal(errors: &[(RDKafkaErrorCode, String)]) -> Option<String> {
+    errors.iter().find_map(|(code, reason)| match code {
+        RDKafkaErrorCode::Authentication => Some(format!(
+            "Kafka refused the credentials: check kafka.properties \"sasl.username\", \
+             \"sasl.password\" and \"sasl.mechanisms\" ({reason})"
+        )),
+        RDKafkaErrorCode::SSL => Some(format!(
+            "the TLS connection to Kafka failed: check kafka.properties \"ssl.ca.location\" \
+             (the CA that signed the broker's certificate) and \"security.protocol\" ({reason})"
+        )),
+        _ => None,
+    })
+}
+
+/// Checks that the cluster answers with these settings (a metadata request)
+/// before anything else is done with it. Refused credentials or a broker
+/// certificate that cannot be verified stop at once, with the settings to
+/// look at (in `file`, the configuration they come from); a cluster that
+/// does not answer within [`CONNECTION_TIMEOUT`] is an error too, not an
+/// endless retry.
+pub async fn check_connection(k: &KafkaSettings, file: &Path) -> anyhow::Result<()> {
+    let timeout = CONNECTION_TIMEOUT;
+    let file = file.display().to_string();
+    let consumer: BaseConsumer<Watch> = client_config(k)
+        .create_with_context(Watch::default())
+        .context("cannot create a Kafka client (kafka.properties)")?;
+    let bootstrap = k.bootstrap_servers.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let answered = consumer.fetch_metadata(None, Duration::from_millis(500));
+            // Serves the error callbacks of the attempt.
+            let _ = consumer.poll(Duration::ZERO);
+            let errors = consumer.context().0.lock().expect("watch lock").clone();
+            if let Some(why) = refusal(&errors) {
+                anyhow::bail!("{file}: {why}");
+            }
+            if answered.is_ok() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                let last = errors
+                    .last()
+                    .map(|(_, r)| r.as_str())
+                    .unwrap_or("no answer");
+                anyhow::bail!(
+                    "{file}: Kafka at {bootstrap} did not answer within {timeout:?}: check \
+                     kafka.bootstrap_servers and kafka.properties \"security.protocol\" ({last})"
+                );
+            }
+        }
+    })
+    .await?
+}
+
 /// Creates `topic` with `partitions` partitions unless it exists. Looks
 /// first, so that an account allowed to write to a topic but not to create
 /// topics (common on a secured cluster), or a cluster without the admin API
@@ -186,7 +265,7 @@ pub async fn ensure_topic(k: &KafkaSettings, topic: &str, partitions: i32) -> an
         let metadata = looking
             .inner()
             .fetch_metadata(Some(&name), Duration::from_secs(10))?;
-        Ok::<_, rdkafka::error::KafkaError>(
+        Ok::<_, KafkaError>(
             metadata
                 .topics()
                 .iter()
@@ -202,7 +281,7 @@ pub async fn ensure_topic(k: &KafkaSettings, topic: &str, partitions: i32) -> an
     for result in admin.create_topics([&new], &AdminOptions::new()).await? {
         match result {
             Ok(_) => info!(topic, partitions, "topic created"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => anyhow::bail!("cannot create topic {t}: {code}"),
         }
     }
@@ -266,6 +345,27 @@ mod tests {
         ] {
             assert_eq!(check_property(key, value), Ok(()), "{key}");
         }
+    }
+
+    #[test]
+    fn refused_credentials_and_certificates_name_the_settings_to_look_at() {
+        let auth = refusal(&[(
+            RDKafkaErrorCode::Authentication,
+            "SASL authentication error: invalid credentials".into(),
+        )])
+        .unwrap();
+        assert!(auth.contains("\"sasl.password\""), "{auth}");
+        let tls = refusal(&[
+            (RDKafkaErrorCode::BrokerTransportFailure, "connect".into()),
+            (RDKafkaErrorCode::SSL, "certificate verify failed".into()),
+        ])
+        .unwrap();
+        assert!(tls.contains("\"ssl.ca.location\""), "{tls}");
+        assert_eq!(
+            refusal(&[(RDKafkaErrorCode::AllBrokersDown, "down".into())]),
+            None,
+            "a broker down is not a refusal: it may come up"
+        );
     }
 
     #[test]

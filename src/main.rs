@@ -330,7 +330,7 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(error = format!("{e:#}"), "stopped");
+            error!(error = %format!("{e:#}"), "stopped");
             ExitCode::FAILURE
         }
     }

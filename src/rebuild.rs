@@ -86,6 +86,7 @@ pub async fn rebuild(
     options: &RebuildOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<RebuildSummary>> {
+    crate::kafka::check_connection(&settings.kafka, &settings.file).await?;
     let (store, target) = prepare(settings, options).await?;
     let topic = settings.kafka.topic.clone();
     let ends = Watermarks::new(&settings.kafka)?;

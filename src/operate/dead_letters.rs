@@ -57,6 +57,7 @@ pub async fn resend_dead_letter(
         }
         None => row.value.clone().unwrap_or_default(),
     };
+    crate::kafka::check_connection(&settings.kafka, &settings.file).await?;
     let key = record_key(&value)
         .map(String::into_bytes)
         .or(row.record_key.clone())

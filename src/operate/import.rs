@@ -35,6 +35,7 @@ pub async fn import(settings: &Settings, file: &std::path::Path) -> anyhow::Resu
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta} {msg}")
             .expect("valid template"),
     );
+    crate::kafka::check_connection(&settings.kafka, &settings.file).await?;
     let producer = crate::kafka::producer(&settings.kafka)?;
     let topic = settings.kafka.topic.clone();
     let mut lines = tokio::io::BufReader::new(handle).lines();

@@ -25,6 +25,7 @@ pub struct SimulateOptions {
 /// `partitions` partitions if it does not exist. Returns how many were sent.
 pub async fn simulate(settings: &Settings, options: &SimulateOptions) -> anyhow::Result<usize> {
     let k = &settings.kafka;
+    crate::kafka::check_connection(k, &settings.file).await?;
     crate::kafka::ensure_topic(k, &k.topic, options.partitions).await?;
     let producer = crate::kafka::producer(k)?;
     let sim = Simulator::new(

@@ -14,5 +14,6 @@ mod pipeline;
 mod rebuild;
 #[path = "../reference/mod.rs"]
 mod reference;
+mod secured;
 mod support;
 mod testbed;

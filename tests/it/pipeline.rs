@@ -203,8 +203,8 @@ pub(crate) struct Produced {
     /// How many records were produced.
     pub(crate) records: usize,
     /// The valid records, in production order.
-    valid: Vec<Vec<u8>>,
-    dead: BTreeMap<(i32, i64), &'static str>,
+    pub(crate) valid: Vec<Vec<u8>>,
+    pub(crate) dead: BTreeMap<(i32, i64), &'static str>,
 }
 
 fn producer() -> FutureProducer {
