@@ -31,6 +31,10 @@ use crate::store::{Store, StoreError};
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Cchc-Signature";
+/// Header carrying the time of signing, in seconds since the epoch; the
+/// signature covers it, so that a captured request cannot be replayed later
+/// (docs/WEBHOOKS.md).
+pub const TIMESTAMP_HEADER: &str = "X-Cchc-Timestamp";
 /// Header carrying the alert id.
 pub const ALERT_ID_HEADER: &str = "X-Cchc-Alert-Id";
 
@@ -115,10 +119,13 @@ impl Relay {
     }
 }
 
-/// `sha256=<hex>` of the body's HMAC-SHA256 with `secret`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+/// `sha256=<hex>` of the HMAC-SHA256, with `secret`, of `<timestamp>.<body>`
+/// (`timestamp` in seconds since the epoch, as sent in [`TIMESTAMP_HEADER`]).
+pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -168,12 +175,15 @@ impl Webhooks {
                     .await?;
                 continue;
             };
+            // Signed anew for each attempt: the timestamp is the attempt's.
+            let timestamp = Utc::now().timestamp();
             let response = client
                 .post(&d.url)
                 .header("Content-Type", "application/json")
+                .header(TIMESTAMP_HEADER, timestamp.to_string())
                 .header(
                     SIGNATURE_HEADER,
-                    signature(&hook.secret, d.payload.as_bytes()),
+                    signature(&hook.secret, timestamp, d.payload.as_bytes()),
                 )
                 .header(ALERT_ID_HEADER, &d.alert_id)
                 .body(d.payload.clone())
@@ -209,11 +219,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_signature_is_the_hex_hmac_sha256_of_the_body() {
-        // RFC 4231 test case 2.
+    fn the_signature_is_the_hex_hmac_sha256_of_the_timestamp_and_the_body() {
+        // Python: hmac.new(b"Jefe", b"1764590400.what do ya want for
+        // nothing?", hashlib.sha256).hexdigest()
         assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature("Jefe", 1764590400, b"what do ya want for nothing?"),
+            "sha256=9eff2dab71863b95714493f70e04a1dced488485aa121c2c21c430ef7e8fc9f7"
+        );
+        assert_ne!(
+            signature("Jefe", 1764590401, b"what do ya want for nothing?"),
+            signature("Jefe", 1764590400, b"what do ya want for nothing?")
         );
     }
 

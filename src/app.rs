@@ -126,13 +126,11 @@ impl Application {
             tokio::runtime::Handle::current(),
             stop.clone(),
         )?;
-        let server_stop = stop.clone();
-        let app = http::router(state);
-        let server = tokio::spawn(async move {
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move { server_stop.cancelled().await })
-                .await
-        });
+        let server = tokio::spawn(http::serve::serve(
+            self.listener,
+            http::router(state),
+            stop.clone(),
+        ));
         info!(listen = %self.address, "HTTP server ready");
         let result = tokio::task::spawn_blocking(move || ingest.join())
             .await?
@@ -215,10 +213,10 @@ async fn open_store(settings: &Settings, metrics: &Metrics) -> anyhow::Result<St
 
 /// Waits for the HTTP server's graceful shutdown, at most a few seconds: a
 /// client holding a connection open must not keep the process alive.
-async fn stop_server(server: JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+async fn stop_server(server: JoinHandle<()>) -> anyhow::Result<()> {
     let abort = server.abort_handle();
     match tokio::time::timeout(Duration::from_secs(3), server).await {
-        Ok(result) => Ok(result??),
+        Ok(result) => Ok(result?),
         Err(_) => {
             abort.abort();
             info!("HTTP connections still open after 3 s: closed");

@@ -70,6 +70,7 @@ fn error_code(status: StatusCode) -> &'static str {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_server_error() => "internal",
         _ => "bad_request",
@@ -119,6 +120,10 @@ pub(super) async fn json_errors(
         StatusCode::PAYLOAD_TOO_LARGE => {
             format!("the request body is larger than the limit of {max_body} bytes")
         }
+        StatusCode::REQUEST_TIMEOUT => format!(
+            "the request took longer than {} s",
+            super::REQUEST_TIMEOUT.as_secs()
+        ),
         s if s.is_server_error() => {
             error!(status = %s, body = %text, %method, %path, "a server error answer");
             "internal error".to_string()

@@ -17,14 +17,20 @@
 //! - [`cache`]: the read cache of freshness and one commune's sums.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Html;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use chrono::NaiveDate;
 use rdkafka::producer::FutureProducer;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 use crate::alerts::LiveAlerts;
 use crate::clock::Clock;
@@ -49,6 +55,7 @@ pub mod openapi;
 mod overdue;
 mod probes;
 mod projections;
+pub mod serve;
 mod views;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -60,6 +67,9 @@ pub enum Access {
     Public,
     /// A read or an admin token.
     Read,
+    /// A read or an admin token, also as `?token=` (a browser's
+    /// `EventSource` cannot send a header).
+    Stream,
     /// An admin token.
     Admin,
 }
@@ -82,8 +92,8 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     ("get", "/api/v1/communes/{code}/overdue", Access::Read),
     ("get", "/api/v1/alerts", Access::Read),
-    ("get", "/api/v1/alerts/stream", Access::Read),
-    ("get", "/api/v1/projections/stream", Access::Read),
+    ("get", "/api/v1/alerts/stream", Access::Stream),
+    ("get", "/api/v1/projections/stream", Access::Stream),
     ("get", "/api/v1/admin/dead-letters", Access::Admin),
     (
         "post",
@@ -115,6 +125,8 @@ fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
 
 /// What the handlers share.
 pub struct AppState {
+    /// The configured tokens, as compared.
+    pub tokens: auth::Tokens,
     pub store: Store,
     pub live: LiveAlerts,
     /// Told of every committed batch (the projections stream).
@@ -148,6 +160,7 @@ impl AppState {
     /// serves from (with the read cache's default limits).
     pub fn new(settings: &Settings, feeds: Feeds) -> AppState {
         AppState {
+            tokens: auth::Tokens::new(&settings.http),
             cache: Arc::new(QueryCache::new(&feeds.changes)),
             store: feeds.store,
             live: feeds.live,
@@ -197,25 +210,43 @@ impl AppState {
 
 type Shared = Arc<AppState>;
 
+/// How long a request (but a live stream) may take, its body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The routes, built the same way by the application and the tests: exactly
 /// those of [`ROUTES`] (this is the router's only `.route` call), every
-/// error answer in the API's JSON shape.
+/// error answer in the API's JSON shape, each request with an id
+/// (`x-request-id`, taken from the client or made) and a span of its own
+/// (`http.request`, with the method, the path without its query, and the
+/// id), and every request but a live stream bounded by [`REQUEST_TIMEOUT`].
 pub fn router(state: AppState) -> Router {
     let max_body = state.http.max_body_bytes;
     let state = Arc::new(state);
-    let (mut public, mut read, mut admin) = (Router::new(), Router::new(), Router::new());
+    let [mut public, mut read, mut stream, mut admin] = std::array::from_fn(|_| Router::new());
     for &(method, path, access) in ROUTES {
         let part = match access {
             Access::Public => &mut public,
             Access::Read => &mut read,
+            Access::Stream => &mut stream,
             Access::Admin => &mut admin,
         };
-        *part = std::mem::take(part).route(path, handler(method, path));
+        let handler = match access {
+            Access::Stream => handler(method, path),
+            _ => handler(method, path).layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            )),
+        };
+        *part = std::mem::take(part).route(path, handler);
     }
     public
         .merge(read.route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_read,
+        )))
+        .merge(stream.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read_or_query,
         )))
         .merge(admin.route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -224,7 +255,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(max_body, error::json_errors))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(state)
+}
+
+/// The span of one request: never its query, which may hold a token.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("http.request", method = %req.method(), path = req.uri().path(), request_id = id)
 }
 
 #[cfg(test)]

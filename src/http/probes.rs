@@ -34,10 +34,14 @@ pub(super) async fn ready(State(s): State<Shared>) -> Result<Response, ApiError>
     })
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: the OpenMetrics text format (what prometheus-client
+/// writes, `# EOF` at its end), under its own content type.
 pub(super) async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }

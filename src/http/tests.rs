@@ -39,7 +39,7 @@ struct Harness {
 
 /// The tests' read cache keeps answers far longer than any test runs, so
 /// that a fresh answer after a batch can only come from the batch's note.
-const LONG_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+const LONG_TTL: Duration = Duration::from_secs(600);
 
 fn simulated(settings: &Settings, from: usize, n: usize) -> Vec<Record> {
     let year = chrono::Datelike::year(&Utc::now());
@@ -284,6 +284,7 @@ fn the_openapi_document_lists_exactly_the_routes_with_their_tokens() {
         let want = match access {
             Access::Public => Value::Null,
             Access::Read => serde_json::json!([{"bearer": []}]),
+            Access::Stream => serde_json::json!([{"bearer": []}, {"query_token": []}]),
             Access::Admin => serde_json::json!([{"admin": []}]),
         };
         assert_eq!(
@@ -315,9 +316,13 @@ fn the_router_adds_routes_only_from_the_routes_table() {
         assert!(!code.contains(forbidden), "{forbidden} bypasses ROUTES");
     }
     // The merged routers are the table's parts.
-    assert_eq!(code.matches(".merge(").count(), 2);
-    assert!(code.contains(".merge(read.route_layer("));
-    assert!(code.contains(".merge(admin.route_layer("));
+    assert_eq!(code.matches(".merge(").count(), 3);
+    for part in ["read", "stream", "admin"] {
+        assert!(
+            code.contains(&format!(".merge({part}.route_layer(")),
+            "{part}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -345,7 +350,9 @@ async fn every_documented_operation_is_served_with_its_tokens() {
         let (status, _) = head_of(&app, &method, &uri, None).await;
         match access {
             Some(Access::Public) => assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {uri}"),
-            Some(Access::Read) => assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}"),
+            Some(Access::Read | Access::Stream) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            }
             Some(Access::Admin) => {
                 assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
                 let (status, _) = head_of(&app, &method, &uri, Some(READ)).await;
@@ -803,7 +810,7 @@ impl SseReader {
                 }
                 continue; // a keep-alive comment
             }
-            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), self.body.frame())
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
                 .await
                 .expect("an event within 5 s")
                 .expect("the stream goes on")
@@ -885,6 +892,64 @@ async fn metrics_count_what_the_batches_did_by_outcome() {
 }
 
 #[tokio::test]
+async fn a_token_in_the_query_opens_the_live_streams_only() {
+    let app = app(10).await;
+    let query = |uri: &str| format!("{uri}?token={READ}");
+    for uri in ["/api/v1/alerts/stream", "/api/v1/projections/stream"] {
+        let (status, content_type) = head_of(&app, "GET", &query(uri), None).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "text/event-stream")
+        );
+    }
+    for uri in ["/api/v1/communes/31471/indicators", "/api/v1/alerts"] {
+        let (status, body) = call(&app, "GET", &query(uri), None, vec![]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}: {body}");
+    }
+    let (status, _) = call(
+        &app,
+        "GET",
+        &query("/api/v1/admin/dead-letters"),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_its_own_or_the_clients() {
+    let app = app(10).await;
+    let (_, headers, _) = call_with_headers(&app, "GET", "/health", None, vec![]).await;
+    let made = headers["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(made.len(), 36, "a UUID: {made}");
+    let res = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/api/v1/alerts")
+                .header("x-request-id", "from-the-client-7")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["x-request-id"], "from-the-client-7");
+}
+
+#[tokio::test]
+async fn metrics_are_served_as_openmetrics() {
+    let app = app(1).await;
+    let (status, content_type) = head_of(&app, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+}
+
+#[tokio::test]
 async fn admin_answers_carry_freshness() {
     let app = app(20).await;
     let (status, body) = call(
@@ -929,9 +994,9 @@ fn read_record(bootstrap: &str, partition: i32, offset: i64) -> (Option<Vec<u8>>
     tpl.add_partition_offset("t", partition, rdkafka::Offset::Offset(offset))
         .unwrap();
     consumer.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
-        if let Some(m) = consumer.poll(std::time::Duration::from_millis(200)) {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m.unwrap();
             assert_eq!((m.partition(), m.offset()), (partition, offset));
             return (
@@ -1111,7 +1176,7 @@ async fn cached_sums_expire_after_the_ttl_when_no_note_comes() {
     let h = Harness::new(400, "127.0.0.1:1").await;
     let store = h.projector.store().clone();
     let (from, to) = Window::YearToDate.days(local_date(Utc::now()));
-    let ttl = std::time::Duration::from_millis(300);
+    let ttl = Duration::from_millis(300);
     let cache = QueryCache::with_limits(&h.projector.changes(), ttl, 100);
     let before = cache.commune_sums(&store, "31471", from, to).await.unwrap();
     assert_eq!(cache.len(), 1);

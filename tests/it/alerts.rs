@@ -585,10 +585,41 @@ async fn a_crash_after_publishing_before_marking_published_repeats_the_alert_und
     assert_eq!(got.len(), 3);
 }
 
-/// A webhook receiver that refuses its first `fail` requests.
+/// A webhook receiver that refuses its first two requests; it keeps what
+/// each one was: (status answered, signature, timestamp, body).
 #[derive(Clone, Default)]
 struct Receiver {
-    seen: Arc<Mutex<Vec<(u16, String, String)>>>,
+    seen: Arc<Mutex<Vec<Received>>>,
+}
+
+/// One request the receiver got: status answered, signature, timestamp, body.
+type Received = (u16, String, String, String);
+
+/// Runs the receiver's example verifier of docs/examples/verify_webhook.py
+/// on one request; whether it took it as genuine and fresh.
+fn python_verifies(
+    secret: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &str,
+    now: Option<i64>,
+) -> bool {
+    use std::io::Write;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples/verify_webhook.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("running python3");
+    let request = json!({"secret": secret, "timestamp": timestamp, "signature": signature, "body": body, "now": now});
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,11 +640,14 @@ async fn a_webhook_receiver_down_then_failing_its_first_attempts_still_gets_ever
                 } else {
                     StatusCode::OK
                 };
-                let sig = headers
-                    .get("x-cchc-signature")
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default();
-                seen.push((status.as_u16(), sig, body));
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default()
+                };
+                let (sig, at) = (header("x-cchc-signature"), header("x-cchc-timestamp"));
+                seen.push((status.as_u16(), sig, at, body));
                 status
             }
         }),
@@ -679,18 +713,38 @@ async fn a_webhook_receiver_down_then_failing_its_first_attempts_still_gets_ever
         "two refusals, then delivered once"
     );
     let by_body: BTreeMap<&str, usize> = seen.iter().fold(BTreeMap::new(), |mut m, s| {
-        *m.entry(s.2.as_str()).or_default() += 1;
+        *m.entry(s.3.as_str()).or_default() += 1;
         m
     });
     assert_eq!(by_body.len(), 1, "the same alert each time");
-    for (_, sig, body) in &seen {
+    for (_, sig, at, body) in &seen {
+        let signed_at: i64 = at.parse().expect("a timestamp in seconds");
+        assert!(
+            (Utc::now().timestamp() - signed_at).abs() < 120,
+            "signed now: {at}"
+        );
         assert_eq!(
             sig,
-            &signature(secret, body.as_bytes()),
-            "signed with the shared secret"
+            &signature(secret, signed_at, body.as_bytes()),
+            "the timestamp and the body signed with the shared secret"
+        );
+        // What the receiver's documented verifier says of it.
+        assert!(python_verifies(secret, at, sig, body, None));
+        assert!(!python_verifies(
+            secret,
+            at,
+            sig,
+            &body.replace("31471", "31472"),
+            None
+        ));
+        assert!(!python_verifies("another secret", at, sig, body, None));
+        assert!(
+            !python_verifies(secret, at, sig, body, Some(signed_at + 600)),
+            "replayed ten minutes later"
         );
     }
-    let alert: Value = serde_json::from_str(&seen[2].2).unwrap();
+    assert_ne!(seen[0].2, seen[2].2, "each attempt signed at its own time");
+    let alert: Value = serde_json::from_str(&seen[2].3).unwrap();
     assert_eq!(alert["alert_id"], format!("{C}.satisfaction_rate.ytd.1"));
     let delivered = pipeline
         .metrics
