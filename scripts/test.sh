@@ -133,4 +133,9 @@ if (($# == 0)); then
     # it); `cargo build` would compile everything again with other features.
     BROWSER_TEST_SKIP_BUILD=1 bash scripts/browser-test.sh
     phase_done
+
+    # The API against its OpenAPI document (Schemathesis, on the demo).
+    phase "API test (Schemathesis)"
+    API_TEST_SKIP_BUILD=1 bash scripts/api-test.sh
+    phase_done
 fi

@@ -160,6 +160,20 @@ async fn feed(
             last_report = Instant::now();
         }
     }
+    if !stop.is_cancelled() {
+        for (key, value) in MALFORMED {
+            producer
+                .send(
+                    FutureRecord::to(&settings.kafka.topic)
+                        .key(key)
+                        .payload(value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)?;
+            produced += 1;
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     while !stop.is_cancelled() && committed(store).await? < produced as i64 {
         anyhow::ensure!(
@@ -174,6 +188,23 @@ async fn feed(
     }
     Ok(produced)
 }
+
+/// What a misconfigured producer sends, fed after the simulated year so
+/// that the dead-letter admin routes (and their resend) have something to
+/// show: a record that is not JSON, a timestamp without its offset, and a
+/// commune that is not in the unit list. Each becomes a dead letter with
+/// its reason; none is counted.
+pub const MALFORMED: [(&str, &str); 3] = [
+    ("31471", "case.received HS-1 31471"),
+    (
+        "31471",
+        r#"{"event_id":"demo-bad-1","event_type":"case.received","schema_version":1,"occurred_at":"2026-03-02T08:00:00","commune_code":"31471","case_id":"demo-bad-1","data":{"channel":"online","procedure_code":"1.001","due_at":"2026-03-05T17:00:00+07:00"}}"#,
+    ),
+    (
+        "99999",
+        r#"{"event_id":"demo-bad-2","event_type":"case.received","schema_version":1,"occurred_at":"2026-03-02T08:00:00+07:00","commune_code":"99999","case_id":"demo-bad-2","data":{"channel":"online","procedure_code":"1.001","due_at":"2026-03-05T17:00:00+07:00"}}"#,
+    ),
+];
 
 /// The committed offsets, summed over partitions.
 async fn committed(store: &Store) -> anyhow::Result<i64> {
@@ -209,7 +240,8 @@ async fn finished_report(
     }
     let dead = store.dead_letter_reasons().await?.len();
     let mut out = format!(
-        "{produced} events projected in {seconds:.1} s ({:.0} events/s), {dead} dead letters\n",
+        "{} events projected in {seconds:.1} s ({:.0} records/s), {dead} dead letters (GET /api/v1/admin/dead-letters)\n",
+        produced.saturating_sub(dead),
         produced as f64 / seconds
     );
     out += &report_from(store, settings, Window::YearToDate).await?;

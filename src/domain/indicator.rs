@@ -269,8 +269,8 @@ impl FromStr for Window {
                     format!("unknown window `{s}`; use ytd, qtd, mtd, rolling_30d or FROM..TO (dates, TO excluded)")
                 })?;
                 let date = |d: &str| {
-                    NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                        .map_err(|_| format!("`{d}` is not a date (YYYY-MM-DD)"))
+                    super::time::parse_day(d)
+                        .ok_or_else(|| format!("`{d}` is not a date (YYYY-MM-DD)"))
                 };
                 let (from, to) = (date(a)?, date(b)?);
                 if from >= to {
@@ -470,6 +470,10 @@ mod tests {
         assert!("2023-07-01..2023-01-01".parse::<Window>().is_err());
         assert!("2023-13-01..2024-01-01".parse::<Window>().is_err());
         assert!("last_week".parse::<Window>().is_err());
+        assert!("2023-1-01..2024-01-01".parse::<Window>().is_err());
+        assert!("+2023-01-01..2024-01-01".parse::<Window>().is_err());
+        assert!("2023-02-29..2024-01-01".parse::<Window>().is_err());
+        assert!("2024-02-29..2024-03-01".parse::<Window>().is_ok());
     }
 
     #[test]

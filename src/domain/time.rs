@@ -4,7 +4,7 @@
 //! fixed offset is exact for every date the pipeline will see and needs no
 //! time-zone database.
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Utc};
 
 /// Seconds east of UTC of Asia/Ho_Chi_Minh.
 pub const LOCAL_OFFSET_SECONDS: i32 = 7 * 3600;
@@ -12,6 +12,22 @@ pub const LOCAL_OFFSET_SECONDS: i32 = 7 * 3600;
 /// The fixed offset of Asia/Ho_Chi_Minh.
 pub fn local_offset() -> FixedOffset {
     FixedOffset::east_opt(LOCAL_OFFSET_SECONDS).expect("UTC+7 is a valid offset")
+}
+
+/// A calendar date written exactly `YYYY-MM-DD` (a four-digit year from
+/// 0001, no sign, two-digit month and day), as the API's windows and
+/// cursors take it and its OpenAPI document describes it; chrono's
+/// `%Y-%m-%d` alone also takes `2026-7-1`, `+2026-07-01` and year 0.
+pub fn parse_day(text: &str) -> Option<NaiveDate> {
+    let shaped = text.len() == 10
+        && text.bytes().enumerate().all(|(i, c)| match i {
+            4 | 7 => c == b'-',
+            _ => c.is_ascii_digit(),
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+        .flatten()
+        .filter(|d| d.year() >= 1)
 }
 
 /// The local (Asia/Ho_Chi_Minh) calendar date of an instant.

@@ -46,7 +46,11 @@ pub(super) async fn dead_letters(
     ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Response, ApiError> {
     let limit = s.limit(q.limit)?;
-    let rows = s.store.dead_letters(q.after.unwrap_or(0), limit).await?;
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::BadRequest("after is an id: 0 or more".into()));
+    }
+    let rows = s.store.dead_letters(after, limit).await?;
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
@@ -103,8 +107,15 @@ pub(super) async fn resend_dead_letter(
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
     let value: Vec<u8> = if body.is_empty() {
         row.value.clone().unwrap_or_default()
-    } else {
+    } else if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).is_ok() {
         body.to_vec()
+    } else {
+        // A correction that is not even a JSON object would only come back
+        // as a dead letter: refused here, nothing sent.
+        return Err(ApiError::BadRequest(
+            "the body, a corrected event, must be a JSON object (or empty: the original bytes)"
+                .into(),
+        ));
     };
     let key: Vec<u8> = record_key(&value)
         .map(String::into_bytes)

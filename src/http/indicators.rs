@@ -135,11 +135,6 @@ pub(super) async fn series(
 ) -> Result<Response, ApiError> {
     let indicator: Indicator = indicator.parse().map_err(ApiError::NotFound)?;
     let (window, range) = s.window(q.window.as_deref())?;
-    if (range.1 - range.0).num_days() > 3 * 366 {
-        return Err(ApiError::BadRequest(
-            "a series covers at most three years".into(),
-        ));
-    }
     let codes: Vec<String> = match s.units.get(&code) {
         Some(u) if u.kind.receives_cases() => vec![code.clone()],
         Some(_) => s

@@ -143,6 +143,8 @@ pub struct AppState {
     pub producer: FutureProducer,
     /// Ends live streams when the server stops.
     pub shutdown: CancellationToken,
+    /// The OpenAPI document served, with this server's bounds and units.
+    pub openapi: Arc<str>,
 }
 
 /// The parts of a running pipeline the API serves from.
@@ -173,6 +175,7 @@ impl AppState {
             events_topic: settings.kafka.topic.clone(),
             producer: feeds.producer,
             shutdown: feeds.shutdown,
+            openapi: openapi::served(settings.http.max_page, &settings.units).into(),
         }
     }
 

@@ -6,7 +6,9 @@
 
 use std::sync::LazyLock;
 
-use crate::domain::Indicator;
+use serde_json::{json, Value};
+
+use crate::domain::{Indicator, Units};
 
 /// The committed document.
 pub const COMMITTED: &str = include_str!("../../docs/openapi.json");
@@ -23,6 +25,35 @@ pub fn document() -> &'static str {
     static DOCUMENT: LazyLock<String> =
         LazyLock::new(|| with_indicator_ids(COMMITTED, OPENAPI_ANCHOR));
     &DOCUMENT
+}
+
+/// The document as a server serves it: the committed one with the page
+/// size it enforces (`http.max_page`) as the `limit` parameters' maximum,
+/// and its own units as the examples of the unit-code parameters (a
+/// generator such as Schemathesis reaches real communes through them).
+///
+/// # Panics
+/// When the committed document lacks those parameters: it is the
+/// project's own, and a test serves it.
+pub fn served(max_page: i64, units: &Units) -> String {
+    let mut doc: Value = serde_json::from_str(document()).expect("the document is JSON");
+    let params = &mut doc["components"]["parameters"];
+    for name in ["Limit", "AlertsLimit"] {
+        params[name]["schema"]["maximum"] = json!(max_page);
+    }
+    if let Some(commune) = units.communes().next() {
+        let example = |kind: &str, name: &str, code: &str| json!({ kind: { "summary": format!("a {kind} ({name})"), "value": code } });
+        let mut unit = example("commune", &commune.name, commune.code.as_str());
+        if let Some(parent) = commune.parent.as_ref().and_then(|p| units.get(p.as_str())) {
+            unit["parent"] = example("parent", &parent.name, parent.code.as_str())["parent"].take();
+        }
+        params["CommuneCode"]["examples"] =
+            example("commune", &commune.name, commune.code.as_str());
+        params["UnitCode"]["examples"] = unit;
+    }
+    let mut text = serde_json::to_string_pretty(&doc).expect("a Value serialises");
+    text.push('\n');
+    text
 }
 
 /// `text` with the first `"enum": [...]` after `anchor` listing the

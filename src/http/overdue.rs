@@ -69,9 +69,9 @@ pub(super) async fn overdue(
     })
 }
 
-fn cursor(text: &str) -> Result<(NaiveDate, String), ApiError> {
+pub(super) fn cursor(text: &str) -> Result<(NaiveDate, String), ApiError> {
     let bad = || ApiError::BadRequest("bad cursor".into());
     let (day, id) = text.split_once('/').ok_or_else(bad)?;
-    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| bad())?;
+    let day = crate::domain::time::parse_day(day).ok_or_else(bad)?;
     Ok((day, id.to_string()))
 }

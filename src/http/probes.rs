@@ -47,9 +47,9 @@ pub(super) async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 /// `GET /openapi.json`.
-pub(super) async fn openapi() -> impl IntoResponse {
+pub(super) async fn openapi(State(s): State<Shared>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document(),
+        s.openapi.to_string(),
     )
 }

@@ -1,15 +1,23 @@
-//! The HTTP server: the router on hyper, as `axum::serve` runs it, with what
-//! that leaves unset: a deadline for a request's headers, so that a client
-//! that opens a connection and never sends a request (or sends it a byte at
-//! a time) is cut off instead of holding a connection and a file descriptor
-//! for ever. Graceful: on `stop`, no new connection is taken and the open
-//! ones finish what they are doing.
+//! The HTTP server: the router on hyper's HTTP/1.1 server, with what
+//! `axum::serve` leaves unset: a deadline for a request's headers, so that a
+//! client that opens a connection and never sends a request, sends one a
+//! byte at a time, or keeps a connection alive and idle, is cut off instead
+//! of holding a connection and a file descriptor for ever. Graceful: on
+//! `stop`, no new connection is taken and the open ones finish what they are
+//! doing.
+//!
+//! HTTP/1.1 only. hyper's deadline for headers is HTTP/1's: an HTTP/2
+//! connection has none, and the version detection of hyper-util's `auto`
+//! server waits for a first byte without any deadline, so 1,000 connections
+//! that send nothing stayed open there for good (`tests/it/abuse.rs`). The
+//! API's clients (curl, browsers' `EventSource`, a reverse proxy) speak
+//! HTTP/1.1.
 
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1::Builder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -37,15 +45,12 @@ pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) 
             },
             _ = stop.cancelled() => break,
         };
-        let mut builder = Builder::new(TokioExecutor::new());
+        let mut builder = Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT);
         let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;

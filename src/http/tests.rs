@@ -19,7 +19,7 @@ use super::views::indicators;
 use super::*;
 use crate::config::Settings;
 use crate::domain::time::local_date;
-use crate::domain::Indicator;
+use crate::domain::{Indicator, UnitKind};
 use crate::metrics::Metrics;
 use crate::projector::{ChangeNote, PartitionBatch, Projector, Record};
 use crate::simulator::Simulator;
@@ -380,9 +380,42 @@ async fn the_served_openapi_document_is_the_one_in_docs() {
     let file =
         std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"))
             .unwrap();
-    assert_eq!(served.as_ref(), file.as_slice());
+    // With the default configuration (the harness's), the same document.
+    let served: Value = serde_json::from_slice(&served).unwrap();
     let doc: Value = serde_json::from_slice(&file).unwrap();
+    assert_eq!(served, doc);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+}
+
+/// Another server's document states its own page size and names its own
+/// units as examples.
+#[test]
+fn the_served_document_states_the_servers_page_size_and_units() {
+    let spec = |code: &str, name: &str, kind, parent: Option<&str>| crate::domain::UnitSpec {
+        code: code.into(),
+        name: name.into(),
+        kind,
+        parent: parent.map(Into::into),
+    };
+    let specs = [
+        spec("01", "Thành phố Hà Nội", UnitKind::Province, None),
+        spec("00004", "Phường Ba Đình", UnitKind::Ward, Some("01")),
+    ];
+    let units = Units::parse(&specs).unwrap();
+    let doc: Value = serde_json::from_str(&openapi::served(250, &units)).unwrap();
+    let params = &doc["components"]["parameters"];
+    assert_eq!(params["Limit"]["schema"]["maximum"], 250);
+    assert_eq!(params["AlertsLimit"]["schema"]["maximum"], 250);
+    assert_eq!(params["UnitCode"]["examples"]["commune"]["value"], "00004");
+    assert_eq!(params["UnitCode"]["examples"]["parent"]["value"], "01");
+    assert_eq!(
+        params["CommuneCode"]["examples"]["commune"]["value"],
+        "00004"
+    );
+    assert!(params["UnitCode"]["examples"]["parent"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("Hà Nội"));
 }
 
 /// The indicator ids of the committed OpenAPI document and alert schema
@@ -1033,6 +1066,18 @@ async fn a_dead_letter_is_listed_then_sent_through_again() {
     let id = letters[0]["id"].as_i64().unwrap();
     let uri = format!("/api/v1/admin/dead-letters/{id}/resend");
 
+    // A "correction" that is not a JSON object is refused, nothing sent.
+    for bad in [&b"still not json"[..], b"[1, 2]", b"\x00"] {
+        let (status, body) = call(&h.app, "POST", &uri, Some(ADMIN), bad.to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JSON object"));
+    }
+    let (_, body) = list().await;
+    assert!(body["dead_letters"][0]["resent_at"].is_null(), "{body}");
+
     // The corrected event, given as the body, goes to the events topic keyed
     // by its commune.
     let corrected = simulated(&h.settings, 500, 1).remove(0);
@@ -1238,4 +1283,82 @@ async fn the_cache_holds_at_most_its_capacity_and_a_missed_note_clears_it() {
         .cached_sums(&store, "31471", day, day + chrono::Duration::days(24))
         .is_err());
     assert!(cache.is_empty());
+}
+
+/// The patterns the OpenAPI document gives `window` and the overdue
+/// cursor accept exactly what the server parses (a range's order aside,
+/// which JSON Schema cannot state and the document says in words).
+mod documented_patterns {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use crate::domain::Window;
+
+    fn validator(param: &str) -> &'static jsonschema::Validator {
+        static VALIDATORS: LazyLock<[(&str, jsonschema::Validator); 2]> = LazyLock::new(|| {
+            let doc: Value = serde_json::from_str(super::openapi::document()).unwrap();
+            ["Window", "OverdueAfter"].map(|p| {
+                let schema = &doc["components"]["parameters"][p]["schema"];
+                (p, jsonschema::validator_for(schema).unwrap())
+            })
+        });
+        &VALIDATORS.iter().find(|(p, _)| *p == param).unwrap().1
+    }
+
+    /// Dates of the right shape, most of them impossible, some leap days.
+    fn day() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+            "[0-9]{4}-(0[1-9]|1[0-2])-(2[89]|3[01])",
+            "(0000|1900|2000|2023|2024|2100|2400)-02-(28|29|30)",
+            "[0-9+-]{1,5}-[0-9]{1,2}-[0-9]{1,3}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn window_ranges(a in day(), b in day()) {
+            let text = format!("{a}..{b}");
+            let documented = validator("Window").is_valid(&json!(text));
+            match text.parse::<Window>() {
+                Ok(_) => prop_assert!(documented, "{text} is served but not documented"),
+                Err(why) => prop_assert!(
+                    !documented || why.contains("FROM must be before TO"),
+                    "{text} is documented but refused: {why}"
+                ),
+            }
+        }
+
+        #[test]
+        fn overdue_cursors(a in day(), id in "[A-Za-z0-9/-]{0,8}") {
+            let text = format!("{a}/{id}");
+            let documented = validator("OverdueAfter").is_valid(&json!(text));
+            prop_assert_eq!(documented, super::super::overdue::cursor(&text).is_ok(), "{}", text);
+        }
+    }
+
+    #[test]
+    fn named_windows() {
+        let v = validator("Window");
+        for w in ["ytd", "qtd", "mtd", "rolling_30d"] {
+            assert!(v.is_valid(&json!(w)) && w.parse::<Window>().is_ok(), "{w}");
+        }
+        for w in [
+            "",
+            "YTD",
+            "ytd\n",
+            "last_week",
+            "2026-01-01..",
+            "2026-01-01",
+        ] {
+            assert!(
+                !v.is_valid(&json!(w)) && w.parse::<Window>().is_err(),
+                "{w:?}"
+            );
+        }
+    }
 }

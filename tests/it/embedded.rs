@@ -46,6 +46,11 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
         .await
         .expect("demo");
     assert!(report.contains("Thị xã Long Mỹ"), "{report}");
+    assert!(
+        report.starts_with(&format!("{events} events projected in "))
+            && report.lines().next().unwrap().contains(", 3 dead letters"),
+        "{report}"
+    );
     let header = report.lines().nth(2).unwrap();
     for &i in cchc_pipeline::domain::Indicator::ALL {
         assert!(
@@ -77,6 +82,19 @@ async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
         .filter(|(_, _, c)| !c.is_zero())
         .collect();
     assert_eq!(got.len(), want.len());
+    // The demo's malformed records, each a dead letter with its reason.
+    let mut reasons: Vec<String> = store
+        .dead_letters(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason_code)
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["not_json", "timestamp_without_offset", "unknown_commune"]
+    );
     assert!(
         got == want,
         "SQLite projections differ from the fold of every simulated event"

@@ -8,6 +8,7 @@
 // clippy.toml is for src/.
 #![allow(clippy::too_many_lines)]
 
+mod abuse;
 mod alerts;
 mod embedded;
 mod pipeline;

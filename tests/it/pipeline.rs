@@ -153,6 +153,11 @@ impl Pipeline {
         self.http.clone().expect("read above")
     }
 
+    /// The process id of `cchc run`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
