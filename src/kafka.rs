@@ -18,13 +18,14 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
-use tracing::info;
+use tracing::{debug, error, info, warn};
 
 /// The `[kafka]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -183,13 +184,52 @@ pub fn admin(k: &KafkaSettings) -> anyhow::Result<AdminClient<DefaultClientConte
 #[derive(Default)]
 struct Watch(std::sync::Mutex<Vec<(RDKafkaErrorCode, String)>>);
 
+impl Watch {
+    fn note(&self, code: RDKafkaErrorCode, reason: &str) {
+        self.0
+            .lock()
+            .expect("watch lock")
+            .push((code, reason.to_string()));
+    }
+}
+
 impl ClientContext for Watch {
     fn error(&self, error: KafkaError, reason: &str) {
         if let Some(code) = error.rdkafka_error_code() {
-            self.0
-                .lock()
-                .expect("watch lock")
-                .push((code, reason.to_string()));
+            self.note(code, reason);
+        }
+    }
+
+    /// Logged as the default context does; and a connection's failure is
+    /// noted from its log line too: the error event of the same failure
+    /// reaches `error` only through a queue the check polls between
+    /// attempts, and once (CI saw a check wait out its 20 s while
+    /// librdkafka logged the TLS failure every 500 ms).
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let failed = matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+        );
+        if failed {
+            if log_message.contains("SSL handshake failed")
+                || log_message.contains("certificate verify failed")
+            {
+                self.note(RDKafkaErrorCode::SSL, log_message);
+            } else if log_message.contains("SASL authentication error")
+                || log_message.contains("Authentication failed")
+            {
+                self.note(RDKafkaErrorCode::Authentication, log_message);
+            }
+            error!(target: "librdkafka", "librdkafka: {fac} {log_message}");
+        } else if matches!(level, RDKafkaLogLevel::Warning) {
+            warn!(target: "librdkafka", "librdkafka: {fac} {log_message}");
+        } else if matches!(level, RDKafkaLogLevel::Debug) {
+            debug!(target: "librdkafka", "librdkafka: {fac} {log_message}");
+        } else {
+            info!(target: "librdkafka", "librdkafka: {fac} {log_message}");
         }
     }
 }
