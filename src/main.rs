@@ -74,6 +74,10 @@ enum Command {
         /// Events per second, like a live feed (default: as fast as the broker takes them).
         #[arg(long)]
         rate: Option<f64>,
+        /// Write the events to this file as NDJSON (an export, for `validate`
+        /// and `import`) instead of producing them.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Print every commune's indicators from the projection store.
     Report {
@@ -89,6 +93,21 @@ enum Command {
         config: PathBuf,
         /// One event per line.
         file: PathBuf,
+    },
+    /// Check an export (NDJSON, or a JSON array) against the event
+    /// contract, exactly as the pipeline would judge each record; nothing is
+    /// sent. Exit status 1 when any record is refused.
+    Validate {
+        #[arg(long, short, default_value = DEFAULT_FILE)]
+        config: PathBuf,
+        /// The export; `-` reads standard input.
+        file: PathBuf,
+        /// How many refused records to show (all are counted).
+        #[arg(long, default_value_t = 20)]
+        show: usize,
+        /// Print the result as JSON (the answer of POST /api/v1/events/validate).
+        #[arg(long)]
+        json: bool,
     },
     /// Rebuild the projections from the topic's beginning into a fresh
     /// PostgreSQL schema, then switch the running pipeline and API over to it
@@ -147,6 +166,7 @@ impl Command {
             | Command::Simulate { config, .. }
             | Command::Report { config, .. }
             | Command::Import { config, .. }
+            | Command::Validate { config, .. }
             | Command::Rebuild { config, .. }
             | Command::CheckConfig { config }
             | Command::DeadLetters(DeadLetterCommand::List { config, .. })
@@ -201,6 +221,7 @@ fn main() -> ExitCode {
             cases_per_day,
             partitions,
             rate,
+            output,
             ..
         } => {
             let options = operate::SimulateOptions {
@@ -211,7 +232,7 @@ fn main() -> ExitCode {
                 partitions,
                 rate,
             };
-            execute(operate::simulate(&settings, &options), |_| ())
+            simulate(&settings, &options, output.as_deref())
         }
         Command::Report { window, .. } => execute(operate::report(&settings, window), |table| {
             print!("{table}");
@@ -222,6 +243,9 @@ fn main() -> ExitCode {
                 r.lines, settings.kafka.topic, r.unkeyed
             );
         }),
+        Command::Validate {
+            file, show, json, ..
+        } => validate(&settings, &file, show, json),
         Command::Rebuild {
             restart,
             switch_lag,
@@ -249,6 +273,69 @@ fn main() -> ExitCode {
             operate::resend_dead_letter(&settings, id, corrected.as_deref()),
             |t| println!("{t}"),
         ),
+    }
+}
+
+/// `cchc simulate`: into the topic, or into a file.
+fn simulate(
+    settings: &Settings,
+    options: &operate::SimulateOptions,
+    output: Option<&Path>,
+) -> ExitCode {
+    match output {
+        Some(file) => finish(operate::simulate_to_file(settings, options, file).map(|n| {
+            println!("{n} events written to {}", file.display());
+        })),
+        None => execute(operate::simulate(settings, options), |_| ()),
+    }
+}
+
+/// `cchc validate`: the summary (or JSON) on standard output, the rate in
+/// the log; 1 when a record is refused, 2 when the file cannot be read.
+fn validate(settings: &Settings, file: &Path, show: usize, json: bool) -> ExitCode {
+    let started = std::time::Instant::now();
+    let result = if file == Path::new("-") {
+        operate::validate(
+            std::io::stdin().lock(),
+            &settings.units,
+            show,
+            operate::Shape::Detect,
+        )
+    } else {
+        std::fs::File::open(file)
+            .map_err(operate::ValidateError::Io)
+            .and_then(|f| {
+                let input = std::io::BufReader::with_capacity(1 << 20, f);
+                operate::validate(input, &settings.units, show, operate::Shape::Detect)
+            })
+    };
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        records = v.records,
+        refused = v.refused,
+        seconds,
+        per_second = v.records as f64 / seconds.max(1e-9),
+        "validated"
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("a validation serialises")
+        );
+    } else {
+        print!("{}", v.text(&file.display().to_string()));
+    }
+    if v.refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

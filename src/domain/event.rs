@@ -204,6 +204,30 @@ impl Rejection {
         }
     }
 
+    /// The field a rejection is about, as the contract names it (none for
+    /// a record that is not a JSON object at all).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Rejection::MissingField(f) => Some(f),
+            Rejection::WrongType { field, .. } => Some(field),
+            Rejection::InvalidValue { field, .. }
+            | Rejection::TimestampWithoutOffset { field, .. }
+            | Rejection::BadTimestamp { field, .. } => Some(field),
+            Rejection::UnknownEventType(_) => Some("event_type"),
+            Rejection::UnknownCommune(_) => Some("commune_code"),
+            Rejection::FutureSchemaVersion(_) | Rejection::BadSchemaVersion(_) => {
+                Some("schema_version")
+            }
+            Rejection::EventIdLength(_) => Some("event_id"),
+            Rejection::CaseIdMissing => Some("case_id"),
+            Rejection::DueAtMissing => Some("data.due_at"),
+            Rejection::NoValue
+            | Rejection::NotUtf8
+            | Rejection::NotJson(_)
+            | Rejection::NotAnObject => None,
+        }
+    }
+
     /// Every code, for documentation and metrics.
     pub const CODES: [&'static str; 16] = [
         "no_value",

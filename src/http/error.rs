@@ -24,6 +24,8 @@ pub enum ApiError {
     Unauthorized,
     Forbidden,
     NotFound(String),
+    /// A body of a media type the route does not read.
+    UnsupportedMediaType(String),
     /// A dependency (the store, Kafka) does not answer.
     Unavailable(String),
     /// A fault of the server itself; the details stay in the log.
@@ -52,6 +54,7 @@ impl IntoResponse for ApiError {
                 "this route needs an admin token".to_string(),
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,6 +73,7 @@ fn error_code(status: StatusCode) -> &'static str {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::REQUEST_TIMEOUT => "timeout",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_server_error() => "internal",

@@ -49,6 +49,7 @@ mod alerts;
 mod auth;
 mod cache;
 mod error;
+mod events;
 mod extract;
 mod indicators;
 pub mod openapi;
@@ -92,6 +93,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     ("get", "/api/v1/communes/{code}/overdue", Access::Read),
     ("get", "/api/v1/alerts", Access::Read),
+    ("post", "/api/v1/events/validate", Access::Read),
     ("get", "/api/v1/alerts/stream", Access::Stream),
     ("get", "/api/v1/projections/stream", Access::Stream),
     ("get", "/api/v1/admin/dead-letters", Access::Admin),
@@ -115,6 +117,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("get", "/api/v1/communes/{code}/series/{indicator}") => get(indicators::series),
         ("get", "/api/v1/communes/{code}/overdue") => get(overdue::overdue),
         ("get", "/api/v1/alerts") => get(alerts::recent),
+        ("post", "/api/v1/events/validate") => post(events::validate_events),
         ("get", "/api/v1/alerts/stream") => get(alerts::stream),
         ("get", "/api/v1/projections/stream") => get(projections::stream),
         ("get", "/api/v1/admin/dead-letters") => get(admin::dead_letters),

@@ -38,7 +38,7 @@ pub fn document() -> &'static str {
 pub fn served(max_page: i64, units: &Units) -> String {
     let mut doc: Value = serde_json::from_str(document()).expect("the document is JSON");
     let params = &mut doc["components"]["parameters"];
-    for name in ["Limit", "AlertsLimit"] {
+    for name in ["Limit", "AlertsLimit", "RefusedLimit"] {
         params[name]["schema"]["maximum"] = json!(max_page);
     }
     if let Some(commune) = units.communes().next() {

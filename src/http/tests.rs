@@ -1221,9 +1221,12 @@ async fn cached_sums_expire_after_the_ttl_when_no_note_comes() {
     let h = Harness::new(400, "127.0.0.1:1").await;
     let store = h.projector.store().clone();
     let (from, to) = Window::YearToDate.days(local_date(Utc::now()));
-    let ttl = Duration::from_millis(300);
+    // Long enough for the commit below on a loaded machine (300 ms was
+    // not, with a build beside it).
+    let ttl = Duration::from_secs(5);
     let cache = QueryCache::with_limits(&h.projector.changes(), ttl, 100);
     let before = cache.commune_sums(&store, "31471", from, to).await.unwrap();
+    let cached_at = std::time::Instant::now();
     assert_eq!(cache.len(), 1);
     // Another member's commit: this process hears no note of it.
     let elsewhere = Projector::new(
@@ -1248,7 +1251,7 @@ async fn cached_sums_expire_after_the_ttl_when_no_note_comes() {
     let stored = store.commune_sums("31471", from, to).await.unwrap();
     assert_ne!(stored, before);
     assert_eq!(cache.cached_sums(&store, "31471", from, to), Ok(before));
-    tokio::time::sleep(ttl).await;
+    tokio::time::sleep(ttl.saturating_sub(cached_at.elapsed())).await;
     assert!(cache.cached_sums(&store, "31471", from, to).is_err());
     assert_eq!(
         cache.commune_sums(&store, "31471", from, to).await.unwrap(),
@@ -1360,5 +1363,63 @@ mod documented_patterns {
                 "{w:?}"
             );
         }
+    }
+}
+
+/// `POST /api/v1/events/validate` with a `Content-Type`.
+async fn validate_body(app: &Router, media: Option<&str>, body: &str) -> (StatusCode, Value) {
+    let mut req = request(
+        "POST",
+        "/api/v1/events/validate?limit=5",
+        Some(READ),
+        body.as_bytes().to_vec(),
+    );
+    if let Some(m) = media {
+        req.headers_mut()
+            .insert(header::CONTENT_TYPE, m.parse().unwrap());
+    }
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn events_are_validated_as_the_pipeline_would_judge_them_and_nothing_is_produced() {
+    let h = Harness::new(1, "127.0.0.1:1").await;
+    let good: Vec<String> = simulated(&h.settings, 10, 2)
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+        .collect();
+    let unknown = good[1].replace("\"commune_code\":\"", "\"commune_code\":\"9");
+    let ndjson = format!("{}\n{unknown}\n\n{}\n", good[0], good[1]);
+    let (status, body) = validate_body(&h.app, Some("application/x-ndjson"), &ndjson).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["records"], 3);
+    assert_eq!(body["valid"], 2);
+    assert_eq!(body["by_reason"]["unknown_commune"], 1);
+    assert_eq!(body["first_refused"][0]["line"], 2);
+    assert_eq!(body["first_refused"][0]["field"], "commune_code");
+
+    let array = format!("[\n{},\n{unknown},\n{}\n]", good[0], good[1]);
+    let (status, body) =
+        validate_body(&h.app, Some("application/json; charset=utf-8"), &array).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["records"].clone(), body["refused"].clone()),
+        (3.into(), 1.into())
+    );
+    assert_eq!(body["first_refused"][0]["line"], 3);
+
+    let (status, body) = validate_body(&h.app, Some("application/json"), &good[0]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("array"));
+    for media in [None, Some("text/plain")] {
+        let (status, body) = validate_body(&h.app, media, &ndjson).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+        assert_eq!(body["error"]["code"], "unsupported_media_type");
     }
 }
