@@ -24,14 +24,21 @@ fn an_export_is_validated_as_the_pipeline_would_judge_it() {
     let file = scratch("export.ndjson");
     let path = file.to_str().unwrap();
     let out = cchc(&["simulate", "--events", "5000", "--output", path]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("5000 events written"));
 
     // Every simulated event is valid: exit status 0.
     let out = cchc(&["validate", path]);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{summary}");
-    assert!(summary.contains("5000 records, 5000 valid, 0 refused"), "{summary}");
+    assert!(
+        summary.contains("5000 records, 5000 valid, 0 refused"),
+        "{summary}"
+    );
 
     // Three bad lines: exit status 1, each named by line, reason and field.
     let mut text = std::fs::read_to_string(&file).unwrap();
@@ -44,14 +51,23 @@ fn an_export_is_validated_as_the_pipeline_would_judge_it() {
     let out = cchc(&["validate", "--show", "2", path]);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{summary}");
-    assert!(summary.contains("5003 records, 5000 valid, 3 refused"), "{summary}");
+    assert!(
+        summary.contains("5003 records, 5000 valid, 3 refused"),
+        "{summary}"
+    );
     assert!(summary.contains("line 5001: not_json"), "{summary}");
     assert!(
         summary.contains("line 5002: timestamp_without_offset (occurred_at)"),
         "{summary}"
     );
-    assert!(!summary.contains("line 5003"), "--show 2 lists two: {summary}");
-    assert!(summary.contains("unknown_event_type"), "but counts all: {summary}");
+    assert!(
+        !summary.contains("line 5003"),
+        "--show 2 lists two: {summary}"
+    );
+    assert!(
+        summary.contains("unknown_event_type"),
+        "but counts all: {summary}"
+    );
 
     // As JSON, from standard input.
     let out = Command::new(env!("CARGO_BIN_EXE_cchc"))
@@ -72,7 +88,10 @@ fn a_file_that_cannot_be_read_is_named_with_exit_status_2() {
     let out = cchc(&["validate", "var/no-such-export.ndjson"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("var/no-such-export.ndjson: cannot read it"), "{err}");
+    assert!(
+        err.contains("var/no-such-export.ndjson: cannot read it"),
+        "{err}"
+    );
     let broken = scratch("broken.json");
     std::fs::write(&broken, "[{\"event_id\": 1}, oops").unwrap();
     let out = cchc(&["validate", broken.to_str().unwrap()]);
