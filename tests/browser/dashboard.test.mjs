@@ -13,8 +13,8 @@
 //
 // The page is opened as soon as /health answers, while the demo is still
 // producing its events, so the test can see a value change and alerts arrive
-// (the alert stream has no history: alerts published before the page
-// connected never reach it). Once the demo has produced everything, the test
+// live; a second page opened at the end must list the alerts already
+// published (read from GET /api/v1/alerts). Once the demo has produced everything, the test
 // produces one event of its own (`cchc import` into the demo's in-process
 // broker) and watches its commune's cell move by exactly one.
 
@@ -431,6 +431,33 @@ describe('dashboard against cchc demo', () => {
     await page.screenshot({ path: file, fullPage: true });
     assert.ok(fs.statSync(file).size > 20_000);
     t.diagnostic(`screenshot: ${path.relative(ROOT, file)}`);
+  });
+
+  step('a page opened later lists the alerts already published, newest first', async (t) => {
+    const before = demoAlerts();
+    assert.ok(before.length > 0, 'the demo has published alerts');
+    const later = await browser.newPage();
+    const errors = [];
+    later.on('pageerror', (e) => errors.push(String(e)));
+    try {
+      await later.goto(`${base}/?token=${TOKEN}`);
+      await later.waitForSelector('#alerts li[data-alert-id]', { timeout: 10_000 });
+      // The history is drawn in one go once read: let it land.
+      await later.waitForFunction(
+        (n) => document.querySelectorAll('#alerts li[data-alert-id]').length >= n,
+        Math.min(200, before.length),
+        { timeout: 10_000 },
+      );
+      const shown = await later.$$eval('#alerts li[data-alert-id]', (lis) => lis.map((li) => li.dataset.alertId));
+      const printed = demoAlerts().map((a) => a.alert_id);
+      t.diagnostic(`${shown.length} alerts listed on opening, ${printed.length} published`);
+      assert.deepEqual(shown, printed.slice(-shown.length).reverse(), 'the latest published, newest first');
+      assert.match(await later.locator('#alert-count').innerText(), new RegExp(`\\(${shown.length}\\)`));
+      assert.ok(await later.locator('#alerts-empty').isHidden());
+      assert.deepEqual(errors, []);
+    } finally {
+      await later.close();
+    }
   });
 
   step('says so when the token is missing', async () => {
