@@ -859,14 +859,7 @@ async fn outage(catch_up_after_seconds: u32, late: usize) -> (Vec<(String, Strin
 
     let mut pipeline = spawn_app(settings).await;
     caught_up(&store, &setup, &mut pipeline).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pipeline.metrics.awaiting_evaluation.get() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "breaches never evaluated after the catch-up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pipeline.wait_evaluated("the catch-up").await;
     let got = reader.until(0, Duration::from_secs(3)).await;
     let deferred = pipeline
         .metrics
@@ -971,14 +964,7 @@ async fn import_history(
         Duration::from_secs(120),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pipeline.metrics.awaiting_evaluation.get() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "breaches never evaluated after the import"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pipeline.wait_evaluated("the import").await;
     let mut got = reader.until(0, Duration::from_secs(3)).await;
     got.sort();
 

@@ -420,6 +420,19 @@ impl TestApp {
         self.live.subscribe()
     }
 
+    /// Waits until no partition awaits the evaluation of its breaches (the
+    /// caught-up state, `domain::CatchUp`); panics after 30 s, naming `after`.
+    pub async fn wait_evaluated(&self, after: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.metrics.awaiting_evaluation.get() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "breaches never evaluated after {after}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops the application and waits for it; panics if it had failed.
     pub async fn stop(mut self) {
         self.stop.cancel();
