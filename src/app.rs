@@ -116,6 +116,7 @@ impl Application {
                 changes: self.projector.changes(),
                 metrics: self.projector.metrics().clone(),
                 producer,
+                ingest: http::Ingest::new(&settings.kafka)?,
                 shutdown: stop.clone(),
             },
         );

@@ -2,7 +2,7 @@
 //! overrides `CCHC_<SECTION>__<KEY>`, validated into typed settings. Every
 //! error names the file (or variable) and the key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
@@ -75,6 +75,39 @@ pub struct HttpSettings {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Most events one `POST /api/v1/events` may carry.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// The systems that may send events over HTTP, each with its token and
+    /// the units it may send for.
+    #[serde(default)]
+    pub producers: Vec<ProducerSettings>,
+}
+
+/// A system that sends events through `POST /api/v1/events`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerSettings {
+    /// Its name in logs and metrics (never the token).
+    pub name: String,
+    /// Its bearer token.
+    pub token: String,
+    /// The units it may send for: commune codes, or parents whose communes
+    /// (at any depth) it covers.
+    pub units: Vec<String>,
+}
+
+impl std::fmt::Debug for ProducerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerSettings")
+            .field("name", &self.name)
+            .field("units", &self.units)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_max_events() -> usize {
+    1000
 }
 
 fn default_max_page() -> i64 {
@@ -298,6 +331,7 @@ impl RawSettings {
         }
         let targets = self.targets(&invalid, &units)?;
         let alert_windows = self.alert_windows(&invalid)?;
+        self.producers(&invalid, &units)?;
         Ok(Settings {
             file: file.to_path_buf(),
             kafka: self.kafka,
@@ -310,6 +344,59 @@ impl RawSettings {
             units,
             targets,
         })
+    }
+
+    /// `[[http.producers]]`: named once each, with a token of their own and
+    /// units that exist.
+    fn producers(&self, invalid: &Invalid<'_>, units: &Units) -> Result<(), ConfigError> {
+        let http = &self.http;
+        if http.max_events == 0 {
+            return Err(invalid.at("http.max_events", "must be at least 1"));
+        }
+        let mut names = HashSet::new();
+        let mut tokens: HashSet<&str> = http
+            .read_tokens
+            .iter()
+            .chain(&http.admin_tokens)
+            .map(String::as_str)
+            .collect();
+        for (n, p) in http.producers.iter().enumerate() {
+            let key = |field: &str| format!("http.producers[{n}].{field}");
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                return Err(invalid.at(
+                    &key("name"),
+                    "must be given, and differ from the other producers' names",
+                ));
+            }
+            if p.token.len() < 16 {
+                return Err(invalid.at(&key("token"), "must be at least 16 characters"));
+            }
+            if !tokens.insert(p.token.as_str()) {
+                return Err(invalid.at(
+                    &key("token"),
+                    "is already the token of a reader, an admin or another producer",
+                ));
+            }
+            if p.units.is_empty() {
+                return Err(invalid.at(&key("units"), "must name at least one unit"));
+            }
+            for code in &p.units {
+                match units.get(code) {
+                    None => return Err(invalid.at(&key("units"), format!("unknown unit `{code}`"))),
+                    Some(u)
+                        if !u.kind.receives_cases()
+                            && units.communes_under(code).next().is_none() =>
+                    {
+                        return Err(invalid.at(
+                            &key("units"),
+                            format!("unit `{code}` has no communes below it"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `[indicators.*]` (the declared target where left out) and
@@ -423,6 +510,68 @@ mod tests {
         assert_eq!(s.units.communes().count(), 9);
         assert_eq!(s.units.communes_under("937").count(), 9);
         assert_eq!(s.targets, Targets::declared());
+    }
+
+    #[test]
+    fn a_producer_needs_a_name_a_token_of_its_own_and_units_that_exist() {
+        let text = std::fs::read_to_string(repo_file()).unwrap();
+        for (from, to, key, why) in [
+            (
+                r#"units = ["937"]"#,
+                r#"units = ["938"]"#,
+                "http.producers[0].units",
+                "unknown unit `938`",
+            ),
+            (
+                r#"units = ["937"]"#,
+                r#"units = []"#,
+                "http.producers[0].units",
+                "at least one",
+            ),
+            (
+                r#"token = "demo-producer-token""#,
+                r#"token = "demo-admin-token-long""#,
+                "http.producers[0].token",
+                "",
+            ),
+            (
+                r#"token = "demo-producer-token""#,
+                r#"token = "short""#,
+                "http.producers[0].token",
+                "16 characters",
+            ),
+            (
+                r#"name = "demo-long-my""#,
+                r#"name = """#,
+                "http.producers[0].name",
+                "must be given",
+            ),
+            (
+                "max_events = 1000",
+                "max_events = 0",
+                "http.max_events",
+                "at least 1",
+            ),
+        ] {
+            let mut changed = text.replace(from, to);
+            if to.contains("demo-admin-token-long") {
+                changed = changed.replace(
+                    r#"admin_tokens = ["demo-admin-token"]"#,
+                    r#"admin_tokens = ["demo-admin-token-long"]"#,
+                );
+            }
+            let err = with_text(&changed).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains(why) && err.contains("bad.toml"),
+                "{to}: {err}"
+            );
+        }
+        let s = Settings::load_file(&repo_file()).unwrap();
+        assert_eq!(s.units.scope(&s.http.producers[0].units).len(), 9);
+        assert!(
+            !format!("{:?}", s.http.producers[0]).contains("demo-producer-token"),
+            "the token is not logged"
+        );
     }
 
     #[test]

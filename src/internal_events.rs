@@ -293,3 +293,55 @@ impl InternalEvent for WebhookAttempted<'_> {
         }
     }
 }
+
+/// A request of `POST /api/v1/events` answered: its events written to the
+/// topic, refused against the contract, or refused as outside the
+/// producer's scope; or, when Kafka did not take them, not sent.
+pub struct EventsReceived<'a> {
+    pub producer: &'a str,
+    pub accepted: usize,
+    pub refused: usize,
+    pub out_of_scope: usize,
+    pub not_sent: usize,
+}
+
+impl InternalEvent for EventsReceived<'_> {
+    fn emit(self, m: &Metrics) {
+        for (outcome, n) in [
+            ("accepted", self.accepted),
+            ("refused", self.refused),
+            ("out_of_scope", self.out_of_scope),
+            ("not_sent", self.not_sent),
+        ] {
+            if n > 0 {
+                m.http_events
+                    .get_or_create(&vec![
+                        ("producer", self.producer.to_string()),
+                        ("outcome", outcome.to_string()),
+                    ])
+                    .inc_by(n as u64);
+            }
+        }
+        if self.out_of_scope > 0 {
+            warn!(
+                producer = self.producer,
+                events = self.out_of_scope,
+                "events for communes outside the producer's scope refused"
+            );
+        }
+        if self.not_sent > 0 {
+            warn!(
+                producer = self.producer,
+                events = self.not_sent,
+                "events sent over HTTP not written: Kafka did not take them"
+            );
+        }
+        debug!(
+            producer = self.producer,
+            accepted = self.accepted,
+            refused = self.refused,
+            out_of_scope = self.out_of_scope,
+            "events received over HTTP"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Every Kafka client of the pipeline, built here from [`KafkaSettings`]:
 //! the projection consumer, the alert relay's producer, the operators'
-//! producer (simulate, import, dead-letter resend, the demo), the admin
+//! producer (simulate, import, dead-letter resend, the demo), the producer
+//! of the events sent over HTTP ([`ingest_producer`]), the admin
 //! client that creates topics, and the reader of partition ends. Each starts
 //! from [`client_config`], so `kafka.properties` (SASL, TLS, tuning) reaches
 //! all of them alike.
@@ -171,6 +172,76 @@ pub fn producer(k: &KafkaSettings) -> anyhow::Result<FutureProducer> {
     config
         .create()
         .context("cannot create a Kafka producer (kafka.properties)")
+}
+
+/// How long the producer of events sent over HTTP tries to deliver one
+/// before the request is answered 503: well inside the request deadline
+/// (`http::REQUEST_TIMEOUT`, 15 s).
+pub const INGEST_DELIVERY_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Whether the brokers answered the producer of events sent over HTTP, as
+/// librdkafka last said: down once it reports every broker down, up again
+/// once a delivery (or a look at the topic) succeeds.
+#[derive(Debug, Default)]
+pub struct Reachability {
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Reachability {
+    pub fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The context of [`ingest_producer`]: logs as the default context does,
+/// and keeps [`Reachability`].
+pub struct IngestContext(pub Arc<Reachability>);
+
+impl ClientContext for IngestContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.0.set_down(true);
+        }
+        error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+    }
+}
+
+/// The producer of the events sent over HTTP (`POST /api/v1/events`):
+/// idempotent, every event acknowledged by all in-sync replicas before the
+/// request is answered, given up after [`INGEST_DELIVERY_TIMEOUT`], and a
+/// bounded queue (100,000 events or 64 MiB), so that a slow cluster is
+/// answered 503 rather than buffered without bound.
+pub fn ingest_producer(
+    k: &KafkaSettings,
+) -> anyhow::Result<(FutureProducer<IngestContext>, Arc<Reachability>)> {
+    let mut config = client_config(k);
+    // Tuning first, so that `kafka.properties` can change it ...
+    for (key, value) in [
+        ("linger.ms", "2"),
+        ("queue.buffering.max.messages", "100000"),
+        ("queue.buffering.max.kbytes", "65536"),
+    ] {
+        if !k.properties.contains_key(key) {
+            config.set(key, value);
+        }
+    }
+    // ... and what the answer promises last.
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "message.timeout.ms",
+            INGEST_DELIVERY_TIMEOUT.as_millis().to_string(),
+        );
+    let reachability = Arc::new(Reachability::default());
+    let producer = config
+        .create_with_context(IngestContext(reachability.clone()))
+        .context("cannot create the producer of events sent over HTTP (kafka.properties)")?;
+    Ok((producer, reachability))
 }
 
 /// An admin client.

@@ -194,6 +194,15 @@ fn main() -> ExitCode {
                 settings.units.communes().count(),
                 settings.kafka.topic
             );
+            for p in &settings.http.producers {
+                let n = settings.units.scope(&p.units).len();
+                let s = if n == 1 { "" } else { "s" };
+                println!(
+                    "  producer {}: may send for {n} commune{s} ({})",
+                    p.name,
+                    p.units.join(", ")
+                );
+            }
             ExitCode::SUCCESS
         }
         Command::Run { .. } => finish(until_signal(
@@ -298,6 +307,7 @@ fn validate(settings: &Settings, file: &Path, show: usize, json: bool) -> ExitCo
         operate::validate(
             std::io::stdin().lock(),
             &settings.units,
+            None,
             show,
             operate::Shape::Detect,
         )
@@ -306,7 +316,7 @@ fn validate(settings: &Settings, file: &Path, show: usize, json: bool) -> ExitCo
             .map_err(operate::ValidateError::Io)
             .and_then(|f| {
                 let input = std::io::BufReader::with_capacity(1 << 20, f);
-                operate::validate(input, &settings.units, show, operate::Shape::Detect)
+                operate::validate(input, &settings.units, None, show, operate::Shape::Detect)
             })
     };
     let v = match result {

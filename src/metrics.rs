@@ -14,6 +14,10 @@ use prometheus_client::registry::Registry;
 /// Counters by one label, e.g. `reason="not_json"`.
 pub type Labelled = Family<Vec<(&'static str, &'static str)>, Counter>;
 
+/// Counters by a configured name and an outcome, e.g.
+/// `producer="demo-long-my",outcome="accepted"`.
+pub type ByProducer = Family<Vec<(&'static str, String)>, Counter>;
+
 /// The pipeline's metrics, shared by the consumer, the projector and the
 /// HTTP server.
 pub struct Metrics {
@@ -44,6 +48,9 @@ pub struct Metrics {
     pub relay_failures: Counter,
     /// By `outcome` (`delivered`, `failed`).
     pub webhook_attempts: Labelled,
+    /// Events sent over HTTP, by `producer` and `outcome` (`accepted`,
+    /// `refused`, `out_of_scope`, `not_sent`).
+    pub http_events: ByProducer,
     /// Records on the broker not yet committed to the projections, over the
     /// partitions this instance owns.
     pub lag: Gauge<i64, AtomicI64>,
@@ -62,8 +69,11 @@ fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
 }
 
 /// A family of counters registered under `name`.
-fn labelled(registry: &mut Registry, name: &str, help: &str) -> Labelled {
-    let c = Labelled::default();
+fn labelled<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+where
+    Family<L, Counter>: prometheus_client::registry::Metric + Clone + Default,
+{
+    let c = Family::<L, Counter>::default();
     registry.register(name, help, c.clone());
     c
 }
@@ -161,6 +171,11 @@ impl Default for Metrics {
                 &mut r,
                 "webhook_attempts",
                 "Webhook delivery attempts, by outcome",
+            ),
+            http_events: labelled(
+                &mut r,
+                "http_events",
+                "Events sent to POST /api/v1/events, by producer and outcome",
             ),
             lag: gauge(&mut r, "consumer_lag_records", "Records behind the partitions' ends"),
             partitions: gauge(&mut r, "owned_partitions", "Partitions owned by this instance"),

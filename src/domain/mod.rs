@@ -20,4 +20,4 @@ pub use fold::{Applied, CaseKey, CaseState, DayKey, DocumentKey, DocumentState, 
 pub use indicator::{
     Comparator, Definition, Indicator, Ratio, Rule, Standing, Target, Targets, Window,
 };
-pub use units::{Unit, UnitCode, UnitKind, UnitSpec, Units};
+pub use units::{Scope, Unit, UnitCode, UnitKind, UnitSpec, Units};

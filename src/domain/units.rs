@@ -3,7 +3,7 @@
 //!
 //! Units are configuration, not code: a province has hundreds and they merge.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -103,6 +103,28 @@ pub struct Unit {
     pub name: String,
     pub kind: UnitKind,
     pub parent: Option<UnitCode>,
+}
+
+/// The communes a producer may send events for (see [`Units::scope`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    communes: HashSet<UnitCode>,
+}
+
+impl Scope {
+    /// Whether an event of `commune` may be sent.
+    pub fn covers(&self, commune: &UnitCode) -> bool {
+        self.communes.contains(commune)
+    }
+
+    /// How many communes it covers.
+    pub fn len(&self) -> usize {
+        self.communes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.communes.is_empty()
+    }
 }
 
 /// Why a unit list cannot be used.
@@ -224,6 +246,20 @@ impl Units {
         self.order.len()
     }
 
+    /// The communes `codes` cover: each a commune itself, or a parent whose
+    /// communes (at any depth) it stands for. Unknown codes cover nothing
+    /// (the configuration names them as errors before this is built).
+    pub fn scope(&self, codes: &[String]) -> Scope {
+        let mut communes = HashSet::new();
+        for code in codes {
+            if let Some(c) = self.commune(code) {
+                communes.insert(c.clone());
+            }
+            communes.extend(self.communes_under(code).map(|u| u.code.clone()));
+        }
+        Scope { communes }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
@@ -276,6 +312,21 @@ pub(crate) mod tests {
         assert_eq!(units.communes_under("937").count(), 9);
         assert_eq!(units.communes_under("93").count(), 9);
         assert_eq!(units.communes_under("31471").count(), 0);
+    }
+
+    #[test]
+    fn a_scope_covers_its_communes_and_those_below_its_parents_only() {
+        let units = long_my();
+        let code = |c: &str| units.commune(c).unwrap().clone();
+        let one = units.scope(&["31471".into()]);
+        assert!(one.covers(&code("31471")));
+        assert!(!one.covers(&code("31472")));
+        assert_eq!(one.len(), 1);
+        let town = units.scope(&["937".into()]);
+        assert_eq!(town.len(), 9);
+        assert!(units.communes().all(|u| town.covers(&u.code)));
+        assert_eq!(units.scope(&["93".into(), "31471".into()]).len(), 9);
+        assert!(units.scope(&["99999".into()]).is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Bearer tokens: read tokens for the API, admin tokens for the admin
-//! routes too (configured in `[http]`).
+//! routes too, producer tokens for sending events (`POST /api/v1/events`)
+//! for the units of their scope (configured in `[http]`).
 //!
 //! A token is sent as `Authorization: Bearer …`; only the live streams also
 //! take it as `?token=`, because a browser's `EventSource` cannot send a
@@ -8,21 +9,33 @@
 //! time, so that the answer's timing tells nothing of how much of a guess
 //! was right.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use super::{ApiError, Shared};
 use crate::config::HttpSettings;
+use crate::domain::{Scope, Units};
+
+/// A system that sends events: its name (for logs and metrics) and the
+/// communes it may send for. Handed to the handler as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Producer {
+    pub name: String,
+    pub scope: Scope,
+}
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Grant {
     Read,
     Admin,
+    Produce(Arc<Producer>),
 }
 
 /// The configured tokens, as digests.
@@ -30,6 +43,7 @@ enum Grant {
 pub struct Tokens {
     read: Vec<[u8; 32]>,
     admin: Vec<[u8; 32]>,
+    producers: Vec<([u8; 32], Arc<Producer>)>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -45,10 +59,21 @@ fn any_of(known: &[[u8; 32]], presented: &[u8; 32]) -> bool {
 }
 
 impl Tokens {
-    pub fn new(http: &HttpSettings) -> Self {
+    pub fn new(http: &HttpSettings, units: &Units) -> Self {
         Tokens {
             read: http.read_tokens.iter().map(|t| digest(t)).collect(),
             admin: http.admin_tokens.iter().map(|t| digest(t)).collect(),
+            producers: http
+                .producers
+                .iter()
+                .map(|p| {
+                    let producer = Producer {
+                        name: p.name.clone(),
+                        scope: units.scope(&p.units),
+                    };
+                    (digest(&p.token), Arc::new(producer))
+                })
+                .collect(),
         }
     }
 
@@ -56,9 +81,19 @@ impl Tokens {
         let presented = digest(token);
         let admin = any_of(&self.admin, &presented);
         let read = any_of(&self.read, &presented);
-        match (admin, read) {
-            (true, _) => Some(Grant::Admin),
-            (false, true) => Some(Grant::Read),
+        // Which producer, if any, looking at every one of them (the
+        // configuration keeps producer tokens apart from the others).
+        let mut found = Choice::from(0);
+        let mut index = 0u32;
+        for (n, (known, _)) in self.producers.iter().enumerate() {
+            let this = known.ct_eq(&presented);
+            index = u32::conditional_select(&index, &(n as u32), this);
+            found |= this;
+        }
+        match (admin, read, bool::from(found)) {
+            (true, _, _) => Some(Grant::Admin),
+            (false, true, _) => Some(Grant::Read),
+            (false, false, true) => Some(Grant::Produce(self.producers[index as usize].1.clone())),
             _ => None,
         }
     }
@@ -83,7 +118,11 @@ fn query_token(query: Option<&str>) -> Option<&str> {
 
 fn read_grant(s: &Shared, token: Option<&str>) -> Result<(), ApiError> {
     match token.and_then(|t| s.tokens.grant(t)) {
-        Some(_) => Ok(()),
+        Some(Grant::Read | Grant::Admin) => Ok(()),
+        Some(Grant::Produce(_)) => Err(ApiError::Forbidden(
+            "a producer token may only send and validate events; this route needs a read token"
+                .into(),
+        )),
         None => Err(ApiError::Unauthorized),
     }
 }
@@ -118,7 +157,45 @@ pub(super) async fn require_admin(
 ) -> Result<Response, ApiError> {
     match bearer(req.headers()).and_then(|t| s.tokens.grant(t)) {
         Some(Grant::Admin) => Ok(next.run(req).await),
-        Some(Grant::Read) => Err(ApiError::Forbidden),
+        Some(_) => Err(ApiError::Forbidden(
+            "this route needs an admin token".into(),
+        )),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+/// A producer token, in the `Authorization` header; the handler finds the
+/// [`Producer`] among the request's extensions.
+pub(super) async fn require_producer(
+    State(s): State<Shared>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match bearer(req.headers()).and_then(|t| s.tokens.grant(t)) {
+        Some(Grant::Produce(p)) => {
+            req.extensions_mut().insert(p);
+            Ok(next.run(req).await)
+        }
+        Some(_) => Err(ApiError::Forbidden(
+            "sending events needs a producer token (http.producers)".into(),
+        )),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+/// A read, admin or producer token, in the `Authorization` header; with a
+/// producer token, the [`Producer`] is among the request's extensions.
+pub(super) async fn require_read_or_producer(
+    State(s): State<Shared>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match bearer(req.headers()).and_then(|t| s.tokens.grant(t)) {
+        Some(Grant::Produce(p)) => {
+            req.extensions_mut().insert(p);
+            Ok(next.run(req).await)
+        }
+        Some(_) => Ok(next.run(req).await),
         None => Err(ApiError::Unauthorized),
     }
 }
@@ -129,12 +206,25 @@ mod tests {
 
     #[test]
     fn a_token_is_granted_what_it_is_configured_for_and_nothing_else() {
+        let producer = |name: &str| {
+            Arc::new(Producer {
+                name: name.into(),
+                scope: Scope::default(),
+            })
+        };
         let tokens = Tokens {
             read: vec![digest("r1"), digest("r2")],
             admin: vec![digest("a1")],
+            producers: vec![
+                (digest("p1"), producer("first")),
+                (digest("p2"), producer("second")),
+            ],
         };
         assert_eq!(tokens.grant("r2"), Some(Grant::Read));
         assert_eq!(tokens.grant("a1"), Some(Grant::Admin));
+        assert_eq!(tokens.grant("p1"), Some(Grant::Produce(producer("first"))));
+        assert_eq!(tokens.grant("p2"), Some(Grant::Produce(producer("second"))));
+        assert_eq!(tokens.grant("p"), None);
         assert_eq!(tokens.grant("r"), None);
         assert_eq!(tokens.grant("r1 "), None);
         assert_eq!(tokens.grant(""), None);

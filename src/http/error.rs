@@ -22,8 +22,11 @@ pub(super) async fn no_route(method: Method, uri: Uri) -> ApiError {
 pub enum ApiError {
     BadRequest(String),
     Unauthorized,
-    Forbidden,
+    /// A valid token that may not do this (the message says what may).
+    Forbidden(String),
     NotFound(String),
+    /// More than a route takes at once (its limit in the message).
+    TooLarge(String),
     /// A body of a media type the route does not read.
     UnsupportedMediaType(String),
     /// A dependency (the store, Kafka) does not answer.
@@ -49,10 +52,8 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required".to_string(),
             ),
-            ApiError::Forbidden => (
-                StatusCode::FORBIDDEN,
-                "this route needs an admin token".to_string(),
-            ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),

@@ -13,7 +13,7 @@
 //!   query and path extractors whose rejections are JSON 400s;
 //! - one module per resource: [`indicators`] (a commune, a unit's communes,
 //!   a series), [`overdue`], [`alerts`], [`projections`], [`admin`] (dead
-//!   letters), [`probes`] (health, readiness, metrics, the OpenAPI document);
+//!   letters), [`events`] (events sent over HTTP, and checked), [`probes`] (health, readiness, metrics, the OpenAPI document);
 //! - [`cache`]: the read cache of freshness and one commune's sums.
 
 use std::sync::Arc;
@@ -36,6 +36,7 @@ use crate::alerts::LiveAlerts;
 use crate::clock::Clock;
 use crate::config::{HttpSettings, Settings};
 use crate::domain::{Targets, Unit, Units, Window};
+use crate::kafka::{IngestContext, Reachability};
 use crate::metrics::Metrics;
 use crate::projector::LiveChanges;
 use crate::shutdown::CancellationToken;
@@ -73,6 +74,10 @@ pub enum Access {
     Stream,
     /// An admin token.
     Admin,
+    /// A producer token (`http.producers`), for the units of its scope.
+    Produce,
+    /// A read, admin or producer token (a producer's scope applies).
+    ReadOrProduce,
 }
 
 /// Every route, as (method, path, access): the one list the router is built
@@ -93,7 +98,8 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     ("get", "/api/v1/communes/{code}/overdue", Access::Read),
     ("get", "/api/v1/alerts", Access::Read),
-    ("post", "/api/v1/events/validate", Access::Read),
+    ("post", "/api/v1/events", Access::Produce),
+    ("post", "/api/v1/events/validate", Access::ReadOrProduce),
     ("get", "/api/v1/alerts/stream", Access::Stream),
     ("get", "/api/v1/projections/stream", Access::Stream),
     ("get", "/api/v1/admin/dead-letters", Access::Admin),
@@ -117,6 +123,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("get", "/api/v1/communes/{code}/series/{indicator}") => get(indicators::series),
         ("get", "/api/v1/communes/{code}/overdue") => get(overdue::overdue),
         ("get", "/api/v1/alerts") => get(alerts::recent),
+        ("post", "/api/v1/events") => post(events::ingest),
         ("post", "/api/v1/events/validate") => post(events::validate_events),
         ("get", "/api/v1/alerts/stream") => get(alerts::stream),
         ("get", "/api/v1/projections/stream") => get(projections::stream),
@@ -144,10 +151,29 @@ pub struct AppState {
     pub events_topic: String,
     /// For dead letters sent through again.
     pub producer: FutureProducer,
+    /// For events sent over HTTP.
+    pub ingest: Ingest,
     /// Ends live streams when the server stops.
     pub shutdown: CancellationToken,
     /// The OpenAPI document served, with this server's bounds and units.
     pub openapi: Arc<str>,
+}
+
+/// The producer of events sent over HTTP, and whether its brokers answer.
+pub struct Ingest {
+    pub producer: FutureProducer<IngestContext>,
+    pub reachability: Arc<Reachability>,
+}
+
+impl Ingest {
+    /// The producer [`crate::kafka::ingest_producer`] makes.
+    pub fn new(kafka: &crate::kafka::KafkaSettings) -> anyhow::Result<Ingest> {
+        let (producer, reachability) = crate::kafka::ingest_producer(kafka)?;
+        Ok(Ingest {
+            producer,
+            reachability,
+        })
+    }
 }
 
 /// The parts of a running pipeline the API serves from.
@@ -157,6 +183,7 @@ pub struct Feeds {
     pub changes: LiveChanges,
     pub metrics: Arc<Metrics>,
     pub producer: FutureProducer,
+    pub ingest: Ingest,
     pub shutdown: CancellationToken,
 }
 
@@ -165,7 +192,7 @@ impl AppState {
     /// serves from (with the read cache's default limits).
     pub fn new(settings: &Settings, feeds: Feeds) -> AppState {
         AppState {
-            tokens: auth::Tokens::new(&settings.http),
+            tokens: auth::Tokens::new(&settings.http, &settings.units),
             cache: Arc::new(QueryCache::new(&feeds.changes)),
             store: feeds.store,
             live: feeds.live,
@@ -177,6 +204,7 @@ impl AppState {
             http: settings.http.clone(),
             events_topic: settings.kafka.topic.clone(),
             producer: feeds.producer,
+            ingest: feeds.ingest,
             shutdown: feeds.shutdown,
             openapi: openapi::served(settings.http.max_page, &settings.units).into(),
         }
@@ -228,13 +256,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn router(state: AppState) -> Router {
     let max_body = state.http.max_body_bytes;
     let state = Arc::new(state);
-    let [mut public, mut read, mut stream, mut admin] = std::array::from_fn(|_| Router::new());
+    let [mut public, mut read, mut stream, mut admin, mut produce, mut check] =
+        std::array::from_fn(|_| Router::new());
     for &(method, path, access) in ROUTES {
         let part = match access {
             Access::Public => &mut public,
             Access::Read => &mut read,
             Access::Stream => &mut stream,
             Access::Admin => &mut admin,
+            Access::Produce => &mut produce,
+            Access::ReadOrProduce => &mut check,
         };
         let handler = match access {
             Access::Stream => handler(method, path),
@@ -257,6 +288,14 @@ pub fn router(state: AppState) -> Router {
         .merge(admin.route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
+        )))
+        .merge(produce.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_producer,
+        )))
+        .merge(check.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read_or_producer,
         )))
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(max_body))

@@ -26,6 +26,10 @@ use crate::simulator::Simulator;
 
 const READ: &str = "demo-read-token";
 const ADMIN: &str = "demo-admin-token";
+/// The configured producer for the town (its nine communes).
+const PRODUCER: &str = "demo-producer-token";
+/// A producer for Phường Thuận An (31471) only.
+const ONE_COMMUNE: &str = "thuan-an-producer-token";
 
 /// A router over a SQLite store holding `events` simulated events and one
 /// dead letter, with the projector that filled it (its batches reach the
@@ -61,7 +65,17 @@ fn simulated(settings: &Settings, from: usize, n: usize) -> Vec<Record> {
 impl Harness {
     async fn new(events: usize, bootstrap: &str) -> Harness {
         let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
-        let settings = Settings::load_file(&file).unwrap();
+        let mut settings = Settings::load_file(&file).unwrap();
+        // Besides the configured producer for the town: one for a single
+        // commune.
+        settings
+            .http
+            .producers
+            .push(crate::config::ProducerSettings {
+                name: "thuan-an".into(),
+                token: ONE_COMMUNE.into(),
+                units: vec!["31471".into()],
+            });
         // A file, as the demo's: queries read through their own read-only
         // connections, writes (a dead letter marked resent) through the
         // writing one. (scripts/test.sh clears var/test/ before a run.)
@@ -98,6 +112,9 @@ impl Harness {
             .set("message.timeout.ms", "10000")
             .create()
             .unwrap();
+        let mut kafka = settings.kafka.clone();
+        kafka.bootstrap_servers = bootstrap.to_string();
+        let ingest = Ingest::new(&kafka).unwrap();
         // The state the application serves from, with a read cache that
         // keeps answers far longer than any test runs.
         let mut state = AppState::new(
@@ -108,6 +125,7 @@ impl Harness {
                 changes: projector.changes(),
                 metrics,
                 producer,
+                ingest,
                 shutdown: Default::default(),
             },
         );
@@ -286,6 +304,8 @@ fn the_openapi_document_lists_exactly_the_routes_with_their_tokens() {
             Access::Read => serde_json::json!([{"bearer": []}]),
             Access::Stream => serde_json::json!([{"bearer": []}, {"query_token": []}]),
             Access::Admin => serde_json::json!([{"admin": []}]),
+            Access::Produce => serde_json::json!([{"producer": []}]),
+            Access::ReadOrProduce => serde_json::json!([{"bearer": []}, {"producer": []}]),
         };
         assert_eq!(
             op.get("security").cloned().unwrap_or(Value::Null),
@@ -316,8 +336,8 @@ fn the_router_adds_routes_only_from_the_routes_table() {
         assert!(!code.contains(forbidden), "{forbidden} bypasses ROUTES");
     }
     // The merged routers are the table's parts.
-    assert_eq!(code.matches(".merge(").count(), 3);
-    for part in ["read", "stream", "admin"] {
+    assert_eq!(code.matches(".merge(").count(), 5);
+    for part in ["read", "stream", "admin", "produce", "check"] {
         assert!(
             code.contains(&format!(".merge({part}.route_layer(")),
             "{part}"
@@ -353,10 +373,20 @@ async fn every_documented_operation_is_served_with_its_tokens() {
             Some(Access::Read | Access::Stream) => {
                 assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
             }
-            Some(Access::Admin) => {
+            Some(Access::Admin | Access::Produce) => {
                 assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
                 let (status, _) = head_of(&app, &method, &uri, Some(READ)).await;
                 assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+            }
+            Some(Access::ReadOrProduce) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+                for token in [READ, PRODUCER] {
+                    let (status, _) = head_of(&app, &method, &uri, Some(token)).await;
+                    assert!(
+                        status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                        "{method} {uri}: {status}"
+                    );
+                }
             }
             None => panic!("{method} {path} is documented but not in ROUTES"),
         }
@@ -1423,3 +1453,5 @@ async fn events_are_validated_as_the_pipeline_would_judge_them_and_nothing_is_pr
         assert_eq!(body["error"]["code"], "unsupported_media_type");
     }
 }
+
+mod ingest;

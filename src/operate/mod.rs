@@ -13,4 +13,6 @@ pub use dead_letters::{list_dead_letters, resend_dead_letter};
 pub use import::{import, ImportReport};
 pub use report::{report, report_from};
 pub use simulate::{simulate, simulate_to_file, SimulateOptions};
-pub use validate::{validate, Refusal, Shape, ValidateError, Validation};
+pub use validate::{
+    check, records, validate, Problem, Refusal, Shape, ValidateError, Validation, OUT_OF_SCOPE,
+};

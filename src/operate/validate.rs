@@ -3,6 +3,10 @@
 //! it, with the pipeline's own decoder (`domain::event::decode`) and unit
 //! list, so a vendor can check a file before going live. Nothing is sent.
 //!
+//! A producer's scope may be given (`POST /api/v1/events/validate` with a
+//! producer token): an event for a commune outside it is refused as
+//! [`OUT_OF_SCOPE`], as `POST /api/v1/events` would refuse it.
+//!
 //! Two shapes are read: newline-delimited JSON (one event per line, blank
 //! lines skipped; streamed, so a year's export needs no more memory than a
 //! line), and a JSON array of events (read whole; its elements are numbered
@@ -15,17 +19,50 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::domain::event::decode;
-use crate::domain::Units;
+use crate::domain::{CaseEvent, Scope, Units};
+
+/// The reason code of an event for a commune outside the producer's scope:
+/// refused at the door, so never a dead letter.
+pub const OUT_OF_SCOPE: &str = "out_of_scope";
+
+/// Why one record is refused, and the field at fault if there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The dead-letter reason code the pipeline would keep it under (or
+    /// [`OUT_OF_SCOPE`]).
+    pub reason_code: &'static str,
+    pub reason: String,
+    pub field: Option<String>,
+}
+
+/// One record judged as the pipeline would judge it (the same decoder and
+/// unit list), and against a producer's scope if one is given.
+pub fn check(record: &[u8], units: &Units, scope: Option<&Scope>) -> Result<CaseEvent, Problem> {
+    let event = decode(Some(record), units).map_err(|rejection| Problem {
+        reason_code: rejection.code(),
+        field: rejection.field().map(str::to_string),
+        reason: rejection.to_string(),
+    })?;
+    match scope {
+        Some(scope) if !scope.covers(&event.commune) => Err(Problem {
+            reason_code: OUT_OF_SCOPE,
+            reason: format!(
+                "commune `{}` is not among the units this producer may send for",
+                event.commune
+            ),
+            field: Some("commune_code".into()),
+        }),
+        _ => Ok(event),
+    }
+}
 
 /// One record refused: where, why, and the field at fault if there is one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Refusal {
     /// 1-based line of the file (or body) the record is on (starts on).
     pub line: usize,
-    /// The dead-letter reason code the pipeline would keep it under.
-    pub reason_code: &'static str,
-    pub reason: String,
-    pub field: Option<String>,
+    #[serde(flatten)]
+    pub problem: Problem,
 }
 
 /// What a validation found.
@@ -42,20 +79,15 @@ pub struct Validation {
 }
 
 impl Validation {
-    fn judge(&mut self, line: usize, record: &[u8], units: &Units, keep: usize) {
+    fn judge(&mut self, line: usize, problem: Option<Problem>, keep: usize) {
         self.records += 1;
-        match decode(Some(record), units) {
-            Ok(_) => self.valid += 1,
-            Err(rejection) => {
+        match problem {
+            None => self.valid += 1,
+            Some(problem) => {
                 self.refused += 1;
-                *self.by_reason.entry(rejection.code()).or_default() += 1;
+                *self.by_reason.entry(problem.reason_code).or_default() += 1;
                 if self.first_refused.len() < keep {
-                    self.first_refused.push(Refusal {
-                        line,
-                        reason_code: rejection.code(),
-                        field: rejection.field().map(str::to_string),
-                        reason: rejection.to_string(),
-                    });
+                    self.first_refused.push(Refusal { line, problem });
                 }
             }
         }
@@ -73,16 +105,13 @@ impl Validation {
                 out += &format!("  {code:<26} {n}\n");
             }
             out += &format!("first {} refused:\n", self.first_refused.len());
-            for r in &self.first_refused {
+            for Refusal { line, problem: r } in &self.first_refused {
                 let field = r
                     .field
                     .as_deref()
                     .map(|f| format!(" ({f})"))
                     .unwrap_or_default();
-                out += &format!(
-                    "  line {}: {}{field}: {}\n",
-                    r.line, r.reason_code, r.reason
-                );
+                out += &format!("  line {line}: {}{field}: {}\n", r.reason_code, r.reason);
             }
         }
         out
@@ -112,22 +141,36 @@ pub enum Shape {
     Array,
 }
 
-/// Judges every record read from `input`, keeping the first `keep`
-/// refusals.
+/// Judges every record read from `input` (against `scope` too, if given),
+/// keeping the first `keep` refusals.
 pub fn validate(
-    mut input: impl BufRead,
+    input: impl BufRead,
     units: &Units,
+    scope: Option<&Scope>,
     keep: usize,
     shape: Shape,
 ) -> Result<Validation, ValidateError> {
     let mut v = Validation::default();
+    records(input, shape, |line, record| {
+        v.judge(line, check(record, units, scope).err(), keep);
+    })?;
+    Ok(v)
+}
+
+/// Calls `each` with every record of `input` and the 1-based line it is
+/// on (starts on), in order.
+pub fn records(
+    mut input: impl BufRead,
+    shape: Shape,
+    mut each: impl FnMut(usize, &[u8]),
+) -> Result<(), ValidateError> {
     let mut line = Vec::with_capacity(4096);
     let mut number = 0usize;
     // Blank lines first: they say nothing of the shape.
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
-            return Ok(v);
+            return Ok(());
         }
         number += 1;
         if !trimmed(&line).is_empty() {
@@ -143,17 +186,16 @@ pub fn validate(
         let mut rest = Vec::new();
         input.read_to_end(&mut rest)?;
         line.extend_from_slice(&rest);
-        array(&line, number, units, keep, &mut v)?;
-        return Ok(v);
+        return array(&line, number, each);
     }
     loop {
         let record = trimmed(&line);
         if !record.is_empty() {
-            v.judge(number, record, units, keep);
+            each(number, record);
         }
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
-            return Ok(v);
+            return Ok(());
         }
         number += 1;
     }
@@ -163,9 +205,7 @@ pub fn validate(
 fn array(
     text: &[u8],
     first_line: usize,
-    units: &Units,
-    keep: usize,
-    v: &mut Validation,
+    mut each: impl FnMut(usize, &[u8]),
 ) -> Result<(), ValidateError> {
     let elements: Vec<&RawValue> =
         serde_json::from_slice(text).map_err(ValidateError::NotAnArray)?;
@@ -176,7 +216,7 @@ fn array(
         let offset = bytes.as_ptr() as usize - base;
         line += text[at..offset].iter().filter(|b| **b == b'\n').count();
         at = offset;
-        v.judge(line, bytes, units, keep);
+        each(line, bytes);
     }
     Ok(())
 }
@@ -221,12 +261,12 @@ mod tests {
             "{}\r\n\n{}\nnot json\n{unknown}\n  \n{}\n[1]\n",
             good[0], good[1], good[2]
         );
-        let v = validate(text.as_bytes(), &units(), 10, Shape::Detect).unwrap();
+        let v = validate(text.as_bytes(), &units(), None, 10, Shape::Detect).unwrap();
         assert_eq!((v.records, v.valid, v.refused), (6, 3, 3), "{v:?}");
         let lines: Vec<_> = v
             .first_refused
             .iter()
-            .map(|r| (r.line, r.reason_code, r.field.as_deref()))
+            .map(|r| (r.line, r.problem.reason_code, r.problem.field.as_deref()))
             .collect();
         assert_eq!(
             lines,
@@ -238,7 +278,7 @@ mod tests {
         );
         assert_eq!(v.by_reason["unknown_commune"], 1);
         // Only the first `keep` are kept; all are counted.
-        let v = validate(text.as_bytes(), &units(), 1, Shape::Detect).unwrap();
+        let v = validate(text.as_bytes(), &units(), None, 1, Shape::Detect).unwrap();
         assert_eq!((v.refused, v.first_refused.len()), (3, 1));
         let summary = v.text("export.ndjson");
         assert!(
@@ -256,9 +296,9 @@ mod tests {
         let good = events(1).remove(0);
         let mut bytes = b"\xff\xfe\n".to_vec();
         bytes.extend_from_slice(good.as_bytes());
-        let v = validate(&bytes[..], &units(), 10, Shape::Detect).unwrap();
+        let v = validate(&bytes[..], &units(), None, 10, Shape::Detect).unwrap();
         assert_eq!((v.records, v.valid), (2, 1));
-        assert_eq!(v.first_refused[0].reason_code, "not_utf8");
+        assert_eq!(v.first_refused[0].problem.reason_code, "not_utf8");
     }
 
     #[test]
@@ -268,25 +308,25 @@ mod tests {
             "\n[\n  {},\n  {{\"event_id\": \"x\"}},\n  {}\n]\n",
             good[0], good[1]
         );
-        let v = validate(text.as_bytes(), &units(), 10, Shape::Detect).unwrap();
+        let v = validate(text.as_bytes(), &units(), None, 10, Shape::Detect).unwrap();
         assert_eq!((v.records, v.valid, v.refused), (3, 2, 1), "{v:?}");
         assert_eq!(v.first_refused[0].line, 4);
-        assert_eq!(v.first_refused[0].reason_code, "missing_field");
+        assert_eq!(v.first_refused[0].problem.reason_code, "missing_field");
         assert!(matches!(
-            validate(&b"[{\"a\": 1}, oops"[..], &units(), 10, Shape::Detect),
+            validate(&b"[{\"a\": 1}, oops"[..], &units(), None, 10, Shape::Detect),
             Err(ValidateError::NotAnArray(_))
         ));
         assert_eq!(
-            validate(&b"\n\n"[..], &units(), 10, Shape::Detect)
+            validate(&b"\n\n"[..], &units(), None, 10, Shape::Detect)
                 .unwrap()
                 .records,
             0
         );
         // Declared shapes are not guessed: an NDJSON line that is an array
         // is a refused record; an "array" that is an object is no array.
-        let v = validate(&b"[1]\n"[..], &units(), 10, Shape::Ndjson).unwrap();
-        assert_eq!(v.first_refused[0].reason_code, "not_an_object");
-        assert!(validate(&b"{}"[..], &units(), 10, Shape::Array).is_err());
+        let v = validate(&b"[1]\n"[..], &units(), None, 10, Shape::Ndjson).unwrap();
+        assert_eq!(v.first_refused[0].problem.reason_code, "not_an_object");
+        assert!(validate(&b"{}"[..], &units(), None, 10, Shape::Array).is_err());
     }
 
     /// Every record the fold's tests send through the pipeline: the
@@ -308,7 +348,7 @@ mod tests {
             text += &e;
             text.push('\n');
         }
-        let v = validate(text.as_bytes(), &units, 0, Shape::Detect).unwrap();
+        let v = validate(text.as_bytes(), &units, None, 0, Shape::Detect).unwrap();
         assert_eq!((v.records, v.valid), (500, want));
         assert!(v.refused > 0 && v.first_refused.is_empty());
     }
