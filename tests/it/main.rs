@@ -11,6 +11,7 @@
 mod abuse;
 mod alerts;
 mod embedded;
+mod ingest;
 mod pipeline;
 mod rebuild;
 #[path = "../reference/mod.rs"]
