@@ -206,7 +206,12 @@ impl AppState {
             producer: feeds.producer,
             ingest: feeds.ingest,
             shutdown: feeds.shutdown,
-            openapi: openapi::served(settings.http.max_page, &settings.units).into(),
+            openapi: openapi::served(
+                settings.http.max_page,
+                settings.http.max_events,
+                &settings.units,
+            )
+            .into(),
         }
     }
 

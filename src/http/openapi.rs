@@ -29,14 +29,18 @@ pub fn document() -> &'static str {
 
 /// The document as a server serves it: the committed one with the page
 /// size it enforces (`http.max_page`) as the `limit` parameters' maximum,
+/// the most events a request may carry (`http.max_events`) as the events
+/// array's `maxItems`,
 /// and its own units as the examples of the unit-code parameters (a
 /// generator such as Schemathesis reaches real communes through them).
 ///
 /// # Panics
 /// When the committed document lacks those parameters: it is the
 /// project's own, and a test serves it.
-pub fn served(max_page: i64, units: &Units) -> String {
+pub fn served(max_page: i64, max_events: usize, units: &Units) -> String {
     let mut doc: Value = serde_json::from_str(document()).expect("the document is JSON");
+    doc["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["maxItems"] = json!(max_events);
     let params = &mut doc["components"]["parameters"];
     for name in ["Limit", "AlertsLimit", "RefusedLimit"] {
         params[name]["schema"]["maximum"] = json!(max_page);

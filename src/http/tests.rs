@@ -432,10 +432,15 @@ fn the_served_document_states_the_servers_page_size_and_units() {
         spec("00004", "Phường Ba Đình", UnitKind::Ward, Some("01")),
     ];
     let units = Units::parse(&specs).unwrap();
-    let doc: Value = serde_json::from_str(&openapi::served(250, &units)).unwrap();
+    let doc: Value = serde_json::from_str(&openapi::served(250, 40, &units)).unwrap();
     let params = &doc["components"]["parameters"];
     assert_eq!(params["Limit"]["schema"]["maximum"], 250);
     assert_eq!(params["AlertsLimit"]["schema"]["maximum"], 250);
+    assert_eq!(
+        doc["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["maxItems"],
+        40
+    );
     assert_eq!(params["UnitCode"]["examples"]["commune"]["value"], "00004");
     assert_eq!(params["UnitCode"]["examples"]["parent"]["value"], "01");
     assert_eq!(
