@@ -13,8 +13,9 @@
 # start makes a throw-away CA and a broker certificate for 127.0.0.1 and
 # localhost (openssl), and the SCRAM user KAFKA_SASL_USER (created when the
 # storage is formatted, StorageTool --add-scram). What a client needs is left
-# in var/kafka/client/: ca.pem, and client.properties (librdkafka's settings
-# for the SASL_SSL listener).
+# in var/kafka/client/: ca.pem, client.properties (librdkafka's settings
+# for the SASL_SSL listener), and classpath (the Java client's jars, for
+# the Java producer of docs/INTEGRATION.md).
 #
 # Environment (all optional):
 #   KAFKA_PORT             client port, default 9092; the controller uses KAFKA_PORT+1
@@ -157,6 +158,13 @@ sasl.username=$KAFKA_SASL_USER
 sasl.password=$KAFKA_SASL_PASSWORD
 ssl.ca.location=$CLIENT_DIR/ca.pem
 EOF
+    # The Java client and what it needs at run time, from the broker's jars.
+    local jar classpath=""
+    for jar in "$LIBS"/kafka-clients-*.jar "$LIBS"/slf4j-api-*.jar "$LIBS"/lz4-java-*.jar \
+        "$LIBS"/snappy-java-*.jar "$LIBS"/zstd-jni-*.jar; do
+        if [[ -f "$jar" ]]; then classpath="${classpath:+$classpath:}$jar"; fi
+    done
+    printf '%s\n' "$classpath" >"$CLIENT_DIR/classpath"
 }
 
 write_config() {

@@ -12,6 +12,7 @@ mod abuse;
 mod alerts;
 mod embedded;
 mod ingest;
+mod kit;
 mod pipeline;
 mod rebuild;
 #[path = "../reference/mod.rs"]
