@@ -5,6 +5,7 @@
 #
 #   bash scripts/bench.sh alert_latency
 #   bash scripts/bench.sh replay          (REPLAY_SIZES=1000000,5000000)
+#   bash scripts/bench.sh ingest          (POST /api/v1/events against producing straight to Kafka)
 #   bash scripts/bench.sh fold            (needs no services, but works too)
 #
 # PG_EXTRA_CONF: lines appended to the benchmark cluster's postgresql.conf,

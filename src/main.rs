@@ -186,25 +186,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig { config } => {
-            println!(
-                "{}: OK ({} units, {} communes, topic {})",
-                config.display(),
-                settings.units.len(),
-                settings.units.communes().count(),
-                settings.kafka.topic
-            );
-            for p in &settings.http.producers {
-                let n = settings.units.scope(&p.units).len();
-                let s = if n == 1 { "" } else { "s" };
-                println!(
-                    "  producer {}: may send for {n} commune{s} ({})",
-                    p.name,
-                    p.units.join(", ")
-                );
-            }
-            ExitCode::SUCCESS
-        }
+        Command::CheckConfig { config } => check_config(&settings, &config),
         Command::Run { .. } => finish(until_signal(
             Some("stop requested; finishing the current batch"),
             |stop| run(settings, stop),
@@ -297,6 +279,27 @@ fn simulate(
         })),
         None => execute(operate::simulate(settings, options), |_| ()),
     }
+}
+
+/// `cchc check-config`: the file is valid; what it configures.
+fn check_config(settings: &Settings, config: &Path) -> ExitCode {
+    println!(
+        "{}: OK ({} units, {} communes, topic {})",
+        config.display(),
+        settings.units.len(),
+        settings.units.communes().count(),
+        settings.kafka.topic
+    );
+    for p in &settings.http.producers {
+        let n = settings.units.scope(&p.units).len();
+        let s = if n == 1 { "" } else { "s" };
+        println!(
+            "  producer {}: may send for {n} commune{s} ({})",
+            p.name,
+            p.units.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// `cchc validate`: the summary (or JSON) on standard output, the rate in

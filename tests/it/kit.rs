@@ -1,7 +1,7 @@
 //! The integration kit of docs/INTEGRATION.md, run as a vendor would run it:
 //! the curl and Python producers over HTTP, the Java producer (the Kafka
-//! client's idempotent producer) straight to the topic, and `cchc validate`
-//! + `cchc import` of an NDJSON export, all into one pipeline with the real
+//! client's idempotent producer) straight to the topic, and an NDJSON export
+//! checked with `cchc validate` then imported, all into one pipeline with the real
 //! broker and database; every valid event counts once, as the reference
 //! model counts it. And the page shows each example exactly as the test
 //! runs it.
