@@ -64,8 +64,18 @@ fn simulated(settings: &Settings, from: usize, n: usize) -> Vec<Record> {
 
 impl Harness {
     async fn new(events: usize, bootstrap: &str) -> Harness {
+        Harness::with_settings(events, bootstrap, |_| {}).await
+    }
+
+    /// As [`Harness::new`], with the settings changed by `change` first.
+    async fn with_settings(
+        events: usize,
+        bootstrap: &str,
+        change: impl FnOnce(&mut Settings),
+    ) -> Harness {
         let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
         let mut settings = Settings::load_file(&file).unwrap();
+        change(&mut settings);
         // Besides the configured producer for the town: one for a single
         // commune.
         settings

@@ -339,3 +339,58 @@ async fn while_the_broker_is_down_the_answer_is_503_with_retry_after_and_the_sam
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_full_producer_queue_is_answered_503_at_once_rather_than_buffered() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("t", 3, 1).unwrap();
+    // A queue of 5 events, and a broker that takes 20 s to answer: the
+    // first request's events fill the queue and wait.
+    let h = Harness::with_settings(1, &mock.bootstrap_servers(), |s| {
+        s.kafka
+            .properties
+            .insert("queue.buffering.max.messages".into(), "5".into());
+    })
+    .await;
+    let (status, _, answer) = post_events(
+        &h.app,
+        PRODUCER,
+        "application/x-ndjson",
+        &ndjson(&events_of(&h.settings, None, 3)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    mock.broker_round_trip_time(1, Duration::from_secs(20))
+        .unwrap();
+    let slow = tokio::spawn({
+        let app = h.app.clone();
+        let body = ndjson(&events_of(&h.settings, None, 5));
+        async move { post_events(&app, PRODUCER, "application/x-ndjson", &body).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, headers, answer) = post_events(
+        &h.app,
+        PRODUCER,
+        "application/x-ndjson",
+        &ndjson(&events_of(&h.settings, None, 5)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered at once: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not taking events as fast"),
+        "{answer}"
+    );
+    // The slow one is not kept waiting past the delivery timeout either.
+    let (status, _, _) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
