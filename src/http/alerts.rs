@@ -1,4 +1,5 @@
-//! Alerts: the latest ones published, and the live stream of new ones.
+//! Alerts: the communes in breach now, the latest alerts published, and
+//! the live stream of new ones.
 
 use std::convert::Infallible;
 
@@ -13,7 +14,7 @@ use tokio_stream::StreamExt;
 
 use super::extract::ApiQuery;
 use super::projections::until_shutdown;
-use super::views::{answer, FreshnessView};
+use super::views::{answer, FreshnessView, UnitView};
 use super::{ApiError, Shared};
 
 #[derive(Deserialize)]
@@ -44,6 +45,83 @@ pub(super) async fn recent(
         .collect();
     answer(&RecentAnswer {
         alerts,
+        freshness: s.freshness().await?,
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct BreachesQuery {
+    /// A commune, or a parent unit: its communes only.
+    unit: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BreachView<'a> {
+    commune: UnitView<'a>,
+    indicator: String,
+    window: String,
+    alert_id: String,
+    /// The alert that announced the breach, as published: the figures and
+    /// the time it was evaluated.
+    alert: Option<Box<RawValue>>,
+}
+
+#[derive(Serialize)]
+struct BreachesAnswer<'a> {
+    unit: Option<UnitView<'a>>,
+    communes_in_breach: usize,
+    breaches: Vec<BreachView<'a>>,
+    freshness: FreshnessView,
+}
+
+/// `GET /api/v1/breaches`: every (commune, indicator, window) in breach
+/// now (a breach announced and not yet recovered), by commune, with the
+/// alert that announced it: what a reform officer opening the dashboard
+/// must see first. At most one per commune, indicator and evaluated window,
+/// so the list is bounded by the configuration; it is not paged.
+pub(super) async fn breaches(
+    State(s): State<Shared>,
+    ApiQuery(q): ApiQuery<BreachesQuery>,
+) -> Result<Response, ApiError> {
+    let unit = q
+        .unit
+        .as_deref()
+        .map(|code| {
+            s.units
+                .get(code)
+                .ok_or_else(|| ApiError::NotFound(format!("unknown unit `{code}`")))
+        })
+        .transpose()?;
+    let covered = |commune: &crate::domain::Unit| {
+        unit.is_none_or(|u| {
+            u.code == commune.code
+                || s.units
+                    .communes_under(u.code.as_str())
+                    .any(|c| c.code == commune.code)
+        })
+    };
+    let breaches: Vec<BreachView<'_>> = s
+        .store
+        .breaches_now()
+        .await?
+        .into_iter()
+        .filter_map(|b| {
+            let commune = s.units.get(&b.commune).filter(|u| covered(u))?;
+            Some(BreachView {
+                commune: commune.into(),
+                indicator: b.indicator,
+                window: b.window,
+                alert_id: b.alert_id,
+                alert: b.alert.and_then(|a| RawValue::from_string(a).ok()),
+            })
+        })
+        .collect();
+    let mut communes: Vec<&str> = breaches.iter().map(|b| b.commune.code.as_str()).collect();
+    communes.dedup();
+    answer(&BreachesAnswer {
+        unit: unit.map(Into::into),
+        communes_in_breach: communes.len(),
+        breaches,
         freshness: s.freshness().await?,
     })
 }

@@ -53,6 +53,7 @@ pub fn served(max_page: i64, max_events: usize, units: &Units) -> String {
         }
         params["CommuneCode"]["examples"] =
             example("commune", &commune.name, commune.code.as_str());
+        params["UnitFilter"]["examples"] = unit.clone();
         params["UnitCode"]["examples"] = unit;
     }
     let mut text = serde_json::to_string_pretty(&doc).expect("a Value serialises");

@@ -1469,4 +1469,5 @@ async fn events_are_validated_as_the_pipeline_would_judge_them_and_nothing_is_pr
     }
 }
 
+mod breaches;
 mod ingest;

@@ -16,6 +16,19 @@ pub struct OverdueCase {
     pub due_date: NaiveDate,
 }
 
+/// A (commune, indicator, window) in breach now, with the alert that
+/// announced it (absent only if the outbox lost it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreachNow {
+    pub commune: String,
+    pub indicator: String,
+    pub window: String,
+    /// The breached alert's id: `<commune>.<indicator>.<window>.<n>`.
+    pub alert_id: String,
+    /// The alert as published (docs/schemas/indicator-alert.v1.json).
+    pub alert: Option<String>,
+}
+
 /// What the projections reflect.
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct Freshness {
@@ -172,6 +185,31 @@ impl Store {
             .bind(id)
             .fetch_optional(pool)
             .await?))
+    }
+
+    /// Every (commune, indicator, window) in breach now, in that order,
+    /// each with the alert that announced the breach.
+    pub async fn breaches_now(&self) -> Result<Vec<BreachNow>, StoreError> {
+        let sql = "SELECT b.commune, b.indicator, b.\"window\", b.transitions, o.payload
+                   FROM breach_states b
+                   LEFT JOIN alert_outbox o ON o.alert_id =
+                       b.commune || '.' || b.indicator || '.' || b.\"window\" || '.' || CAST(b.transitions AS TEXT)
+                   WHERE b.in_breach
+                   ORDER BY b.commune, b.indicator, b.\"window\"";
+        let rows: Vec<(String, String, String, i64, Option<String>)> =
+            on_pool!(read self, |pool| sqlx::query_as(sql).fetch_all(pool).await?);
+        Ok(rows
+            .into_iter()
+            .map(
+                |(commune, indicator, window, transitions, alert)| BreachNow {
+                    alert_id: format!("{commune}.{indicator}.{window}.{transitions}"),
+                    commune,
+                    indicator,
+                    window,
+                    alert,
+                },
+            )
+            .collect())
     }
 
     /// The payloads of the latest published alerts, newest first.

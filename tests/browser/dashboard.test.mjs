@@ -433,7 +433,7 @@ describe('dashboard against cchc demo', () => {
     t.diagnostic(`screenshot: ${path.relative(ROOT, file)}`);
   });
 
-  step('a page opened later lists the alerts already published, newest first', async (t) => {
+  step('a page opened later lists the communes in breach now and the alerts already published, newest first', async (t) => {
     const before = demoAlerts();
     assert.ok(before.length > 0, 'the demo has published alerts');
     const later = await browser.newPage();
@@ -454,6 +454,15 @@ describe('dashboard against cchc demo', () => {
       assert.deepEqual(shown, printed.slice(-shown.length).reverse(), 'the latest published, newest first');
       assert.match(await later.locator('#alert-count').innerText(), new RegExp(`\\(${shown.length}\\)`));
       assert.ok(await later.locator('#alerts-empty').isHidden());
+      // Above them, the communes in breach now, as the API lists them.
+      const res = await fetch(`${base}/api/v1/breaches?unit=${UNIT}`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+      assert.equal(res.status, 200);
+      const now = await res.json();
+      await later.waitForFunction((n) => document.body.dataset.breaches === String(n), now.breaches.length, { timeout: 10_000 });
+      const listed = await later.$$eval('#breaches li', (lis) => lis.map((li) => `${li.dataset.commune}/${li.dataset.indicator}/${li.dataset.window}`));
+      assert.deepEqual(listed, now.breaches.map((b) => `${b.commune.code}/${b.indicator}/${b.window}`));
+      assert.equal(await later.locator('#breaches-empty').isHidden(), listed.length > 0);
+      t.diagnostic(`${listed.length} breaches in ${now.communes_in_breach} communes listed on opening`);
       assert.deepEqual(errors, []);
     } finally {
       await later.close();
