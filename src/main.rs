@@ -79,13 +79,29 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Print every commune's indicators from the projection store.
+    /// Print every commune's indicators from the projection store; or, with
+    /// --format json|csv|xlsx, one unit's report over a period (the
+    /// indicator table and the period's alerts), as the API's
+    /// /api/v1/units/{code}/report gives it.
     Report {
         #[arg(long, short, default_value = DEFAULT_FILE)]
         config: PathBuf,
-        /// ytd, qtd, mtd, rolling_30d or FROM..TO (dates, TO excluded).
+        /// ytd, qtd, mtd, rolling_30d or FROM..TO (dates, TO excluded): the terminal table's window.
         #[arg(long, default_value = "ytd")]
         window: cchc_pipeline::domain::Window,
+        /// A file instead of the terminal table.
+        #[arg(long, value_enum)]
+        format: Option<operate::period_report::FileFormat>,
+        /// With --format: 2026, 2026-Q3, 2026-07 or FROM..TO (default: this year).
+        #[arg(long)]
+        period: Option<operate::Period>,
+        /// With --format: the unit, a commune or a parent with its communes.
+        #[arg(long, required_if_eq_any([("format", "json"), ("format", "csv"), ("format", "xlsx")]))]
+        unit: Option<String>,
+        /// With --format: the file (default: standard output for json and
+        /// csv, report-<unit>-<period>.xlsx for xlsx).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Import a newline-delimited JSON export of past events (backfill) into the events topic.
     Import {
@@ -225,6 +241,13 @@ fn main() -> ExitCode {
             };
             simulate(&settings, &options, output.as_deref())
         }
+        Command::Report {
+            format: Some(format),
+            period,
+            unit,
+            output,
+            ..
+        } => report_file(&settings, format, period, unit, output),
         Command::Report { window, .. } => execute(operate::report(&settings, window), |table| {
             print!("{table}");
         }),
@@ -300,6 +323,27 @@ fn check_config(settings: &Settings, config: &Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// `cchc report --format`: a unit's report over a period (default: this
+/// year on the pipeline's clock) to a file or the standard output.
+fn report_file(
+    settings: &Settings,
+    format: operate::period_report::FileFormat,
+    period: Option<operate::Period>,
+    unit: Option<String>,
+    output: Option<PathBuf>,
+) -> ExitCode {
+    let period = period.unwrap_or_else(|| {
+        let year =
+            chrono::Datelike::year(&cchc_pipeline::clock::Clock::new(&settings.clock).today());
+        year.to_string().parse().expect("a year is a period")
+    });
+    let unit = unit.unwrap_or_default();
+    execute(
+        operate::period_report::write_report(settings, &unit, period, format, output.as_deref()),
+        |out| print!("{out}"),
+    )
 }
 
 /// `cchc validate`: the summary (or JSON) on standard output, the rate in

@@ -1,6 +1,7 @@
 //! The operator commands that need neither Kafka nor PostgreSQL, run as a
 //! newcomer runs them: `cchc simulate --output` writes an export and
-//! `cchc validate` judges it.
+//! `cchc validate` judges it; `cchc report --format` writes a unit's report
+//! from the embedded demo's store.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -98,4 +99,88 @@ fn a_file_that_cannot_be_read_is_named_with_exit_status_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a JSON array of events"));
     let _ = std::fs::remove_file(&broken);
+}
+
+#[test]
+fn the_report_file_of_a_town_holds_what_its_json_says() {
+    use calamine::{Data, Reader, Xlsx};
+    let store = scratch("report.sqlite");
+    let db = store.to_str().unwrap();
+    let out = cchc(&[
+        "demo",
+        "--events",
+        "3000",
+        "--exit-when-done",
+        "--database",
+        db,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = format!("sqlite://{db}");
+    let report = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cchc"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CCHC_DATABASE__URL", &url)
+            .arg("report")
+            .args(args)
+            .output()
+            .expect("running cchc report")
+    };
+    let year = chrono::Datelike::year(&chrono::Utc::now()).to_string();
+    let out = report(&["--format", "json", "--unit", "937", "--period", &year]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        60,
+        "nine communes and the town, six indicators each"
+    );
+
+    let file = scratch("report.xlsx");
+    let out = report(&[
+        "--format",
+        "xlsx",
+        "--unit",
+        "937",
+        "--period",
+        &year,
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("60 rows"));
+    let mut book: Xlsx<_> = calamine::open_workbook(&file).unwrap();
+    let sheet = book.worksheet_range("Chỉ số").unwrap();
+    for (n, r) in rows.iter().enumerate() {
+        let y = 6 + n as u32;
+        let number = |c: u32| match sheet.get_value((y, c)) {
+            Some(Data::Float(f)) => Some(*f),
+            _ => None,
+        };
+        assert_eq!(
+            sheet.get_value((y, 4)),
+            Some(&Data::String(r["indicator"].as_str().unwrap().into()))
+        );
+        assert_eq!(number(5), r["numerator"].as_f64());
+        assert_eq!(number(6), r["denominator"].as_f64());
+        assert_eq!(number(7), r["rate"].as_f64());
+    }
+    // Without --unit, the file formats say what is missing.
+    let out = report(&["--format", "xlsx"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--unit"));
 }

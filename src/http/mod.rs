@@ -13,7 +13,8 @@
 //!   query and path extractors whose rejections are JSON 400s;
 //! - one module per resource: [`indicators`] (a commune, a unit's communes,
 //!   a series), [`overdue`], [`alerts`], [`projections`], [`admin`] (dead
-//!   letters), [`events`] (events sent over HTTP, and checked), [`probes`] (health, readiness, metrics, the OpenAPI document);
+//!   letters), [`events`] (events sent over HTTP, and checked), [`reports`]
+//!   (a unit's report over a period: JSON, CSV, XLSX), [`probes`] (health, readiness, metrics, the OpenAPI document);
 //! - [`cache`]: the read cache of freshness and one commune's sums.
 
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub mod openapi;
 mod overdue;
 mod probes;
 mod projections;
+mod reports;
 pub mod serve;
 mod views;
 
@@ -97,6 +99,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         Access::Read,
     ),
     ("get", "/api/v1/communes/{code}/overdue", Access::Read),
+    ("get", "/api/v1/units/{code}/report", Access::Read),
     ("get", "/api/v1/breaches", Access::Read),
     ("get", "/api/v1/alerts", Access::Read),
     ("post", "/api/v1/events", Access::Produce),
@@ -123,6 +126,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("get", "/api/v1/units/{code}/communes") => get(indicators::unit_communes),
         ("get", "/api/v1/communes/{code}/series/{indicator}") => get(indicators::series),
         ("get", "/api/v1/communes/{code}/overdue") => get(overdue::overdue),
+        ("get", "/api/v1/units/{code}/report") => get(reports::report),
         ("get", "/api/v1/breaches") => get(alerts::breaches),
         ("get", "/api/v1/alerts") => get(alerts::recent),
         ("post", "/api/v1/events") => post(events::ingest),

@@ -1345,9 +1345,9 @@ mod documented_patterns {
     use crate::domain::Window;
 
     fn validator(param: &str) -> &'static jsonschema::Validator {
-        static VALIDATORS: LazyLock<[(&str, jsonschema::Validator); 2]> = LazyLock::new(|| {
+        static VALIDATORS: LazyLock<[(&str, jsonschema::Validator); 3]> = LazyLock::new(|| {
             let doc: Value = serde_json::from_str(super::openapi::document()).unwrap();
-            ["Window", "OverdueAfter"].map(|p| {
+            ["Window", "OverdueAfter", "Period"].map(|p| {
                 let schema = &doc["components"]["parameters"][p]["schema"];
                 (p, jsonschema::validator_for(schema).unwrap())
             })
@@ -1378,6 +1378,21 @@ mod documented_patterns {
                     !documented || why.contains("FROM must be before TO"),
                     "{text} is documented but refused: {why}"
                 ),
+            }
+        }
+
+        #[test]
+        fn report_periods(a in day(), b in day(), y in "[0-9]{1,5}", q in "-Q[0-9]|-[0-9]{1,3}|") {
+            use crate::operate::Period;
+            for text in [format!("{a}..{b}"), format!("{y}{q}")] {
+                let documented = validator("Period").is_valid(&json!(text));
+                match text.parse::<Period>() {
+                    Ok(_) => prop_assert!(documented, "{text} is served but not documented"),
+                    Err(why) => prop_assert!(
+                        !documented || why.contains("FROM must be before TO"),
+                        "{text} is documented but refused: {why}"
+                    ),
+                }
             }
         }
 
@@ -1471,3 +1486,4 @@ async fn events_are_validated_as_the_pipeline_would_judge_them_and_nothing_is_pr
 
 mod breaches;
 mod ingest;
+mod reports;

@@ -212,6 +212,16 @@ impl Store {
             .collect())
     }
 
+    /// The payloads of every alert decided (in the outbox), oldest first.
+    /// Alerts are transitions, a few per commune and indicator a year: the
+    /// reports read them whole and keep a period's.
+    pub async fn all_alerts(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT payload FROM alert_outbox ORDER BY seq";
+        Ok(on_pool!(read self, |pool| sqlx::query_scalar(sql)
+            .fetch_all(pool)
+            .await?))
+    }
+
     /// The payloads of the latest published alerts, newest first.
     pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<String>, StoreError> {
         let sql = "SELECT payload FROM alert_outbox WHERE published_at IS NOT NULL ORDER BY seq DESC LIMIT $1";

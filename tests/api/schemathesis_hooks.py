@@ -2,7 +2,8 @@
 
 The OpenAPI document (docs/openapi.json) states every bound of the API that
 JSON Schema can state. One it cannot: a window `FROM..TO` is a range only
-when TO comes after FROM (else the server answers 400, as documented). The
+when TO comes after FROM (else the server answers 400, as documented); so
+is a report's `period`. The
 generator draws FROM and TO independently, so half of its ranges would be
 reversed; `map_query` puts them in order, the one adjustment made to the
 generated requests. And `ndjson` writes bodies of application/x-ndjson (a
@@ -25,16 +26,14 @@ def _day(text):
         return None
 
 
-@schemathesis.hook
-def map_query(ctx, query):
-    if not query or not isinstance(query.get("window"), str):
-        return query
-    m = RANGE.match(query["window"])
+def _ordered(text):
+    """A FROM..TO range with its dates in order (TO after FROM)."""
+    m = RANGE.match(text)
     if not m:
-        return query
+        return text
     a, b = _day(m.group(1)), _day(m.group(2))
     if a is None or b is None or a < b:
-        return query
+        return text
     if a == b:
         if b < datetime.date(9999, 12, 31):
             b = b + datetime.timedelta(days=1)
@@ -42,7 +41,16 @@ def map_query(ctx, query):
             a = a - datetime.timedelta(days=1)
     else:
         a, b = b, a
-    query["window"] = f"{a.isoformat()}..{b.isoformat()}"
+    return f"{a.isoformat()}..{b.isoformat()}"
+
+
+@schemathesis.hook
+def map_query(ctx, query):
+    if not query:
+        return query
+    for name in ("window", "period"):
+        if isinstance(query.get(name), str):
+            query[name] = _ordered(query[name])
     return query
 
 
