@@ -242,6 +242,28 @@ impl Window {
         )
     }
 
+    /// The first day after the period this window runs in, from `today`:
+    /// the next year, quarter or month for `ytd`, `qtd` and `mtd`, a
+    /// range's end if it is still to come; `None` for a rolling window (it
+    /// has no end) or a range that is over.
+    pub fn period_end(self, today: NaiveDate) -> Option<NaiveDate> {
+        let first = |y: i32, m: u32| NaiveDate::from_ymd_opt(y, m, 1);
+        let (y, m) = (today.year(), today.month());
+        match self {
+            Window::YearToDate => first(y + 1, 1),
+            Window::QuarterToDate => match m {
+                10..=12 => first(y + 1, 1),
+                _ => first(y, 3 * ((m - 1) / 3) + 4),
+            },
+            Window::MonthToDate => match m {
+                12 => first(y + 1, 1),
+                _ => first(y, m + 1),
+            },
+            Window::Rolling30Days => None,
+            Window::Range { to, .. } => (to > today).then_some(to),
+        }
+    }
+
     /// The identifier used in the API and in alerts.
     pub fn id(self) -> String {
         match self {
@@ -346,6 +368,92 @@ impl Target {
     }
 }
 
+/// How many more misses a ratio can take and still meet its target (see
+/// [`Target::budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// At most this many more misses.
+    Misses(i64),
+    /// Met whatever comes (a target of 0%).
+    Unlimited,
+    /// Not met even if every case still to come is a hit.
+    OutOfReach,
+}
+
+impl Budget {
+    /// `misses`, `unlimited` or `out_of_reach`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Budget::Misses(_) => "misses",
+            Budget::Unlimited => "unlimited",
+            Budget::OutOfReach => "out_of_reach",
+        }
+    }
+}
+
+impl Target {
+    /// How many more misses `r` can take and still meet the target, when
+    /// `pending` cases are yet to enter the denominator within the period
+    /// (each a hit unless it is one of the misses; misses beyond them are
+    /// cases not known yet, each adding to the denominator only). A ratio
+    /// without a denominator is not a miss.
+    pub fn budget(self, r: Ratio, pending: i64) -> Budget {
+        let after = |x: i64| {
+            if x <= pending {
+                Ratio {
+                    numerator: r.numerator + pending - x,
+                    denominator: r.denominator + pending,
+                }
+            } else {
+                Ratio {
+                    numerator: r.numerator,
+                    denominator: r.denominator + x,
+                }
+            }
+        };
+        let meets = |x: i64| self.is_met(after(x)).unwrap_or(true);
+        // Far beyond any count of cases.
+        const FAR: i64 = 1 << 50;
+        if !meets(0) {
+            return Budget::OutOfReach;
+        }
+        if meets(FAR) {
+            return Budget::Unlimited;
+        }
+        // The most misses: met at `lo`, not at `hi` (the ratio only falls as
+        // misses grow).
+        let (mut lo, mut hi) = (0, FAR);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if meets(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Budget::Misses(lo)
+    }
+}
+
+impl Ratio {
+    /// This ratio carried to the end of its period at a recent pace: the
+    /// counts so far plus `recent`'s (over its `recent_days`) scaled to the
+    /// `remaining_days`, rounded to whole cases.
+    pub fn projected(self, recent: Ratio, recent_days: i64, remaining_days: i64) -> Ratio {
+        let scale = |n: i64| {
+            if recent_days <= 0 {
+                0
+            } else {
+                (n as f64 * remaining_days.max(0) as f64 / recent_days as f64).round() as i64
+            }
+        };
+        Ratio {
+            numerator: self.numerator + scale(recent.numerator),
+            denominator: self.denominator + scale(recent.denominator),
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}%", self.comparator.symbol(), self.percent())
@@ -431,6 +539,110 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn a_window_runs_to_the_end_of_its_period() {
+        let end = |w: Window, t: &str| w.period_end(d(t));
+        assert_eq!(end(Window::YearToDate, "2026-12-31"), Some(d("2027-01-01")));
+        assert_eq!(
+            end(Window::QuarterToDate, "2026-02-10"),
+            Some(d("2026-04-01"))
+        );
+        assert_eq!(
+            end(Window::QuarterToDate, "2026-09-30"),
+            Some(d("2026-10-01"))
+        );
+        assert_eq!(
+            end(Window::QuarterToDate, "2026-11-01"),
+            Some(d("2027-01-01"))
+        );
+        assert_eq!(
+            end(Window::MonthToDate, "2026-12-05"),
+            Some(d("2027-01-01"))
+        );
+        assert_eq!(
+            end(Window::MonthToDate, "2026-02-05"),
+            Some(d("2026-03-01"))
+        );
+        assert_eq!(end(Window::Rolling30Days, "2026-02-05"), None);
+        let range = |a: &str, b: &str| Window::Range {
+            from: d(a),
+            to: d(b),
+        };
+        assert_eq!(
+            end(range("2026-01-01", "2026-03-01"), "2026-02-05"),
+            Some(d("2026-03-01"))
+        );
+        assert_eq!(end(range("2026-01-01", "2026-02-05"), "2026-02-05"), None);
+    }
+
+    fn brute_budget(t: Target, r: Ratio, pending: i64, bound: i64) -> Budget {
+        let after = |x: i64| {
+            let (n, d) = if x <= pending {
+                (r.numerator + pending - x, r.denominator + pending)
+            } else {
+                (r.numerator, r.denominator + x)
+            };
+            Ratio {
+                numerator: n,
+                denominator: d,
+            }
+        };
+        let meets = |x| t.is_met(after(x)).unwrap_or(true);
+        if !meets(0) {
+            return Budget::OutOfReach;
+        }
+        Budget::Misses((0..=bound).take_while(|&x| meets(x)).last().unwrap())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_budget_is_the_most_misses_that_still_meet_the_target(
+            n in 0i64..60, extra in 0i64..60, pending in 0i64..40,
+            ppm in 50_000u32..=1_000_000, strict in proptest::bool::ANY,
+        ) {
+            let comparator = if strict { Comparator::Above } else { Comparator::AtLeast };
+            let t = Target { comparator, ppm };
+            let r = Ratio { numerator: n, denominator: n + extra };
+            // With a target of at least 5%, no more than 20 misses per hit.
+            let bound = 20 * (n + pending) + pending + 1;
+            proptest::prop_assert_eq!(t.budget(r, pending), brute_budget(t, r, pending, bound));
+        }
+    }
+
+    #[test]
+    fn budgets_at_the_edges() {
+        let at_least = |pct: f64| Target::from_percent(Comparator::AtLeast, pct).unwrap();
+        let above = |pct: f64| Target::from_percent(Comparator::Above, pct).unwrap();
+        let r = |n, d| Ratio {
+            numerator: n,
+            denominator: d,
+        };
+        // 99 of 100 on time, target > 99%: already out of reach with nothing pending ...
+        assert_eq!(above(99.0).budget(r(99, 100), 0), Budget::OutOfReach);
+        // ... but 100 cases coming due, all on time, make it 199/200 > 99%: none may be late.
+        assert_eq!(above(99.0).budget(r(99, 100), 100), Budget::Misses(0));
+        assert_eq!(above(99.0).budget(r(99, 100), 200), Budget::Misses(1));
+        assert_eq!(at_least(70.0).budget(r(7, 10), 0), Budget::Misses(0));
+        assert_eq!(at_least(70.0).budget(r(70, 100), 0), Budget::Misses(0));
+        assert_eq!(at_least(70.0).budget(r(71, 100), 0), Budget::Misses(1));
+        // No cases yet: nothing missed; a 0% target takes any number.
+        assert_eq!(at_least(95.0).budget(r(0, 0), 0), Budget::Misses(0));
+        assert_eq!(at_least(0.0).budget(r(0, 5), 3), Budget::Unlimited);
+        assert_eq!(above(0.0).budget(r(0, 5), 0), Budget::OutOfReach);
+    }
+
+    #[test]
+    fn a_projection_adds_the_recent_pace_for_the_days_left() {
+        let r = |n, d| Ratio {
+            numerator: n,
+            denominator: d,
+        };
+        assert_eq!(r(90, 100).projected(r(27, 30), 30, 60), r(144, 160));
+        assert_eq!(r(90, 100).projected(r(27, 30), 30, 0), r(90, 100));
+        assert_eq!(r(90, 100).projected(r(1, 1), 30, 10), r(90, 100));
+        assert_eq!(r(90, 100).projected(r(2, 3), 30, 10), r(91, 101));
     }
 
     #[test]

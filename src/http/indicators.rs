@@ -11,11 +11,21 @@ use serde::{Deserialize, Serialize};
 use super::extract::{ApiPath, ApiQuery};
 use super::views::{answer, indicators, FreshnessView, IndicatorView, UnitView, WindowView};
 use super::{ApiError, Shared};
-use crate::domain::{DayCounters, Indicator};
+use crate::domain::indicator::Budget;
+use crate::domain::{DayCounters, Indicator, UnitCode, Window};
 
 #[derive(Deserialize)]
 pub(super) struct WindowQuery {
     window: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct CommuneQuery {
+    window: Option<String>,
+    /// Add the outlook (a count of the commune's open cases coming due and
+    /// its last 30 days: asked for, not on every answer).
+    #[serde(default)]
+    outlook: bool,
 }
 
 #[derive(Serialize)]
@@ -23,14 +33,117 @@ pub(super) struct CommuneAnswer<'a> {
     commune: UnitView<'a>,
     window: WindowView,
     indicators: Vec<IndicatorView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outlook: Option<Outlook>,
     freshness: FreshnessView,
 }
 
-/// `GET /api/v1/communes/{code}/indicators`: one commune's indicators.
+/// Where each indicator is heading before the window's period ends.
+#[derive(Serialize)]
+struct Outlook {
+    /// The first day after the period (`null` for a rolling window or a
+    /// range that is over: no budget to spend, nothing to project).
+    period_end: Option<NaiveDate>,
+    /// Open cases due from today to the period's end: they will count in
+    /// the on-time rate within the period.
+    cases_coming_due: i64,
+    /// The pace the projection carries forward: the last 30 days.
+    pace_days: i64,
+    indicators: Vec<IndicatorOutlook>,
+}
+
+#[derive(Serialize)]
+struct IndicatorOutlook {
+    indicator: Indicator,
+    /// How many more misses (late cases for the on-time rate, cases that
+    /// are not online, signatures by hand, ...) the commune can take in
+    /// the period and still meet the target: `misses` (with
+    /// `misses_allowed`), `unlimited`, or `out_of_reach` (not met even if
+    /// every case still to come is a hit).
+    budget: &'static str,
+    misses_allowed: Option<i64>,
+    /// The period's end at the last 30 days' pace.
+    projection: Option<ProjectionView>,
+}
+
+#[derive(Serialize)]
+struct ProjectionView {
+    numerator: i64,
+    denominator: i64,
+    rate: Option<f64>,
+    met: Option<bool>,
+}
+
+/// The outlook of one commune over a window whose counts so far are `c`.
+async fn outlook(
+    s: &Shared,
+    code: &UnitCode,
+    window: Window,
+    c: &DayCounters,
+) -> Result<Outlook, ApiError> {
+    const PACE_DAYS: i64 = 30;
+    let today = s.today();
+    let tomorrow = today.succ_opt().unwrap_or(today);
+    let end = window.period_end(today);
+    let coming_due = match end {
+        Some(end) => s.store.open_cases_due(code.as_str(), today, end).await?,
+        None => 0,
+    };
+    let recent = match end {
+        Some(_) => {
+            let (from, to) = Window::Rolling30Days.days(today);
+            s.cache
+                .commune_sums(&s.store, code.as_str(), from, to)
+                .await?
+        }
+        None => DayCounters::default(),
+    };
+    let remaining = end.map_or(0, |end| (end - tomorrow).num_days());
+    let indicators = Indicator::ALL
+        .iter()
+        .map(|&i| {
+            let rule = s.targets.rule(code, i);
+            let ratio = i.ratio(c);
+            let pending = if i == Indicator::OnTimeRate {
+                coming_due
+            } else {
+                0
+            };
+            let budget = rule.target.budget(ratio, pending);
+            let projection = end.map(|_| {
+                let p = ratio.projected(i.ratio(&recent), PACE_DAYS, remaining);
+                ProjectionView {
+                    numerator: p.numerator,
+                    denominator: p.denominator,
+                    rate: p.rate(),
+                    met: rule.target.is_met(p),
+                }
+            });
+            IndicatorOutlook {
+                indicator: i,
+                misses_allowed: match budget {
+                    Budget::Misses(n) => Some(n),
+                    _ => None,
+                },
+                budget: budget.kind(),
+                projection,
+            }
+        })
+        .collect();
+    Ok(Outlook {
+        period_end: end,
+        cases_coming_due: coming_due,
+        pace_days: PACE_DAYS,
+        indicators,
+    })
+}
+
+/// `GET /api/v1/communes/{code}/indicators`: one commune's indicators, and
+/// with `outlook=true` where each is heading before the period ends.
 pub(super) async fn commune(
     State(s): State<Shared>,
     ApiPath(code): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WindowQuery>,
+    ApiQuery(q): ApiQuery<CommuneQuery>,
 ) -> Result<Response, ApiError> {
     let unit = s.commune(&code)?;
     let (window, range) = s.window(q.window.as_deref())?;
@@ -42,6 +155,10 @@ pub(super) async fn commune(
         commune: unit.into(),
         window: WindowView::new(window, range),
         indicators: indicators(&s.targets, Some(&unit.code), &c),
+        outlook: match q.outlook {
+            true => Some(outlook(&s, &unit.code, window, &c).await?),
+            false => None,
+        },
         freshness: s.freshness().await?,
     })
 }

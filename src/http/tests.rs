@@ -1486,4 +1486,5 @@ async fn events_are_validated_as_the_pipeline_would_judge_them_and_nothing_is_pr
 
 mod breaches;
 mod ingest;
+mod outlook;
 mod reports;

@@ -153,6 +153,24 @@ impl Store {
             .await?))
     }
 
+    /// How many open cases of a commune are due on the local days
+    /// `[from, to)`.
+    pub async fn open_cases_due(
+        &self,
+        commune: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<i64, StoreError> {
+        let sql =
+            "SELECT count(*) FROM cases WHERE commune = $1 AND open_due >= $2 AND open_due < $3";
+        Ok(on_pool!(read self, |pool| sqlx::query_scalar(sql)
+            .bind(commune)
+            .bind(from)
+            .bind(to)
+            .fetch_one(pool)
+            .await?))
+    }
+
     /// What the projections of this topic reflect.
     pub async fn freshness(&self) -> Result<Freshness, StoreError> {
         let sql = "SELECT max(event_time) AS event_time, max(updated_at) AS committed_at, max(clock) AS clock

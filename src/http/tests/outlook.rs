@@ -1,0 +1,118 @@
+//! The outlook of one commune's indicators: how many more misses each can
+//! take before the period ends, and where it is heading at the recent pace.
+
+use serde_json::json;
+
+use super::*;
+
+const C: &str = "31481";
+
+fn record(offset: i64, value: Value) -> Record {
+    Record {
+        partition: 0,
+        offset,
+        key: Some(C.as_bytes().to_vec()),
+        value: Some(value.to_string().into_bytes()),
+        written_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn the_late_case_budget_counts_the_cases_coming_due_before_the_period_ends() {
+    let h = Harness::new(1, "127.0.0.1:1").await;
+    let offset = crate::domain::time::local_offset();
+    let now = Utc::now().with_timezone(&offset);
+    // Today's end, local time: 200 cases received now, due today.
+    let due = now
+        .date_naive()
+        .and_hms_opt(23, 0, 0)
+        .unwrap()
+        .and_local_timezone(offset)
+        .unwrap();
+    let mut records = Vec::new();
+    for n in 0..200 {
+        records.push(record(1 + n, json!({
+            "event_id": format!("outlook-r-{n}"), "event_type": "case.received", "schema_version": 1,
+            "occurred_at": now.to_rfc3339(), "commune_code": C, "case_id": format!("outlook-{n}"),
+            "data": {"procedure_code": "1.0001", "channel": "online", "online_level": "full",
+                     "due_at": due.to_rfc3339(), "registered_electronically": true, "digitized": true}})));
+    }
+    // 150 resolved on time; 50 still open, coming due today.
+    for n in 0..150 {
+        records.push(record(201 + n, json!({
+            "event_id": format!("outlook-s-{n}"), "event_type": "case.resolved", "schema_version": 1,
+            "occurred_at": now.to_rfc3339(), "commune_code": C, "case_id": format!("outlook-{n}"),
+            "data": {"due_at": due.to_rfc3339(), "outcome": "completed"}})));
+    }
+    let first = h.projector.store().claim(0).await.unwrap();
+    h.projector
+        .project_partition(
+            &PartitionBatch {
+                partition: 0,
+                claim: first,
+                records,
+                behind: Some(0),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let (status, body) = get(
+        &h.app,
+        &format!("/api/v1/communes/{C}/indicators?window=ytd&outlook=true"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let outlook = &body["outlook"];
+    let year = chrono::Datelike::year(&now);
+    assert_eq!(outlook["period_end"], format!("{}-01-01", year + 1));
+    assert_eq!(outlook["cases_coming_due"], 50, "{outlook}");
+    let of = |id: &str| {
+        outlook["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["indicator"] == id)
+            .unwrap()
+            .clone()
+    };
+    // On time: 150/150 so far, 50 coming due. Above 99% over the 200: at
+    // most one of the 50 may be late (199/200 = 99.5%; 198/200 is not above 99%).
+    let on_time = of("on_time_rate");
+    assert_eq!(on_time["budget"], "misses", "{on_time}");
+    assert_eq!(on_time["misses_allowed"], 1, "{on_time}");
+    // Online: 200/200 against at least 70%: 85 more cases received in
+    // person would leave 200/285 = 70.2%; the 86th 200/286 = 69.9%.
+    assert_eq!(of("online_rate")["misses_allowed"], 85);
+    // Ratings: none yet, nothing missed.
+    assert_eq!(of("satisfaction_rate")["misses_allowed"], 0);
+    // The projection carries the last 30 days' pace to the year's end.
+    let p = &on_time["projection"];
+    assert!(p["denominator"].as_i64().unwrap() >= 150, "{p}");
+    assert_eq!(p["met"], true, "{p}");
+
+    // Asked for only: the plain answer has none.
+    let (_, plain) = get(
+        &h.app,
+        &format!("/api/v1/communes/{C}/indicators?window=ytd"),
+    )
+    .await;
+    assert_eq!(plain.get("outlook"), None);
+
+    // A rolling window has no end: no budget beyond what is counted, no projection.
+    let (_, body) = get(
+        &h.app,
+        &format!("/api/v1/communes/{C}/indicators?window=rolling_30d&outlook=true"),
+    )
+    .await;
+    assert_eq!(body["outlook"]["period_end"], Value::Null);
+    assert_eq!(body["outlook"]["cases_coming_due"], 0);
+    let on_time = &body["outlook"]["indicators"][1];
+    assert_eq!(on_time["indicator"], "on_time_rate");
+    assert_eq!(on_time["projection"], Value::Null);
+    assert_eq!(
+        on_time["misses_allowed"], 1,
+        "150/150 with one more late: 150/151 = 99.3% > 99%"
+    );
+}
