@@ -1,4 +1,5 @@
-//! Open cases past their due date, oldest first, paged.
+//! Open cases past their due date, oldest first, paged; and the open cases
+//! coming due within a few days.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -74,4 +75,134 @@ pub(super) fn cursor(text: &str) -> Result<(NaiveDate, String), ApiError> {
     let (day, id) = text.split_once('/').ok_or_else(bad)?;
     let day = crate::domain::time::parse_day(day).ok_or_else(bad)?;
     Ok((day, id.to_string()))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ComingDueQuery {
+    /// Calendar days after today to look ahead (default 3).
+    horizon: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// The longest look ahead.
+const MAX_HORIZON: i64 = 31;
+
+#[derive(Serialize)]
+struct ComingDueView<'a> {
+    commune: &'a str,
+    case_id: String,
+    received_at: Option<DateTime<Utc>>,
+    due_date: NaiveDate,
+    /// 0: due today; 1: tomorrow; ...
+    days_left: i64,
+}
+
+#[derive(Serialize)]
+struct CommuneComingDue<'a> {
+    commune: UnitView<'a>,
+    due_today: usize,
+    due_tomorrow: usize,
+    due_later: usize,
+}
+
+#[derive(Serialize)]
+struct ComingDueAnswer<'a> {
+    unit: UnitView<'a>,
+    today: NaiveDate,
+    horizon_days: i64,
+    /// The last day looked at.
+    until: NaiveDate,
+    total: usize,
+    /// Per commune with a case coming due, in configuration order.
+    communes: Vec<CommuneComingDue<'a>>,
+    /// The first `limit` of them, oldest due first.
+    cases: Vec<ComingDueView<'a>>,
+    truncated: bool,
+    freshness: FreshnessView,
+}
+
+/// `GET /api/v1/units/{code}/coming-due`: the open cases of a commune (or
+/// of a parent's communes) due today, tomorrow and within the horizon
+/// (calendar days, as the on-time rule compares dates): what the head of a
+/// one-stop shop must resolve this week to stay on time.
+pub(super) async fn coming_due(
+    State(s): State<Shared>,
+    ApiPath(code): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ComingDueQuery>,
+) -> Result<Response, ApiError> {
+    let unit = s
+        .units
+        .get(&code)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown unit `{code}`")))?;
+    let horizon = q.horizon.unwrap_or(3);
+    if !(0..=MAX_HORIZON).contains(&horizon) {
+        return Err(ApiError::BadRequest(format!(
+            "horizon must be 0 to {MAX_HORIZON} days"
+        )));
+    }
+    let limit = s.limit(q.limit)? as usize;
+    let today = s.today();
+    let until = today + chrono::Days::new(horizon as u64);
+    let communes: Vec<&crate::domain::Unit> = if unit.kind.receives_cases() {
+        vec![unit]
+    } else {
+        s.units.communes_under(&code).collect()
+    };
+    let only = unit.kind.receives_cases().then_some(code.as_str());
+    let rows = s
+        .store
+        .cases_coming_due(only, today, until + chrono::Days::new(1))
+        .await?;
+    let mut counts: Vec<CommuneComingDue<'_>> = Vec::new();
+    let mut cases = Vec::new();
+    let mut total = 0;
+    for row in rows {
+        let Some(c) = communes.iter().find(|c| c.code.as_str() == row.commune) else {
+            continue;
+        };
+        total += 1;
+        let days_left = (row.due_date - today).num_days();
+        match counts.iter_mut().find(|x| x.commune.code == &c.code) {
+            Some(x) => bump(x, days_left),
+            None => {
+                let mut x = CommuneComingDue {
+                    commune: (*c).into(),
+                    due_today: 0,
+                    due_tomorrow: 0,
+                    due_later: 0,
+                };
+                bump(&mut x, days_left);
+                counts.push(x);
+            }
+        }
+        if cases.len() < limit {
+            cases.push(ComingDueView {
+                commune: c.code.as_str(),
+                case_id: row.case_id,
+                received_at: row.received_at,
+                due_date: row.due_date,
+                days_left,
+            });
+        }
+    }
+    counts.sort_by_key(|x| communes.iter().position(|c| &c.code == x.commune.code));
+    answer(&ComingDueAnswer {
+        unit: unit.into(),
+        today,
+        horizon_days: horizon,
+        until,
+        truncated: total > cases.len(),
+        total,
+        communes: counts,
+        cases,
+        freshness: s.freshness().await?,
+    })
+}
+
+fn bump(x: &mut CommuneComingDue<'_>, days_left: i64) {
+    match days_left {
+        0 => x.due_today += 1,
+        1 => x.due_tomorrow += 1,
+        _ => x.due_later += 1,
+    }
 }

@@ -49,7 +49,7 @@ use crate::domain::{
 
 pub use outbox::{Delivery, OutboxAlert};
 pub use postgres::{PgBatch, PgStore, RebuildTarget, SwitchReport};
-pub use queries::{BreachNow, DeadLetterRow, Freshness, OverdueCase};
+pub use queries::{BreachNow, ComingDueCase, DeadLetterRow, Freshness, OverdueCase};
 pub use sqlite::{SqliteBatch, SqliteStore};
 
 /// The projection store, PostgreSQL or SQLite, chosen by the URL scheme.

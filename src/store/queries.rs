@@ -29,6 +29,15 @@ pub struct BreachNow {
     pub alert: Option<String>,
 }
 
+/// An open case coming due.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct ComingDueCase {
+    pub commune: String,
+    pub case_id: String,
+    pub received_at: Option<DateTime<Utc>>,
+    pub due_date: NaiveDate,
+}
+
 /// What the projections reflect.
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct Freshness {
@@ -149,6 +158,29 @@ impl Store {
             .bind(after_due)
             .bind(&after_id)
             .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// The open cases due on the local days `[from, to)`, of one commune
+    /// or (`None`) of every commune, oldest due first.
+    pub async fn cases_coming_due(
+        &self,
+        commune: Option<&str>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<ComingDueCase>, StoreError> {
+        let sql = "SELECT commune, case_id, received_at, open_due AS due_date FROM cases
+                   WHERE open_due >= $1 AND open_due < $2 AND ($3 IS NULL OR commune = $3)
+                   ORDER BY open_due, commune, case_id";
+        let sql = match self {
+            Store::Postgres(_) => sql.replace("$3 IS NULL", "$3::text IS NULL"),
+            Store::Sqlite(_) => sql.to_string(),
+        };
+        Ok(on_pool!(read self, |pool| sqlx::query_as(&sql)
+            .bind(from)
+            .bind(to)
+            .bind(commune)
             .fetch_all(pool)
             .await?))
     }

@@ -425,6 +425,36 @@ describe('dashboard against cchc demo', () => {
     await page.waitForSelector('#indicators[data-window="ytd"]', { timeout: 10_000 });
   });
 
+  step('lists the cases coming due per commune, as the API does', async (t) => {
+    // Two cases sent over HTTP (the demo's producer token), due tomorrow
+    // and the day after, in Phường Trà Lồng.
+    const stamp = Date.now();
+    const lines = [1, 2].map((days, n) => JSON.stringify({
+      event_id: `browser-due-${stamp}-${n}`, event_type: 'case.received', schema_version: 1,
+      occurred_at: new Date(stamp).toISOString(), commune_code: '31472', case_id: `browser-due-${stamp}-${n}`,
+      data: { procedure_code: '1.001234', channel: 'in_person', online_level: 'none',
+              due_at: new Date(stamp + days * 86_400_000).toISOString(), registered_electronically: true },
+    })).join('\n');
+    const sent = await fetch(`${base}/api/v1/events`, {
+      method: 'POST', body: lines,
+      headers: { Authorization: 'Bearer demo-producer-token', 'Content-Type': 'application/x-ndjson' },
+    });
+    const written = await sent.json();
+    assert.equal(sent.status, 200, JSON.stringify(written));
+    assert.equal(written.accepted, 2);
+    await until('the two cases coming due on the page', async () =>
+      page.locator('#coming-due tbody tr[data-commune="31472"]').count().then((n) => n === 1));
+    const res = await fetch(`${base}/api/v1/units/${UNIT}/coming-due?horizon=3&limit=200`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.status, 200);
+    const want = await res.json();
+    await page.waitForFunction((n) => document.body.dataset.comingDue === String(n), want.total, { timeout: 10_000 });
+    const rows = await page.$$eval('#coming-due tbody tr', (trs) => trs.map((tr) => [tr.dataset.commune, tr.children[1].textContent]));
+    assert.deepEqual(rows.map((r) => r[0]), want.communes.map((c) => c.commune.code));
+    assert.deepEqual(rows.map((r) => Number(r[1].replace(/\D/g, ''))), want.communes.map((c) => c.due_today));
+    assert.equal(await page.locator('#coming-due-empty').isHidden(), want.total > 0);
+    t.diagnostic(`${want.total} open cases coming due in ${want.communes.length} communes`);
+  });
+
   step('takes a screenshot', async (t) => {
     await sleep(1_700); // let the change highlights fade
     const file = path.join(OUT, 'dashboard.png');

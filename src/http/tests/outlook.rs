@@ -116,3 +116,118 @@ async fn the_late_case_budget_counts_the_cases_coming_due_before_the_period_ends
         "150/150 with one more late: 150/151 = 99.3% > 99%"
     );
 }
+
+fn received(
+    offset: i64,
+    n: i64,
+    at: chrono::DateTime<chrono::FixedOffset>,
+    due: chrono::DateTime<chrono::FixedOffset>,
+) -> Record {
+    record(
+        offset,
+        json!({
+        "event_id": format!("due-r-{n}"), "event_type": "case.received", "schema_version": 1,
+        "occurred_at": at.to_rfc3339(), "commune_code": C, "case_id": format!("due-{n}"),
+        "data": {"procedure_code": "1.0001", "channel": "in_person", "online_level": "none",
+                 "due_at": due.to_rfc3339(), "registered_electronically": true, "digitized": false}}),
+    )
+}
+
+#[tokio::test]
+async fn the_cases_coming_due_are_listed_by_day_oldest_due_first() {
+    let h = Harness::new(1, "127.0.0.1:1").await;
+    let offset = crate::domain::time::local_offset();
+    let now = Utc::now().with_timezone(&offset);
+    let day = |n: i64| {
+        (now.date_naive() + chrono::Days::new(n as u64))
+            .and_hms_opt(17, 0, 0)
+            .unwrap()
+            .and_local_timezone(offset)
+            .unwrap()
+    };
+    // Due in 5, 0, 1, 3 and 1 days; one due today is resolved.
+    let mut records: Vec<Record> = [5, 0, 1, 3, 1, 0]
+        .iter()
+        .enumerate()
+        .map(|(n, &d)| received(1 + n as i64, n as i64, now, day(d)))
+        .collect();
+    records.push(record(
+        20,
+        json!({
+        "event_id": "due-s-5", "event_type": "case.resolved", "schema_version": 1,
+        "occurred_at": now.to_rfc3339(), "commune_code": C, "case_id": "due-5",
+        "data": {"due_at": day(0).to_rfc3339(), "outcome": "completed"}}),
+    ));
+    let claim = h.projector.store().claim(0).await.unwrap();
+    h.projector
+        .project_partition(
+            &PartitionBatch {
+                partition: 0,
+                claim,
+                records,
+                behind: Some(0),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let (status, body) = get(&h.app, &format!("/api/v1/units/{C}/coming-due")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["horizon_days"], 3);
+    let listed: Vec<(&str, i64)> = body["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["case_id"].as_str().unwrap(),
+                c["days_left"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [("due-1", 0), ("due-2", 1), ("due-4", 1), ("due-3", 3)]
+    );
+    let counts = &body["communes"][0];
+    assert_eq!(
+        (
+            counts["due_today"].as_i64(),
+            counts["due_tomorrow"].as_i64(),
+            counts["due_later"].as_i64()
+        ),
+        (Some(1), Some(2), Some(1))
+    );
+    assert_eq!(body["total"], 4);
+
+    // Today only; a page of two (truncated); the town's communes include it.
+    let (_, today) = get(&h.app, &format!("/api/v1/units/{C}/coming-due?horizon=0")).await;
+    assert_eq!(today["total"], 1);
+    let (_, page) = get(&h.app, &format!("/api/v1/units/{C}/coming-due?limit=2")).await;
+    assert_eq!(
+        (page["cases"].as_array().unwrap().len(), &page["truncated"]),
+        (2, &Value::Bool(true))
+    );
+    let (_, town) = get(&h.app, "/api/v1/units/937/coming-due?horizon=7").await;
+    let ours: Vec<&Value> = town["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["commune"] == C)
+        .collect();
+    assert_eq!(ours.len(), 5, "{town}");
+    for (uri, status) in [
+        ("/api/v1/units/99999/coming-due", StatusCode::NOT_FOUND),
+        (
+            "/api/v1/units/937/coming-due?horizon=32",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/units/937/coming-due?horizon=-1",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        assert_eq!(get(&h.app, uri).await.0, status, "{uri}");
+    }
+}
