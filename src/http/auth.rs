@@ -164,18 +164,21 @@ pub(super) async fn require_admin(
     }
 }
 
-/// A producer token, in the `Authorization` header; the handler finds the
-/// [`Producer`] among the request's extensions.
-pub(super) async fn require_producer(
-    State(s): State<Shared>,
+/// Runs `req` if its `Authorization` header holds a producer token (then
+/// the handler finds the [`Producer`] among the request's extensions) or,
+/// when `others` is true, a read or admin token.
+async fn producer_or(
+    s: &Shared,
     mut req: Request,
     next: Next,
+    others: bool,
 ) -> Result<Response, ApiError> {
     match bearer(req.headers()).and_then(|t| s.tokens.grant(t)) {
         Some(Grant::Produce(p)) => {
             req.extensions_mut().insert(p);
             Ok(next.run(req).await)
         }
+        Some(_) if others => Ok(next.run(req).await),
         Some(_) => Err(ApiError::Forbidden(
             "sending events needs a producer token (http.producers)".into(),
         )),
@@ -183,21 +186,23 @@ pub(super) async fn require_producer(
     }
 }
 
-/// A read, admin or producer token, in the `Authorization` header; with a
-/// producer token, the [`Producer`] is among the request's extensions.
-pub(super) async fn require_read_or_producer(
+/// A producer token, in the `Authorization` header.
+pub(super) async fn require_producer(
     State(s): State<Shared>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    match bearer(req.headers()).and_then(|t| s.tokens.grant(t)) {
-        Some(Grant::Produce(p)) => {
-            req.extensions_mut().insert(p);
-            Ok(next.run(req).await)
-        }
-        Some(_) => Ok(next.run(req).await),
-        None => Err(ApiError::Unauthorized),
-    }
+    producer_or(&s, req, next, false).await
+}
+
+/// A read, admin or producer token, in the `Authorization` header (a
+/// producer's scope then applies).
+pub(super) async fn require_read_or_producer(
+    State(s): State<Shared>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    producer_or(&s, req, next, true).await
 }
 
 #[cfg(test)]

@@ -944,6 +944,20 @@ async fn import_history(
     std::fs::write(&file, lines.join("\n")).unwrap();
     let mut reader = AlertReader::new(&setup.alerts_topic);
     let mut pipeline = spawn_app(settings.clone()).await;
+    // The pipeline owns its partitions and has evaluated them (empty)
+    // before the import starts, so that, without the history rule, what
+    // follows is evaluated as it is read, not as one backlog after a late
+    // claim (which the catch-up rule defers whatever `history_after_hours`:
+    // on a loaded machine the import can finish before the claims).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pipeline.metrics.partitions.get() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the partitions were never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pipeline.wait_evaluated("the claims").await;
     let config = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
     let imported = crate::pipeline::cchc(&setup, &["import", "--config"])
         .arg(&config)

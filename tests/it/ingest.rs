@@ -12,8 +12,8 @@ use serde_json::Value;
 use cchc_pipeline::config::ProducerSettings;
 use cchc_pipeline::simulator::Simulator;
 
-use crate::pipeline::{setup, units, wait_caught_up};
-use crate::reference::{counts_of, reference, Fact, Table};
+use crate::pipeline::{setup, stored, units, wait_caught_up};
+use crate::reference::{reference, Fact, Table};
 use crate::support::spawn_app;
 
 const TOWN: &str = "demo-producer-token";
@@ -118,14 +118,7 @@ async fn events_sent_over_http_count_once_even_when_every_request_is_sent_twice(
     assert_eq!(offsets, written as i64, "records on the topic");
     let facts: Vec<Fact> = events.iter().map(|v| Fact::from_json(v)).collect();
     let want: Table = reference(&facts, Utc::now().timestamp_nanos_opt());
-    let got: Table = store
-        .day_counters()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(_, _, c)| !c.is_zero())
-        .map(|(commune, day, c)| ((commune, day), counts_of(&c)))
-        .collect();
+    let got = stored(&store).await;
     assert_eq!(got, want, "the projections against the reference model");
     assert_eq!(
         app.metrics.duplicates.get(),

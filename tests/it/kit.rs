@@ -14,8 +14,8 @@ use chrono::{NaiveDate, Utc};
 
 use cchc_pipeline::simulator::Simulator;
 
-use crate::pipeline::{cchc, repo, setup, units, wait_caught_up};
-use crate::reference::{counts_of, reference, Fact, Table};
+use crate::pipeline::{cchc, repo, setup, stored, units, wait_caught_up};
+use crate::reference::{reference, Fact, Table};
 use crate::support::{dies_with_test, kafka_bootstrap, spawn_app, unique_name};
 
 const PRODUCER: &str = "demo-producer-token";
@@ -163,14 +163,7 @@ async fn every_way_in_of_the_integration_page_projects_each_event_once() {
     .await;
     let facts: Vec<Fact> = events.iter().map(|v| Fact::from_json(v)).collect();
     let want: Table = reference(&facts, Utc::now().timestamp_nanos_opt());
-    let got: Table = store
-        .day_counters()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(_, _, c)| !c.is_zero())
-        .map(|(commune, day, c)| ((commune, day), counts_of(&c)))
-        .collect();
+    let got = stored(&store).await;
     assert_eq!(got, want, "the projections against the reference model");
     assert_eq!(
         app.metrics.duplicates.get(),

@@ -395,7 +395,7 @@ fn expected(produced: &Produced) -> Table {
 }
 
 /// The stored counters in the reference's shape, zero days dropped.
-async fn stored(store: &Store) -> Table {
+pub(crate) async fn stored(store: &Store) -> Table {
     store
         .day_counters()
         .await

@@ -46,6 +46,16 @@ async fn post_events(
     (status, headers, body)
 }
 
+async fn metrics_text(app: &Router) -> String {
+    let res = app
+        .clone()
+        .oneshot(request("GET", "/metrics", None, vec![]))
+        .await
+        .unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 async fn mock_harness() -> (
     rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     Harness,
@@ -137,16 +147,7 @@ async fn valid_events_are_written_keyed_by_their_commune_before_the_answer_and_t
         post_events(&h.app, PRODUCER, "application/json; charset=utf-8", &array).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["events"][1]["line"], 3, "{answer}");
-    let (_, metrics) = call(&h.app, "GET", "/metrics", None, vec![]).await;
-    let _ = metrics;
-    let res = h
-        .app
-        .clone()
-        .oneshot(request("GET", "/metrics", None, vec![]))
-        .await
-        .unwrap();
-    let text =
-        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = metrics_text(&h.app).await;
     for line in [
         r#"cchc_http_events_total{producer="demo-long-my",outcome="accepted"} 5"#,
         r#"cchc_http_events_total{producer="demo-long-my",outcome="refused"} 2"#,
@@ -241,14 +242,7 @@ async fn a_producer_sends_only_for_the_units_of_its_scope() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let res = h
-        .app
-        .clone()
-        .oneshot(request("GET", "/metrics", None, vec![]))
-        .await
-        .unwrap();
-    let text =
-        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = metrics_text(&h.app).await;
     assert!(
         text.contains(r#"cchc_http_events_total{producer="thuan-an",outcome="out_of_scope"} 3"#),
         "{text}"
@@ -326,14 +320,7 @@ async fn while_the_broker_is_down_the_answer_is_503_with_retry_after_and_the_sam
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let res = h
-        .app
-        .clone()
-        .oneshot(request("GET", "/metrics", None, vec![]))
-        .await
-        .unwrap();
-    let text =
-        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = metrics_text(&h.app).await;
     assert!(
         text.contains(r#"cchc_http_events_total{producer="demo-long-my",outcome="not_sent"}"#),
         "{text}"

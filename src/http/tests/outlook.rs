@@ -44,19 +44,7 @@ async fn the_late_case_budget_counts_the_cases_coming_due_before_the_period_ends
             "occurred_at": now.to_rfc3339(), "commune_code": C, "case_id": format!("outlook-{n}"),
             "data": {"due_at": due.to_rfc3339(), "outcome": "completed"}})));
     }
-    let first = h.projector.store().claim(0).await.unwrap();
-    h.projector
-        .project_partition(
-            &PartitionBatch {
-                partition: 0,
-                claim: first,
-                records,
-                behind: Some(0),
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    h.project(records).await;
 
     let (status, body) = get(
         &h.app,
@@ -158,19 +146,7 @@ async fn the_cases_coming_due_are_listed_by_day_oldest_due_first() {
         "occurred_at": now.to_rfc3339(), "commune_code": C, "case_id": "due-5",
         "data": {"due_at": day(0).to_rfc3339(), "outcome": "completed"}}),
     ));
-    let claim = h.projector.store().claim(0).await.unwrap();
-    h.projector
-        .project_partition(
-            &PartitionBatch {
-                partition: 0,
-                claim,
-                records,
-                behind: Some(0),
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    h.project(records).await;
 
     let (status, body) = get(&h.app, &format!("/api/v1/units/{C}/coming-due")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
