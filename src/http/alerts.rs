@@ -83,23 +83,10 @@ pub(super) async fn breaches(
     State(s): State<Shared>,
     ApiQuery(q): ApiQuery<BreachesQuery>,
 ) -> Result<Response, ApiError> {
-    let unit = q
-        .unit
-        .as_deref()
-        .map(|code| {
-            s.units
-                .get(code)
-                .ok_or_else(|| ApiError::NotFound(format!("unknown unit `{code}`")))
-        })
-        .transpose()?;
-    let covered = |commune: &crate::domain::Unit| {
-        unit.is_none_or(|u| {
-            u.code == commune.code
-                || s.units
-                    .communes_under(u.code.as_str())
-                    .any(|c| c.code == commune.code)
-        })
-    };
+    let unit = q.unit.as_deref().map(|code| s.unit(code)).transpose()?;
+    let scope = unit.map(|u| s.units.scope(&[u.code.to_string()]));
+    let covered =
+        |commune: &crate::domain::Unit| scope.as_ref().is_none_or(|sc| sc.covers(&commune.code));
     let breaches: Vec<BreachView<'_>> = s
         .store
         .breaches_now()

@@ -191,10 +191,7 @@ pub(super) async fn unit_communes(
     ApiPath(code): ApiPath<String>,
     ApiQuery(q): ApiQuery<WindowQuery>,
 ) -> Result<Response, ApiError> {
-    let parent = s
-        .units
-        .get(&code)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown unit `{code}`")))?;
+    let parent = s.unit(&code)?;
     let (window, range) = s.window(q.window.as_deref())?;
     let sums: HashMap<String, DayCounters> = s
         .store

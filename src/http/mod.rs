@@ -242,6 +242,13 @@ impl AppState {
             .ok_or_else(|| ApiError::NotFound(format!("unknown commune `{code}`")))
     }
 
+    /// The unit with this code (a commune or a parent), or a 404.
+    fn unit(&self, code: &str) -> Result<&Unit, ApiError> {
+        self.units
+            .get(code)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown unit `{code}`")))
+    }
+
     /// A page size: `limit` (default 100), at most `http.max_page`.
     fn limit(&self, limit: Option<i64>) -> Result<i64, ApiError> {
         match limit.unwrap_or(100) {

@@ -130,10 +130,7 @@ pub(super) async fn coming_due(
     ApiPath(code): ApiPath<String>,
     ApiQuery(q): ApiQuery<ComingDueQuery>,
 ) -> Result<Response, ApiError> {
-    let unit = s
-        .units
-        .get(&code)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown unit `{code}`")))?;
+    let unit = s.unit(&code)?;
     let horizon = q.horizon.unwrap_or(3);
     if !(0..=MAX_HORIZON).contains(&horizon) {
         return Err(ApiError::BadRequest(format!(
@@ -148,32 +145,37 @@ pub(super) async fn coming_due(
     } else {
         s.units.communes_under(&code).collect()
     };
+    // Each commune's place in configuration order, by code.
+    let place: std::collections::HashMap<&str, usize> = communes
+        .iter()
+        .enumerate()
+        .map(|(n, c)| (c.code.as_str(), n))
+        .collect();
     let only = unit.kind.receives_cases().then_some(code.as_str());
     let rows = s
         .store
         .cases_coming_due(only, today, until + chrono::Days::new(1))
         .await?;
-    let mut counts: Vec<CommuneComingDue<'_>> = Vec::new();
+    let mut counts: std::collections::BTreeMap<usize, CommuneComingDue<'_>> = Default::default();
     let mut cases = Vec::new();
     let mut total = 0;
     for row in rows {
-        let Some(c) = communes.iter().find(|c| c.code.as_str() == row.commune) else {
+        let Some(&n) = place.get(row.commune.as_str()) else {
             continue;
         };
+        let c = communes[n];
         total += 1;
         let days_left = (row.due_date - today).num_days();
-        match counts.iter_mut().find(|x| x.commune.code == &c.code) {
-            Some(x) => bump(x, days_left),
-            None => {
-                let mut x = CommuneComingDue {
-                    commune: (*c).into(),
-                    due_today: 0,
-                    due_tomorrow: 0,
-                    due_later: 0,
-                };
-                bump(&mut x, days_left);
-                counts.push(x);
-            }
+        let x = counts.entry(n).or_insert_with(|| CommuneComingDue {
+            commune: c.into(),
+            due_today: 0,
+            due_tomorrow: 0,
+            due_later: 0,
+        });
+        match days_left {
+            0 => x.due_today += 1,
+            1 => x.due_tomorrow += 1,
+            _ => x.due_later += 1,
         }
         if cases.len() < limit {
             cases.push(ComingDueView {
@@ -185,7 +187,7 @@ pub(super) async fn coming_due(
             });
         }
     }
-    counts.sort_by_key(|x| communes.iter().position(|c| &c.code == x.commune.code));
+    let counts: Vec<CommuneComingDue<'_>> = counts.into_values().collect();
     answer(&ComingDueAnswer {
         unit: unit.into(),
         today,
@@ -197,12 +199,4 @@ pub(super) async fn coming_due(
         cases,
         freshness: s.freshness().await?,
     })
-}
-
-fn bump(x: &mut CommuneComingDue<'_>, days_left: i64) {
-    match days_left {
-        0 => x.due_today += 1,
-        1 => x.due_tomorrow += 1,
-        _ => x.due_later += 1,
-    }
 }
