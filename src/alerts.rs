@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, Notify};
 use tracing::warn;
 
 use crate::config::WebhookSettings;
+use crate::domain::Transition;
 use crate::internal_events::{AlertPublished, InternalEvent, RelayFailed, WebhookAttempted};
 use crate::metrics::Metrics;
 use crate::shutdown::CancellationToken;
@@ -49,8 +50,9 @@ pub struct Relay {
     pub store: Store,
     pub producer: FutureProducer,
     pub topic: String,
-    /// Each published alert is queued for each of these.
-    pub webhook_urls: Vec<String>,
+    /// Each published alert is queued for each of these that receives its
+    /// kind.
+    pub webhooks: Vec<WebhookSettings>,
     /// Notified when a batch wrote alerts.
     pub wake: Arc<Notify>,
     pub live: LiveAlerts,
@@ -88,11 +90,19 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let sends = rows.iter().map(|row| {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "alert_id",
-                value: Some(row.alert_id.as_str()),
-            });
+        let kinds: Vec<Option<Transition>> = rows.iter().map(|r| kind_of(&r.payload)).collect();
+        let sends = rows.iter().zip(&kinds).map(|(row, kind)| {
+            // The kind in a header too: a consumer can skip kinds it does
+            // not know without parsing the payload.
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "alert_id",
+                    value: Some(row.alert_id.as_str()),
+                })
+                .insert(Header {
+                    key: "event_type",
+                    value: kind.map(Transition::event_type),
+                });
             self.producer.send(
                 FutureRecord::to(&self.topic)
                     .key(&row.commune)
@@ -106,7 +116,17 @@ impl Relay {
         }
         crate::fault::crash_point("relay-published");
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        self.store.mark_published(&seqs, &self.webhook_urls).await?;
+        let deliveries: Vec<(i64, &str)> = rows
+            .iter()
+            .zip(&kinds)
+            .flat_map(|(row, kind)| {
+                self.webhooks
+                    .iter()
+                    .filter(move |h| kind.is_some_and(|k| h.receives(k)))
+                    .map(move |h| (row.seq, h.url.as_str()))
+            })
+            .collect();
+        self.store.mark_published(&seqs, &deliveries).await?;
         for row in &rows {
             AlertPublished {
                 alert_id: &row.alert_id,
@@ -117,6 +137,17 @@ impl Relay {
         }
         Ok(rows.len())
     }
+}
+
+/// The kind of an outbox payload (`None`: not one this version knows).
+pub fn kind_of(payload: &str) -> Option<Transition> {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        event_type: std::borrow::Cow<'a, str>,
+    }
+    let kind: Kind<'_> = serde_json::from_str(payload).ok()?;
+    Transition::from_event_type(&kind.event_type)
 }
 
 /// `sha256=<hex>` of the HMAC-SHA256, with `secret`, of `<timestamp>.<body>`

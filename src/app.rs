@@ -156,7 +156,7 @@ impl Application {
                 store: self.store.clone(),
                 producer: crate::kafka::alert_producer(&self.settings.kafka)?,
                 topic: alerts.topic.clone(),
-                webhook_urls: alerts.webhooks.iter().map(|h| h.url.clone()).collect(),
+                webhooks: alerts.webhooks.clone(),
                 wake: self.projector.alerts_written(),
                 live: self.live.clone(),
                 metrics: metrics.clone(),

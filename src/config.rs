@@ -10,7 +10,8 @@ use figment::Figment;
 use serde::Deserialize;
 
 use crate::domain::{
-    CatchUp, Comparator, Evaluator, Indicator, Rule, Target, Targets, UnitSpec, Units, Window,
+    CatchUp, Comparator, Evaluator, Indicator, Rule, Target, Targets, Transition, UnitSpec, Units,
+    Window,
 };
 pub use crate::kafka::KafkaSettings;
 
@@ -140,7 +141,25 @@ pub struct AlertSettings {
     /// longer ago than this.
     #[serde(default = "default_history_after")]
     pub history_after_hours: u32,
+    /// Whether `indicator.at_risk` / `indicator.at_risk_cleared` alerts are
+    /// evaluated (the cases coming due within the horizon, all late, would
+    /// take the on-time rate below its target).
+    #[serde(default = "yes")]
+    pub at_risk: bool,
+    /// ... counting the open cases due from today to this many calendar
+    /// days after it (0 to 31).
+    #[serde(default = "default_at_risk_horizon")]
+    pub at_risk_horizon_days: u32,
 }
+
+fn default_at_risk_horizon() -> u32 {
+    3
+}
+
+/// The alert kinds a webhook gets when its `kinds` are not given: those of
+/// the first version, so that a receiver configured before the at-risk
+/// kinds existed gets what it got then.
+pub const DEFAULT_WEBHOOK_KINDS: [Transition; 2] = [Transition::Breached, Transition::Recovered];
 
 fn yes() -> bool {
     true
@@ -160,6 +179,20 @@ fn default_history_after() -> u32 {
 pub struct WebhookSettings {
     pub url: String,
     pub secret: String,
+    /// The alert kinds (`event_type`s) this URL receives; by default
+    /// [`DEFAULT_WEBHOOK_KINDS`].
+    #[serde(default)]
+    pub kinds: Option<Vec<String>>,
+}
+
+impl WebhookSettings {
+    /// Whether this URL receives alerts of kind `t`.
+    pub fn receives(&self, t: Transition) -> bool {
+        match &self.kinds {
+            None => DEFAULT_WEBHOOK_KINDS.contains(&t),
+            Some(kinds) => kinds.iter().any(|k| k == t.event_type()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +261,10 @@ impl Settings {
                 backlog_after: chrono::Duration::seconds(self.alerts.catch_up_after_seconds.into()),
                 history_after: chrono::Duration::hours(self.alerts.history_after_hours.into()),
             },
+            at_risk_horizon_days: self
+                .alerts
+                .at_risk
+                .then_some(self.alerts.at_risk_horizon_days),
         }
     }
 }
@@ -331,6 +368,7 @@ impl RawSettings {
         }
         let targets = self.targets(&invalid, &units)?;
         let alert_windows = self.alert_windows(&invalid)?;
+        self.alert_kinds(&invalid)?;
         self.producers(&invalid, &units)?;
         Ok(Settings {
             file: file.to_path_buf(),
@@ -344,6 +382,28 @@ impl RawSettings {
             units,
             targets,
         })
+    }
+
+    /// The at-risk horizon and each webhook's `kinds`.
+    fn alert_kinds(&self, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
+        if self.alerts.at_risk_horizon_days > 31 {
+            return Err(invalid.at(
+                "alerts.at_risk_horizon_days",
+                "must be 0 to 31 (calendar days after today)",
+            ));
+        }
+        for (n, hook) in self.alerts.webhooks.iter().enumerate() {
+            for kind in hook.kinds.iter().flatten() {
+                if Transition::from_event_type(kind).is_none() {
+                    let known: Vec<&str> = Transition::ALL.iter().map(|t| t.event_type()).collect();
+                    return Err(invalid.at(
+                        &format!("alerts.webhooks[{n}].kinds"),
+                        format!("unknown alert kind `{kind}`; known: {}", known.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `[[http.producers]]`: named once each, with a token of their own and
@@ -572,6 +632,36 @@ mod tests {
             !format!("{:?}", s.http.producers[0]).contains("demo-producer-token"),
             "the token is not logged"
         );
+    }
+
+    #[test]
+    fn the_at_risk_horizon_and_webhook_kinds_are_checked_with_their_keys() {
+        let text = std::fs::read_to_string(repo_file()).unwrap();
+        let err = with_text(&text.replace("at_risk_horizon_days = 3", "at_risk_horizon_days = 32"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alerts.at_risk_horizon_days") && err.contains("bad.toml"),
+            "{err}"
+        );
+        let hooks = |kinds: &str| {
+            format!("{text}\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:9/a\"\nsecret = \"a long shared secret\"\n\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:9/b\"\nsecret = \"a long shared secret\"\n{kinds}\n")
+        };
+        let err = with_text(&hooks(r#"kinds = ["indicator.at_risk", "indicator.late"]"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alerts.webhooks[1].kinds") && err.contains("indicator.late"),
+            "{err}"
+        );
+        let s = with_text(&hooks(r#"kinds = ["indicator.at_risk"]"#)).unwrap();
+        let [old, new] = [&s.alerts.webhooks[0], &s.alerts.webhooks[1]];
+        assert!(old.receives(Transition::Breached) && old.receives(Transition::Recovered));
+        assert!(!old.receives(Transition::AtRisk) && !old.receives(Transition::AtRiskCleared));
+        assert!(new.receives(Transition::AtRisk) && !new.receives(Transition::Breached));
+        assert_eq!(s.evaluator().at_risk_horizon_days, Some(3));
+        let off = with_text(&text.replace("at_risk = true", "at_risk = false")).unwrap();
+        assert_eq!(off.evaluator().at_risk_horizon_days, None);
     }
 
     #[test]

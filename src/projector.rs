@@ -472,17 +472,27 @@ async fn evaluate_breaches<T: BatchTx>(
             sums.insert((n, commune), c);
         }
     }
+    let mut coming: HashMap<String, Vec<(chrono::NaiveDate, i64)>> = HashMap::new();
+    if let Some(days) = evaluator.coming_due_days(today) {
+        for (commune, due, n) in tx.coming_due(w.partition, &communes, days).await? {
+            coming.entry(commune).or_default().push((due, n));
+        }
+    }
     let states: HashMap<_, _> = tx.breach_states(&communes).await?.into_iter().collect();
-    let evaluated = evaluator.evaluate(
+    let (alerts, next) = evaluator.evaluate(
         now,
         &communes,
         |w, c| sums.get(&(w, c.to_string())).copied().unwrap_or_default(),
+        |c, from, to| {
+            coming.get(c).map_or(0, |days| {
+                days.iter()
+                    .filter(|(d, _)| (from..=to).contains(d))
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+        },
         |k| states.get(k).copied().unwrap_or_default(),
     );
-    let (alerts, next): (Vec<Alert>, Vec<_>) = evaluated
-        .into_iter()
-        .map(|(alert, key, state)| (alert, (key, state)))
-        .unzip();
     tx.write_breach_states(&next).await?;
     tx.add_to_outbox(&alerts).await?;
     Ok(alerts)

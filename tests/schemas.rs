@@ -1,15 +1,19 @@
 //! The published JSON Schemas (docs/schemas) agree with the code: every
 //! simulated event is valid under the event schema, the decoder refuses what
-//! the schema refuses, and alerts as the pipeline writes them are valid under
-//! the alert schema.
+//! the schema refuses, and alerts of every kind as the pipeline writes them
+//! are valid under the alert schema.
 
 use std::path::Path;
 
-use chrono::{NaiveDate, Utc};
+use std::collections::BTreeSet;
+
+use chrono::{Days, NaiveDate, Utc};
 use serde_json::{json, Value};
 
 use cchc_pipeline::config::Settings;
-use cchc_pipeline::domain::{decode, Alert, BreachState, Indicator, Ratio, Window};
+use cchc_pipeline::domain::{
+    decode, Alert, BreachState, Indicator, Outlook, Ratio, Subject, Transition, Window,
+};
 use cchc_pipeline::simulator::Simulator;
 
 fn schema(name: &str) -> jsonschema::Validator {
@@ -75,7 +79,7 @@ fn what_the_event_schema_refuses_the_decoder_refuses_too() {
 }
 
 #[test]
-fn alerts_as_written_are_valid_under_the_alert_schema() {
+fn alerts_of_every_kind_as_written_are_valid_under_the_alert_schema() {
     let v = schema("indicator-alert.v1.json");
     let s = settings();
     let commune = s.units.commune("31471").unwrap().clone();
@@ -84,45 +88,97 @@ fn alerts_as_written_are_valid_under_the_alert_schema() {
         .iter()
         .map(|w| w.parse().unwrap())
         .collect();
-    for ((indicator, state, ratio), window) in [
+    let ratio = |numerator, denominator| Ratio {
+        numerator,
+        denominator,
+    };
+    let at_risk = BreachState {
+        at_risk: true,
+        risk_transitions: 1,
+        ..BreachState::default()
+    };
+    let in_breach = BreachState {
+        in_breach: true,
+        transitions: 3,
+        ..BreachState::default()
+    };
+    // (indicator, stored state, counted so far, open cases coming due):
+    // each makes one or two transitions of its own kinds.
+    let cases = [
         (
             Indicator::OnTimeRate,
             BreachState::default(),
-            Ratio {
-                numerator: 98,
-                denominator: 100,
-            },
+            ratio(98, 100),
+            None,
         ),
+        (Indicator::OnlineRate, in_breach, ratio(80, 100), None),
         (
-            Indicator::OnlineRate,
-            BreachState {
-                in_breach: true,
-                transitions: 3,
-            },
-            Ratio {
-                numerator: 80,
-                denominator: 100,
-            },
+            Indicator::OnTimeRate,
+            BreachState::default(),
+            ratio(30, 30),
+            Some(1),
         ),
-    ]
-    .into_iter()
-    .flat_map(|case| windows.iter().map(move |w| (case, *w)))
+        (Indicator::OnTimeRate, at_risk, ratio(32, 32), Some(0)),
+        (Indicator::OnTimeRate, at_risk, ratio(30, 31), Some(2)),
+        (Indicator::OnTimeRate, in_breach, ratio(100, 100), Some(2)),
+    ];
+    let mut kinds = BTreeSet::new();
+    for ((indicator, state, ratio, coming), window) in cases
+        .into_iter()
+        .flat_map(|case| windows.iter().map(move |w| (case, *w)))
     {
         let rule = s.targets.rule(&commune, indicator);
-        let (alert, _) = Alert::evaluate(
-            state,
-            &commune,
-            "Phường Thuận An",
+        let subject = Subject {
+            commune: &commune,
+            commune_name: "Phường Thuận An",
             indicator,
             window,
-            window.days(today),
+            range: window.days(today),
             ratio,
             rule,
+            now: Utc::now(),
+        };
+        let outlook = coming.map(|n| Outlook::new(ratio, rule, 3, today + Days::new(3), n));
+        let (alerts, _) = subject.evaluate(state, outlook);
+        assert!(
+            !alerts.is_empty(),
+            "{indicator} {state:?} {ratio:?} {coming:?}"
+        );
+        for alert in alerts {
+            kinds.insert(alert.event_type.event_type());
+            let json = serde_json::to_value(&alert).unwrap();
+            let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{json}: {errors:?}");
+            // The outlook belongs to the at-risk kinds, and only to them.
+            let mut other = json.clone();
+            match other.as_object_mut().unwrap().remove("outlook") {
+                Some(_) => assert!(!v.is_valid(&other), "at-risk without outlook"),
+                None => {
+                    other["outlook"] = json!({"horizon_days": 3, "due_until": "2026-06-04",
+                        "coming_due": 1, "value_if_all_late": 0.5, "misses_allowed": 0});
+                    assert!(!v.is_valid(&other), "a breach alert with an outlook");
+                }
+            }
+        }
+    }
+    let all: BTreeSet<&str> = Transition::ALL.iter().map(|t| t.event_type()).collect();
+    assert_eq!(kinds, all, "every kind was written and checked");
+    let mut unknown = serde_json::to_value(
+        Alert::evaluate(
+            BreachState::default(),
+            &commune,
+            "Phường Thuận An",
+            Indicator::OnTimeRate,
+            Window::YearToDate,
+            Window::YearToDate.days(today),
+            ratio(1, 100),
+            s.targets.rule(&commune, Indicator::OnTimeRate),
             Utc::now(),
         )
-        .unwrap();
-        let json = serde_json::to_value(&alert).unwrap();
-        let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{json}: {errors:?}");
-    }
+        .unwrap()
+        .0,
+    )
+    .unwrap();
+    unknown["event_type"] = json!("indicator.unknown");
+    assert!(!v.is_valid(&unknown));
 }

@@ -2,28 +2,57 @@
 //! failing its target on a sufficient sample (breached) and when it meets it
 //! again (recovered). Only transitions are alerts.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::indicator::{Comparator, Indicator, Ratio, Rule, Standing, Window};
+use super::indicator::{Budget, Comparator, Indicator, Ratio, Rule, Standing, Window};
 use super::time::local_offset;
 use super::units::UnitCode;
 
-/// The two transitions.
+/// The transitions alerts announce: an indicator failing its target
+/// (breached) and meeting it again (recovered), and, for the on-time rate,
+/// a commune whose cases coming due would take it below the target if they
+/// were all late (at risk) and the end of that (at risk cleared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Transition {
     #[serde(rename = "indicator.breached")]
     Breached,
     #[serde(rename = "indicator.recovered")]
     Recovered,
+    #[serde(rename = "indicator.at_risk")]
+    AtRisk,
+    #[serde(rename = "indicator.at_risk_cleared")]
+    AtRiskCleared,
 }
 
 impl Transition {
+    /// Every kind, in the order of the list above.
+    pub const ALL: [Transition; 4] = [
+        Transition::Breached,
+        Transition::Recovered,
+        Transition::AtRisk,
+        Transition::AtRiskCleared,
+    ];
+
     pub fn event_type(self) -> &'static str {
         match self {
             Transition::Breached => "indicator.breached",
             Transition::Recovered => "indicator.recovered",
+            Transition::AtRisk => "indicator.at_risk",
+            Transition::AtRiskCleared => "indicator.at_risk_cleared",
         }
+    }
+
+    /// The kind named `event_type`, if it is one.
+    pub fn from_event_type(event_type: &str) -> Option<Transition> {
+        Transition::ALL
+            .into_iter()
+            .find(|t| t.event_type() == event_type)
+    }
+
+    /// Whether this is one of the early-warning kinds.
+    pub fn is_risk(self) -> bool {
+        matches!(self, Transition::AtRisk | Transition::AtRiskCleared)
     }
 }
 
@@ -31,8 +60,12 @@ impl Transition {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BreachState {
     pub in_breach: bool,
-    /// Transitions so far: numbers the alert ids.
+    /// Breach transitions so far: numbers the breach alerts' ids.
     pub transitions: i64,
+    /// At risk (see [`Transition::AtRisk`]).
+    pub at_risk: bool,
+    /// At-risk transitions so far: numbers the at-risk alerts' ids.
+    pub risk_transitions: i64,
 }
 
 impl BreachState {
@@ -47,11 +80,110 @@ impl BreachState {
         }
     }
 
-    pub fn after(self, t: Transition) -> BreachState {
-        BreachState {
-            in_breach: t == Transition::Breached,
-            transitions: self.transitions + 1,
+    /// The at-risk transition, if any, when the commune is at risk or not
+    /// (`at_risk`, see [`Outlook::at_risk`]).
+    pub fn next_risk(self, at_risk: bool) -> Option<Transition> {
+        match (self.at_risk, at_risk) {
+            (false, true) => Some(Transition::AtRisk),
+            (true, false) => Some(Transition::AtRiskCleared),
+            _ => None,
         }
+    }
+
+    pub fn after(self, t: Transition) -> BreachState {
+        match t {
+            Transition::Breached | Transition::Recovered => BreachState {
+                in_breach: t == Transition::Breached,
+                transitions: self.transitions + 1,
+                ..self
+            },
+            Transition::AtRisk | Transition::AtRiskCleared => BreachState {
+                at_risk: t == Transition::AtRisk,
+                risk_transitions: self.risk_transitions + 1,
+                ..self
+            },
+        }
+    }
+
+    /// The n-th transition's alert id: `<commune>.<indicator>.<window>.<n>`
+    /// for a breach or recovery, `<commune>.<indicator>.<window>.risk.<n>`
+    /// for the at-risk kinds.
+    pub fn alert_id(
+        commune: &str,
+        indicator: Indicator,
+        window: &str,
+        t: Transition,
+        n: i64,
+    ) -> String {
+        let risk = if t.is_risk() { "risk." } else { "" };
+        format!("{commune}.{}.{window}.{risk}{n}", indicator.id())
+    }
+}
+
+/// The indicator whose cases coming due are watched for the at-risk alert:
+/// its denominator grows as open cases fall due.
+pub const AT_RISK_INDICATOR: Indicator = Indicator::OnTimeRate;
+
+/// The open cases coming due within the horizon, as the at-risk rule and
+/// its alerts see them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Outlook {
+    /// The horizon, in calendar days after today.
+    pub horizon_days: i64,
+    /// The last local date counted: today + the horizon, or the last day of
+    /// the window's period if that comes first.
+    pub due_until: NaiveDate,
+    /// Open cases due from today to `due_until`.
+    pub coming_due: i64,
+    /// The rate if every one of them were late.
+    pub value_if_all_late: Option<f64>,
+    /// How many of them may be late with the target still met; `null` when
+    /// it cannot be met even if all are on time.
+    pub misses_allowed: Option<i64>,
+    /// On `indicator.at_risk_cleared`: `breached` when the risk came true
+    /// (the breach alert follows), `within_target` when the cases coming due
+    /// can no longer take the rate below the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl Outlook {
+    /// The outlook of `ratio` with `coming_due` open cases due by `due_until`.
+    pub fn new(
+        ratio: Ratio,
+        rule: Rule,
+        horizon_days: i64,
+        due_until: NaiveDate,
+        coming_due: i64,
+    ) -> Self {
+        let misses_allowed = match rule.target.budget(ratio, coming_due) {
+            Budget::Misses(n) => Some(n.min(coming_due)),
+            Budget::Unlimited => Some(coming_due),
+            Budget::OutOfReach => None,
+        };
+        Outlook {
+            horizon_days,
+            due_until,
+            coming_due,
+            value_if_all_late: Self::all_late(ratio, coming_due).rate(),
+            misses_allowed,
+            reason: None,
+        }
+    }
+
+    fn all_late(ratio: Ratio, coming_due: i64) -> Ratio {
+        Ratio {
+            numerator: ratio.numerator,
+            denominator: ratio.denominator + coming_due,
+        }
+    }
+
+    /// At risk: not in breach, some case coming due, and all of them late
+    /// would be a breach (the target failed on the minimum sample).
+    pub fn at_risk(&self, ratio: Ratio, rule: Rule, in_breach: bool) -> bool {
+        !in_breach
+            && self.coming_due > 0
+            && rule.standing(Self::all_late(ratio, self.coming_due)) == Standing::Breached
     }
 }
 
@@ -84,11 +216,91 @@ pub struct Alert {
     pub denominator: i64,
     pub target: AlertTarget,
     pub evaluated_at: String,
+    /// The cases coming due, on the at-risk kinds only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlook: Option<Outlook>,
+}
+
+/// What one evaluation is about: a commune's indicator over a window, with
+/// its rule, counters so far and the time of evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub commune: &'a UnitCode,
+    pub commune_name: &'a str,
+    pub indicator: Indicator,
+    pub window: Window,
+    pub range: (NaiveDate, NaiveDate),
+    pub ratio: Ratio,
+    pub rule: Rule,
+    pub now: DateTime<Utc>,
+}
+
+impl Subject<'_> {
+    /// The alert of the n-th transition `t`.
+    fn alert(&self, t: Transition, n: i64, outlook: Option<Outlook>) -> Alert {
+        let window = self.window.id();
+        Alert {
+            alert_id: BreachState::alert_id(self.commune.as_str(), self.indicator, &window, t, n),
+            event_type: t,
+            schema_version: 1,
+            commune_code: self.commune.clone(),
+            commune_name: self.commune_name.to_string(),
+            indicator: self.indicator,
+            window,
+            window_from: self.range.0,
+            window_to: self.range.1,
+            value: self.ratio.rate(),
+            numerator: self.ratio.numerator,
+            denominator: self.ratio.denominator,
+            target: AlertTarget {
+                comparator: self.rule.target.comparator,
+                percent: self.rule.target.percent(),
+                min_sample: self.rule.min_sample,
+            },
+            evaluated_at: self.now.with_timezone(&local_offset()).to_rfc3339(),
+            outlook,
+        }
+    }
+
+    /// Evaluates the subject from its stored `state`: the alerts of its
+    /// transitions (none, one or two: an at-risk commune that falls into
+    /// breach has its risk cleared, then its breach announced) and the
+    /// state to store. `outlook` is given for the at-risk indicator only.
+    pub fn evaluate(
+        &self,
+        state: BreachState,
+        outlook: Option<Outlook>,
+    ) -> (Vec<Alert>, BreachState) {
+        let mut next = state;
+        let breach = state.next(self.rule.standing(self.ratio)).map(|t| {
+            next = next.after(t);
+            self.alert(t, next.transitions, None)
+        });
+        let risk = outlook.and_then(|outlook| {
+            let at_risk = outlook.at_risk(self.ratio, self.rule, next.in_breach);
+            let t = next.next_risk(at_risk)?;
+            next = next.after(t);
+            let reason = (t == Transition::AtRiskCleared).then_some(if next.in_breach {
+                "breached"
+            } else {
+                "within_target"
+            });
+            let outlook = Outlook { reason, ..outlook };
+            Some(self.alert(t, next.risk_transitions, Some(outlook)))
+        });
+        // A risk that came true is cleared before its breach is announced;
+        // a recovery comes before a new risk.
+        let alerts = match (breach, risk) {
+            (Some(b), Some(r)) if b.event_type == Transition::Breached => vec![r, b],
+            (b, r) => b.into_iter().chain(r).collect(),
+        };
+        (alerts, next)
+    }
 }
 
 impl Alert {
-    /// Evaluates one (commune, indicator, window): the alert for its
-    /// transition, if any, and the state to store.
+    /// Evaluates one (commune, indicator, window) for a breach or recovery:
+    /// the alert for its transition, if any, and the state to store.
     #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         state: BreachState,
@@ -101,34 +313,18 @@ impl Alert {
         rule: Rule,
         now: DateTime<Utc>,
     ) -> Option<(Alert, BreachState)> {
-        let transition = state.next(rule.standing(ratio))?;
-        let next = state.after(transition);
-        let alert = Alert {
-            alert_id: format!(
-                "{commune}.{}.{}.{}",
-                indicator.id(),
-                window.id(),
-                next.transitions
-            ),
-            event_type: transition,
-            schema_version: 1,
-            commune_code: commune.clone(),
-            commune_name: commune_name.to_string(),
+        let subject = Subject {
+            commune,
+            commune_name,
             indicator,
-            window: window.id(),
-            window_from: range.0,
-            window_to: range.1,
-            value: ratio.rate(),
-            numerator: ratio.numerator,
-            denominator: ratio.denominator,
-            target: AlertTarget {
-                comparator: rule.target.comparator,
-                percent: rule.target.percent(),
-                min_sample: rule.min_sample,
-            },
-            evaluated_at: now.with_timezone(&local_offset()).to_rfc3339(),
+            window,
+            range,
+            ratio,
+            rule,
+            now,
         };
-        Some((alert, next))
+        let (mut alerts, next) = subject.evaluate(state, None);
+        alerts.pop().map(|a| (a, next))
     }
 }
 
@@ -182,6 +378,7 @@ mod tests {
         let breached = BreachState {
             in_breach: true,
             transitions: 1,
+            ..BreachState::default()
         };
         assert!(
             eval(breached, 0, 0, Indicator::OnlineRate).is_none(),
@@ -284,6 +481,213 @@ impl CatchUp {
 }
 
 #[cfg(test)]
+mod at_risk_tests {
+    use super::*;
+    use crate::domain::indicator::Target;
+    use crate::domain::Targets;
+    use proptest::prelude::*;
+
+    fn on_time() -> Rule {
+        Targets::declared().default_rule(Indicator::OnTimeRate)
+    }
+
+    fn ratio(numerator: i64, denominator: i64) -> Ratio {
+        Ratio {
+            numerator,
+            denominator,
+        }
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn subject(units: &crate::domain::Units, r: Ratio) -> Subject<'_> {
+        let c = units.commune("31471").unwrap();
+        Subject {
+            commune: c,
+            commune_name: "Phường Thuận An",
+            indicator: Indicator::OnTimeRate,
+            window: Window::YearToDate,
+            range: Window::YearToDate.days(day("2026-06-01")),
+            ratio: r,
+            rule: on_time(),
+            now: Utc::now(),
+        }
+    }
+
+    fn outlook(r: Ratio, coming: i64) -> Outlook {
+        Outlook::new(r, on_time(), 3, day("2026-06-04"), coming)
+    }
+
+    fn kinds(alerts: &[Alert]) -> Vec<(&str, &str)> {
+        alerts
+            .iter()
+            .map(|a| (a.alert_id.as_str(), a.event_type.event_type()))
+            .collect()
+    }
+
+    #[test]
+    fn one_case_coming_due_is_a_risk_when_its_miss_would_fail_the_target() {
+        // 30 of 30 on time: one more, late, is 30/31 = 96.8%, below > 99%.
+        let units = crate::domain::units::tests::long_my();
+        let r = ratio(30, 30);
+        let (alerts, state) =
+            subject(&units, r).evaluate(BreachState::default(), Some(outlook(r, 1)));
+        assert_eq!(
+            kinds(&alerts),
+            [("31471.on_time_rate.ytd.risk.1", "indicator.at_risk")]
+        );
+        let o = alerts[0].outlook.unwrap();
+        assert_eq!(
+            (o.coming_due, o.misses_allowed, o.reason),
+            (1, Some(0), None)
+        );
+        assert!((o.value_if_all_late.unwrap() - 30.0 / 31.0).abs() < 1e-12);
+        assert!(state.at_risk && !state.in_breach);
+        // Still at risk: nothing new.
+        let (alerts, again) = subject(&units, r).evaluate(state, Some(outlook(r, 2)));
+        assert!(alerts.is_empty());
+        assert_eq!(again, state);
+        // Resolved on time: cleared, within the target.
+        let r = ratio(32, 32);
+        let (alerts, state) = subject(&units, r).evaluate(state, Some(outlook(r, 0)));
+        assert_eq!(
+            kinds(&alerts),
+            [("31471.on_time_rate.ytd.risk.2", "indicator.at_risk_cleared")]
+        );
+        assert_eq!(alerts[0].outlook.unwrap().reason, Some("within_target"));
+        assert_eq!(state.risk_transitions, 2);
+        assert!(!state.at_risk);
+    }
+
+    #[test]
+    fn a_margin_a_small_sample_or_no_case_coming_due_is_no_risk() {
+        let units = crate::domain::units::tests::long_my();
+        for (r, coming) in [
+            (ratio(500, 500), 5), // 500/505 = 99.0099% > 99%
+            (ratio(10, 10), 9),   // 10/19: below the minimum sample of 20
+            (ratio(30, 30), 0),   // nothing coming due
+        ] {
+            let (alerts, state) =
+                subject(&units, r).evaluate(BreachState::default(), Some(outlook(r, coming)));
+            assert!(alerts.is_empty(), "{r:?} + {coming}");
+            assert_eq!(state, BreachState::default());
+        }
+        // 500/506 = 98.8%: at risk.
+        let r = ratio(500, 500);
+        let (alerts, _) = subject(&units, r).evaluate(BreachState::default(), Some(outlook(r, 6)));
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].outlook.unwrap().misses_allowed, Some(5));
+    }
+
+    #[test]
+    fn a_risk_that_comes_true_is_cleared_before_the_breach_and_a_breach_is_no_risk() {
+        let units = crate::domain::units::tests::long_my();
+        let at_risk = BreachState {
+            at_risk: true,
+            risk_transitions: 1,
+            ..BreachState::default()
+        };
+        let r = ratio(30, 31);
+        let (alerts, state) = subject(&units, r).evaluate(at_risk, Some(outlook(r, 3)));
+        assert_eq!(
+            kinds(&alerts),
+            [
+                ("31471.on_time_rate.ytd.risk.2", "indicator.at_risk_cleared"),
+                ("31471.on_time_rate.ytd.1", "indicator.breached"),
+            ]
+        );
+        assert_eq!(alerts[0].outlook.unwrap().reason, Some("breached"));
+        assert!(
+            alerts[1].outlook.is_none(),
+            "a breach alert carries no outlook"
+        );
+        assert!(state.in_breach && !state.at_risk);
+        // In breach with cases coming due: no risk alert while it lasts.
+        let (alerts, _) = subject(&units, r).evaluate(state, Some(outlook(r, 10)));
+        assert!(alerts.is_empty());
+        // Recovered, with a case coming due: the recovery, then the risk.
+        let r = ratio(100, 100);
+        let (alerts, state) = subject(&units, r).evaluate(state, Some(outlook(r, 2)));
+        assert_eq!(
+            kinds(&alerts),
+            [
+                ("31471.on_time_rate.ytd.2", "indicator.recovered"),
+                ("31471.on_time_rate.ytd.risk.3", "indicator.at_risk"),
+            ]
+        );
+        assert!(state.at_risk && !state.in_breach);
+    }
+
+    #[test]
+    fn the_horizon_stops_at_the_end_of_the_windows_period_but_not_for_a_rolling_window() {
+        let units = crate::domain::units::tests::long_my();
+        let evaluator = Evaluator {
+            units,
+            targets: Targets::declared(),
+            windows: vec![
+                Window::YearToDate,
+                Window::Rolling30Days,
+                Window::MonthToDate,
+            ],
+            catch_up: CatchUp::default_bounds(),
+            at_risk_horizon_days: Some(3),
+        };
+        let today = day("2026-12-30");
+        assert_eq!(
+            evaluator.coming_due_days(today),
+            Some((today, day("2027-01-02")))
+        );
+        assert_eq!(
+            evaluator.due_until(Window::YearToDate, today),
+            Some(day("2026-12-31"))
+        );
+        assert_eq!(
+            evaluator.due_until(Window::Rolling30Days, today),
+            Some(day("2027-01-02"))
+        );
+        assert_eq!(
+            evaluator.due_until(Window::MonthToDate, day("2026-11-05")),
+            Some(day("2026-11-08"))
+        );
+        let off = Evaluator {
+            at_risk_horizon_days: None,
+            ..evaluator
+        };
+        assert_eq!(off.coming_due_days(today), None);
+    }
+
+    proptest! {
+        /// Against a simple reference: at risk exactly when every case
+        /// coming due late would be a breach, and the misses allowed are
+        /// the most of them that can be late with the target met.
+        #[test]
+        fn risk_and_misses_allowed_match_counting_the_misses_one_by_one(
+            due in 0i64..400,
+            late in 0i64..8,
+            coming in 0i64..40,
+            percent in prop::sample::select(vec![0.0, 50.0, 80.0, 95.0, 99.0, 100.0]),
+            strict in any::<bool>(),
+        ) {
+            let comparator = if strict { Comparator::Above } else { Comparator::AtLeast };
+            let rule = Rule { target: Target::from_percent(comparator, percent).unwrap(), min_sample: 20 };
+            let r = ratio((due - late).max(0), due);
+            let o = Outlook::new(r, rule, 3, day("2026-06-04"), coming);
+            let met = |misses: i64| rule.target.is_met(ratio(r.numerator + coming - misses, due + coming)).unwrap_or(true);
+            let all_late = ratio(r.numerator, due + coming);
+            let reference_risk = coming > 0
+                && due + coming >= 20
+                && !rule.target.is_met(all_late).unwrap_or(true);
+            prop_assert_eq!(o.at_risk(r, rule, false), reference_risk);
+            prop_assert!(!o.at_risk(r, rule, true));
+            let reference_allowed = (0..=coming).rev().find(|&m| met(m));
+            prop_assert_eq!(o.misses_allowed, reference_allowed);
+        }
+    }
+}
+
+#[cfg(test)]
 mod catch_up_tests {
     use super::*;
 
@@ -362,24 +766,45 @@ pub struct Evaluator {
     pub targets: super::Targets,
     pub windows: Vec<Window>,
     pub catch_up: CatchUp,
+    /// The at-risk alert's horizon in calendar days after today (`None`:
+    /// no at-risk alerts).
+    pub at_risk_horizon_days: Option<u32>,
 }
 
 /// The stored state of one (commune, indicator, window id).
 pub type StateKey = (String, Indicator, String);
 
 impl Evaluator {
+    /// The local dates whose open cases the at-risk rule counts when the
+    /// local date is `today`: today to today + the horizon, both included
+    /// (`None`: the at-risk alert is off).
+    pub fn coming_due_days(&self, today: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
+        let horizon = self.at_risk_horizon_days?;
+        Some((today, today + Days::new(horizon.into())))
+    }
+
+    /// The last date of the horizon that falls in `window`'s period.
+    fn due_until(&self, window: Window, today: NaiveDate) -> Option<NaiveDate> {
+        let (_, until) = self.coming_due_days(today)?;
+        window.last_day_until(today, until)
+    }
+
     /// Every transition among `communes` when the clock's local date is
-    /// `today`: `sums(window, commune)` gives the window's counters, `state`
-    /// the stored state. Returns the alerts with the states to store.
+    /// `today`: `sums(window, commune)` gives the window's counters,
+    /// `coming_due(commune, from, to)` the commune's open cases due from
+    /// `from` to `to` (both included), `state` the stored state. Returns
+    /// the alerts, in order, and the states to store.
     pub fn evaluate(
         &self,
         now: DateTime<Utc>,
         communes: &[String],
         sums: impl Fn(usize, &str) -> super::DayCounters,
+        coming_due: impl Fn(&str, NaiveDate, NaiveDate) -> i64,
         state: impl Fn(&StateKey) -> BreachState,
-    ) -> Vec<(Alert, StateKey, BreachState)> {
+    ) -> (Vec<Alert>, Vec<(StateKey, BreachState)>) {
         let today = super::time::local_date(now);
-        let mut out = Vec::new();
+        let mut alerts = Vec::new();
+        let mut states = Vec::new();
         for code in communes {
             let Some(unit) = self.units.get(code).filter(|u| u.kind.receives_cases()) else {
                 continue;
@@ -389,24 +814,37 @@ impl Evaluator {
                 for &indicator in Indicator::ALL {
                     let key = (code.clone(), indicator, window.id());
                     let rule = self.targets.rule(&unit.code, indicator);
-                    let ratio = indicator.ratio(&counters);
-                    let evaluated = Alert::evaluate(
-                        state(&key),
-                        &unit.code,
-                        &unit.name,
+                    let subject = Subject {
+                        commune: &unit.code,
+                        commune_name: &unit.name,
                         indicator,
-                        *window,
-                        window.days(today),
-                        ratio,
+                        window: *window,
+                        range: window.days(today),
+                        ratio: indicator.ratio(&counters),
                         rule,
                         now,
-                    );
-                    if let Some((alert, next)) = evaluated {
-                        out.push((alert, key, next));
+                    };
+                    let outlook = (indicator == AT_RISK_INDICATOR)
+                        .then(|| self.due_until(*window, today))
+                        .flatten()
+                        .map(|until| {
+                            let horizon = self.at_risk_horizon_days.map_or(0, i64::from);
+                            let n = if until < today {
+                                0
+                            } else {
+                                coming_due(code, today, until)
+                            };
+                            Outlook::new(subject.ratio, rule, horizon, until, n)
+                        });
+                    let old = state(&key);
+                    let (new_alerts, next) = subject.evaluate(old, outlook);
+                    if next != old {
+                        alerts.extend(new_alerts);
+                        states.push((key, next));
                     }
                 }
             }
         }
-        out
+        (alerts, states)
     }
 }

@@ -264,6 +264,20 @@ impl Window {
         }
     }
 
+    /// The last of the days from `today` to `until` that fall in the
+    /// period this window runs in: `until` for a rolling window, else
+    /// `until` or the period's last day, whichever comes first (`None`: a
+    /// range that is over).
+    pub fn last_day_until(self, today: NaiveDate, until: NaiveDate) -> Option<NaiveDate> {
+        match self {
+            Window::Rolling30Days => Some(until),
+            w => w
+                .period_end(today)
+                .and_then(|end| end.pred_opt())
+                .map(|last| until.min(last)),
+        }
+    }
+
     /// The identifier used in the API and in alerts.
     pub fn id(self) -> String {
         match self {

@@ -12,7 +12,8 @@ pub mod time;
 pub mod units;
 
 pub use breach::{
-    Alert, BatchPosition, BreachState, CatchUp, Deferral, Evaluator, StateKey, Transition,
+    Alert, AlertTarget, BatchPosition, BreachState, CatchUp, Deferral, Evaluator, Outlook,
+    StateKey, Subject, Transition, AT_RISK_INDICATOR,
 };
 pub use counters::DayCounters;
 pub use event::{decode, CaseEvent, EventKind, Rejection};

@@ -16,6 +16,7 @@ use super::extract::ApiQuery;
 use super::projections::until_shutdown;
 use super::views::{answer, FreshnessView, UnitView};
 use super::{ApiError, Shared};
+use crate::domain::Transition;
 
 #[derive(Deserialize)]
 pub(super) struct RecentQuery {
@@ -71,14 +72,18 @@ struct BreachesAnswer<'a> {
     unit: Option<UnitView<'a>>,
     communes_in_breach: usize,
     breaches: Vec<BreachView<'a>>,
+    communes_at_risk: usize,
+    /// At risk now: announced by `indicator.at_risk`, not yet cleared.
+    at_risk: Vec<BreachView<'a>>,
     freshness: FreshnessView,
 }
 
 /// `GET /api/v1/breaches`: every (commune, indicator, window) in breach
-/// now (a breach announced and not yet recovered), by commune, with the
-/// alert that announced it: what a reform officer opening the dashboard
-/// must see first. At most one per commune, indicator and evaluated window,
-/// so the list is bounded by the configuration; it is not paged.
+/// now (a breach announced and not yet recovered), and every one at risk
+/// now (announced, not yet cleared), by commune, with the alert that
+/// announced it: what a reform officer opening the dashboard must see
+/// first. At most one of each per commune, indicator and evaluated window,
+/// so the lists are bounded by the configuration; they are not paged.
 pub(super) async fn breaches(
     State(s): State<Shared>,
     ApiQuery(q): ApiQuery<BreachesQuery>,
@@ -87,41 +92,77 @@ pub(super) async fn breaches(
     let scope = unit.map(|u| s.units.scope(&[u.code.to_string()]));
     let covered =
         |commune: &crate::domain::Unit| scope.as_ref().is_none_or(|sc| sc.covers(&commune.code));
-    let breaches: Vec<BreachView<'_>> = s
-        .store
-        .breaches_now()
-        .await?
-        .into_iter()
-        .filter_map(|b| {
-            let commune = s.units.get(&b.commune).filter(|u| covered(u))?;
-            Some(BreachView {
-                commune: commune.into(),
-                indicator: b.indicator,
-                window: b.window,
-                alert_id: b.alert_id,
-                alert: b.alert.and_then(|a| RawValue::from_string(a).ok()),
+    let mut lists = Vec::new();
+    for risk in [false, true] {
+        let list: Vec<BreachView<'_>> = s
+            .store
+            .breaches_now(risk)
+            .await?
+            .into_iter()
+            .filter_map(|b| {
+                let commune = s.units.get(&b.commune).filter(|u| covered(u))?;
+                Some(BreachView {
+                    commune: commune.into(),
+                    indicator: b.indicator,
+                    window: b.window,
+                    alert_id: b.alert_id,
+                    alert: b.alert.and_then(|a| RawValue::from_string(a).ok()),
+                })
             })
-        })
-        .collect();
-    let mut communes: Vec<&str> = breaches.iter().map(|b| b.commune.code.as_str()).collect();
-    communes.dedup();
+            .collect();
+        lists.push(list);
+    }
+    let communes = |list: &[BreachView<'_>]| {
+        let mut codes: Vec<&str> = list.iter().map(|b| b.commune.code.as_str()).collect();
+        codes.dedup();
+        codes.len()
+    };
+    let at_risk = lists.pop().expect("two lists");
+    let breaches = lists.pop().expect("two lists");
     answer(&BreachesAnswer {
         unit: unit.map(Into::into),
-        communes_in_breach: communes.len(),
+        communes_in_breach: communes(&breaches),
         breaches,
+        communes_at_risk: communes(&at_risk),
+        at_risk,
         freshness: s.freshness().await?,
     })
 }
 
-/// `GET /api/v1/alerts/stream`: every alert as it is published, as
-/// `event: alert` with the alert's JSON. A subscriber too slow to keep up
-/// misses alerts rather than holding the relay back; the alerts topic keeps
-/// them all.
+#[derive(Deserialize)]
+pub(super) struct StreamQuery {
+    /// Comma-separated alert kinds (`event_type`s); all when left out.
+    kinds: Option<String>,
+}
+
+/// `GET /api/v1/alerts/stream[?kinds=…]`: every alert (of the kinds asked
+/// for) as it is published, as `event: alert` with the alert's JSON. A
+/// subscriber too slow to keep up misses alerts rather than holding the
+/// relay back; the alerts topic keeps them all.
 pub(super) async fn stream(
     State(s): State<Shared>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let kinds: Option<Vec<Transition>> = q
+        .kinds
+        .as_deref()
+        .map(|list| {
+            list.split(',')
+                .map(|k| {
+                    Transition::from_event_type(k.trim()).ok_or_else(|| {
+                        ApiError::BadRequest(format!("kinds: unknown alert kind `{k}`"))
+                    })
+                })
+                .collect()
+        })
+        .transpose()?;
     let stream = BroadcastStream::new(s.live.subscribe())
         .filter_map(|m| m.ok())
+        .filter(move |payload| {
+            kinds
+                .as_ref()
+                .is_none_or(|ks| crate::alerts::kind_of(payload).is_some_and(|k| ks.contains(&k)))
+        })
         .map(|payload| Ok(Event::default().event("alert").data(&*payload)));
-    Sse::new(until_shutdown(&s, stream)).keep_alive(KeepAlive::default())
+    Ok(Sse::new(until_shutdown(&s, stream)).keep_alive(KeepAlive::default()))
 }

@@ -82,6 +82,9 @@ pub(super) struct ComingDueQuery {
     /// Calendar days after today to look ahead (default 3).
     horizon: Option<i64>,
     limit: Option<i64>,
+    /// The window whose on-time rate the budget is counted in (default
+    /// `ytd`).
+    window: Option<String>,
 }
 
 /// The longest look ahead.
@@ -103,6 +106,25 @@ struct CommuneComingDue<'a> {
     due_today: usize,
     due_tomorrow: usize,
     due_later: usize,
+    /// What those cases mean for the on-time rate over the window.
+    on_time: Option<OnTimeBudget>,
+    #[serde(skip)]
+    due_dates: Vec<NaiveDate>,
+}
+
+/// A commune's on-time rate over the window so far, and what the cases
+/// coming due within the horizon (and the window's period) can do to it:
+/// the figures of the at-risk alert.
+#[derive(Serialize)]
+struct OnTimeBudget {
+    numerator: i64,
+    denominator: i64,
+    value: Option<f64>,
+    target: crate::domain::AlertTarget,
+    #[serde(flatten)]
+    outlook: crate::domain::Outlook,
+    /// Every one of them late would be a breach (and it is not one now).
+    at_risk: bool,
 }
 
 #[derive(Serialize)]
@@ -171,7 +193,10 @@ pub(super) async fn coming_due(
             due_today: 0,
             due_tomorrow: 0,
             due_later: 0,
+            on_time: None,
+            due_dates: Vec::new(),
         });
+        x.due_dates.push(row.due_date);
         match days_left {
             0 => x.due_today += 1,
             1 => x.due_tomorrow += 1,
@@ -187,7 +212,8 @@ pub(super) async fn coming_due(
             });
         }
     }
-    let counts: Vec<CommuneComingDue<'_>> = counts.into_values().collect();
+    let mut counts: Vec<CommuneComingDue<'_>> = counts.into_values().collect();
+    on_time_budgets(&s, q.window.as_deref(), horizon, &mut counts).await?;
     answer(&ComingDueAnswer {
         unit: unit.into(),
         today,
@@ -199,4 +225,51 @@ pub(super) async fn coming_due(
         cases,
         freshness: s.freshness().await?,
     })
+}
+
+/// Fills in each commune's [`OnTimeBudget`] over `window`: the window's
+/// counters in one grouped query, the cases coming due (clipped to the
+/// window's period) judged by the same rule as the at-risk alert.
+async fn on_time_budgets(
+    s: &Shared,
+    window: Option<&str>,
+    horizon: i64,
+    counts: &mut [CommuneComingDue<'_>],
+) -> Result<(), ApiError> {
+    use crate::domain::{AlertTarget, Indicator, Outlook};
+    let (window, range) = s.window(window)?;
+    let today = s.today();
+    let until = today + chrono::Days::new(horizon as u64);
+    let sums: std::collections::HashMap<String, crate::domain::DayCounters> = s
+        .store
+        .window_sums(range.0, range.1)
+        .await?
+        .into_iter()
+        .collect();
+    for x in counts.iter_mut() {
+        let Some(last) = window.last_day_until(today, until) else {
+            continue;
+        };
+        let unit = s.commune(x.commune.code.as_str())?;
+        let code = &unit.code;
+        let ratio =
+            Indicator::OnTimeRate.ratio(&sums.get(code.as_str()).copied().unwrap_or_default());
+        let rule = s.targets.rule(&unit.code, Indicator::OnTimeRate);
+        let coming = x.due_dates.iter().filter(|d| **d <= last).count() as i64;
+        let outlook = Outlook::new(ratio, rule, horizon, last, coming);
+        let in_breach = rule.standing(ratio) == crate::domain::Standing::Breached;
+        x.on_time = Some(OnTimeBudget {
+            numerator: ratio.numerator,
+            denominator: ratio.denominator,
+            value: ratio.rate(),
+            target: AlertTarget {
+                comparator: rule.target.comparator,
+                percent: rule.target.percent(),
+                min_sample: rule.min_sample,
+            },
+            at_risk: outlook.at_risk(ratio, rule, in_breach),
+            outlook,
+        });
+    }
+    Ok(())
 }

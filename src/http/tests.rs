@@ -39,6 +39,8 @@ struct Harness {
     projector: Projector,
     settings: Settings,
     cache: Arc<QueryCache>,
+    /// What the relay sends live subscribers.
+    live: LiveAlerts,
 }
 
 /// The tests' read cache keeps answers far longer than any test runs, so
@@ -115,6 +117,7 @@ impl Harness {
             projector: projector.clone(),
             settings: settings.clone(),
             cache: Arc::new(QueryCache::new(&projector.changes())),
+            live: tokio::sync::broadcast::channel(4).0,
         };
         h.project(records).await;
         let producer = rdkafka::ClientConfig::new()
@@ -131,7 +134,7 @@ impl Harness {
             &settings,
             Feeds {
                 store,
-                live: tokio::sync::broadcast::channel(4).0,
+                live: h.live.clone(),
                 changes: projector.changes(),
                 metrics,
                 producer,
@@ -898,6 +901,41 @@ impl SseReader {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn the_alert_stream_sends_the_kinds_asked_for_and_refuses_an_unknown_one() {
+    let h = Harness::new(10, "127.0.0.1:1").await;
+    let (status, body) = get(&h.app, "/api/v1/alerts/stream?kinds=indicator.late").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let open = |uri: &'static str| {
+        let app = h.app.clone();
+        async move {
+            let res = app
+                .oneshot(request("GET", uri, Some(READ), vec![]))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            SseReader {
+                body: res.into_body(),
+                text: String::new(),
+            }
+        }
+    };
+    let mut risks =
+        open("/api/v1/alerts/stream?kinds=indicator.at_risk,indicator.at_risk_cleared").await;
+    let mut all = open("/api/v1/alerts/stream").await;
+    for (id, kind) in [
+        ("a.1", "indicator.breached"),
+        ("a.risk.1", "indicator.at_risk"),
+    ] {
+        let payload = serde_json::json!({"alert_id": id, "event_type": kind}).to_string();
+        h.live.send(Arc::from(payload.as_str())).unwrap();
+    }
+    let (_, first) = risks.next().await;
+    assert_eq!(first["alert_id"], "a.risk.1", "the breach was not for it");
+    assert_eq!(all.next().await.1["alert_id"], "a.1");
+    assert_eq!(all.next().await.1["alert_id"], "a.risk.1");
 }
 
 #[tokio::test]

@@ -341,6 +341,8 @@ fn alert_kind(event_type: &str) -> String {
     match event_type {
         "indicator.breached" => "Không đạt (breached)".into(),
         "indicator.recovered" => "Đạt lại (recovered)".into(),
+        "indicator.at_risk" => "Có nguy cơ không đạt (at risk)".into(),
+        "indicator.at_risk_cleared" => "Hết nguy cơ (risk cleared)".into(),
         other => other.into(),
     }
 }

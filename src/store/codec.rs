@@ -259,6 +259,8 @@ pub struct BreachRow {
     window: String,
     in_breach: bool,
     transitions: i64,
+    at_risk: bool,
+    risk_transitions: i64,
 }
 
 impl BreachRow {
@@ -270,6 +272,8 @@ impl BreachRow {
             BreachState {
                 in_breach: self.in_breach,
                 transitions: self.transitions,
+                at_risk: self.at_risk,
+                risk_transitions: self.risk_transitions,
             },
         ))
     }

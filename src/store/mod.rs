@@ -132,6 +132,15 @@ pub trait BatchTx: Send {
         days: (NaiveDate, NaiveDate),
     ) -> impl Future<Output = Result<Vec<(String, DayCounters)>, StoreError>> + Send;
 
+    /// The open cases of `communes` on `partition` due from `days.0` to
+    /// `days.1` (both included): (commune, due date, how many).
+    fn coming_due(
+        &mut self,
+        partition: i32,
+        communes: &[String],
+        days: (NaiveDate, NaiveDate),
+    ) -> impl Future<Output = Result<Vec<(String, NaiveDate, i64)>, StoreError>> + Send;
+
     /// The stored breach states of `communes` (indicators this version
     /// does not know are left out).
     fn breach_states(

@@ -37,12 +37,12 @@ impl Store {
             .await?))
     }
 
-    /// Marks alerts published, and queues each for every webhook URL, in one
-    /// transaction.
+    /// Marks alerts published, and queues their webhook deliveries (alert
+    /// seq, URL), in one transaction.
     pub async fn mark_published(
         &self,
         seqs: &[i64],
-        webhook_urls: &[String],
+        deliveries: &[(i64, &str)],
     ) -> Result<(), StoreError> {
         match self {
             Store::Postgres(s) => {
@@ -51,12 +51,14 @@ impl Store {
                     .bind(seqs)
                     .execute(&mut *tx)
                     .await?;
-                for url in webhook_urls {
+                if !deliveries.is_empty() {
+                    let (alerts, urls): (Vec<i64>, Vec<&str>) = deliveries.iter().copied().unzip();
                     sqlx::query(
-                        "INSERT INTO webhook_deliveries (alert_seq, url) SELECT unnest($1::int8[]), $2 ON CONFLICT DO NOTHING",
+                        "INSERT INTO webhook_deliveries (alert_seq, url)
+                         SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT DO NOTHING",
                     )
-                    .bind(seqs)
-                    .bind(url)
+                    .bind(alerts)
+                    .bind(urls)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -69,13 +71,15 @@ impl Store {
                         .bind(seq)
                         .execute(&mut *tx)
                         .await?;
-                    for url in webhook_urls {
-                        sqlx::query("INSERT OR IGNORE INTO webhook_deliveries (alert_seq, url) VALUES (?1, ?2)")
-                            .bind(seq)
-                            .bind(url)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                }
+                for (seq, url) in deliveries {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO webhook_deliveries (alert_seq, url) VALUES (?1, ?2)",
+                    )
+                    .bind(seq)
+                    .bind(url)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
             }

@@ -237,28 +237,33 @@ impl Store {
             .await?))
     }
 
-    /// Every (commune, indicator, window) in breach now, in that order,
-    /// each with the alert that announced the breach.
-    pub async fn breaches_now(&self) -> Result<Vec<BreachNow>, StoreError> {
-        let sql = "SELECT b.commune, b.indicator, b.\"window\", b.transitions, o.payload
-                   FROM breach_states b
-                   LEFT JOIN alert_outbox o ON o.alert_id =
-                       b.commune || '.' || b.indicator || '.' || b.\"window\" || '.' || CAST(b.transitions AS TEXT)
-                   WHERE b.in_breach
-                   ORDER BY b.commune, b.indicator, b.\"window\"";
+    /// Every (commune, indicator, window) in breach now (`risk`: at risk
+    /// now), in that order, each with the alert that announced it.
+    pub async fn breaches_now(&self, risk: bool) -> Result<Vec<BreachNow>, StoreError> {
+        let (flag, count, infix) = if risk {
+            ("at_risk", "risk_transitions", "risk.")
+        } else {
+            ("in_breach", "transitions", "")
+        };
+        let sql = format!(
+            "SELECT b.commune, b.indicator, b.\"window\", b.{count}, o.payload
+             FROM breach_states b
+             LEFT JOIN alert_outbox o ON o.alert_id =
+                 b.commune || '.' || b.indicator || '.' || b.\"window\" || '.{infix}' || CAST(b.{count} AS TEXT)
+             WHERE b.{flag}
+             ORDER BY b.commune, b.indicator, b.\"window\""
+        );
         let rows: Vec<(String, String, String, i64, Option<String>)> =
-            on_pool!(read self, |pool| sqlx::query_as(sql).fetch_all(pool).await?);
+            on_pool!(read self, |pool| sqlx::query_as(&sql).fetch_all(pool).await?);
         Ok(rows
             .into_iter()
-            .map(
-                |(commune, indicator, window, transitions, alert)| BreachNow {
-                    alert_id: format!("{commune}.{indicator}.{window}.{transitions}"),
-                    commune,
-                    indicator,
-                    window,
-                    alert,
-                },
-            )
+            .map(|(commune, indicator, window, n, alert)| BreachNow {
+                alert_id: format!("{commune}.{indicator}.{window}.{infix}{n}"),
+                commune,
+                indicator,
+                window,
+                alert,
+            })
             .collect())
     }
 

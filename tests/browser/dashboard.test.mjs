@@ -452,7 +452,14 @@ describe('dashboard against cchc demo', () => {
     assert.deepEqual(rows.map((r) => r[0]), want.communes.map((c) => c.commune.code));
     assert.deepEqual(rows.map((r) => Number(r[1].replace(/\D/g, ''))), want.communes.map((c) => c.due_today));
     assert.equal(await page.locator('#coming-due-empty').isHidden(), want.total > 0);
-    t.diagnostic(`${want.total} open cases coming due in ${want.communes.length} communes`);
+    // Beside the counts, the on-time budget the API gives (ytd: the page's window).
+    const budgets = await page.$$eval('#coming-due tbody td.budget', (tds) => tds.map((td) => [td.textContent, td.dataset.atRisk]));
+    assert.deepEqual(budgets.map((b) => b[1]), want.communes.map((c) => String(c.on_time.at_risk)));
+    assert.deepEqual(
+      budgets.map((b) => (/^\d/.test(b[0]) ? Number(b[0].replace(/\D/g, '')) : null)),
+      want.communes.map((c) => c.on_time.misses_allowed),
+    );
+    t.diagnostic(`${want.total} open cases coming due in ${want.communes.length} communes, ${want.communes.filter((c) => c.on_time.at_risk).length} at risk`);
   });
 
   step('takes a screenshot', async (t) => {
@@ -493,6 +500,12 @@ describe('dashboard against cchc demo', () => {
       assert.deepEqual(listed, now.breaches.map((b) => `${b.commune.code}/${b.indicator}/${b.window}`));
       assert.equal(await later.locator('#breaches-empty').isHidden(), listed.length > 0);
       t.diagnostic(`${listed.length} breaches in ${now.communes_in_breach} communes listed on opening`);
+      // And those at risk now.
+      await later.waitForFunction((n) => document.body.dataset.risks === String(n), now.at_risk.length, { timeout: 10_000 });
+      const risks = await later.$$eval('#risks li', (lis) => lis.map((li) => `${li.dataset.commune}/${li.dataset.indicator}/${li.dataset.window}`));
+      assert.deepEqual(risks, now.at_risk.map((b) => `${b.commune.code}/${b.indicator}/${b.window}`));
+      assert.equal(await later.locator('#risks-empty').isHidden(), risks.length > 0);
+      t.diagnostic(`${risks.length} at risk in ${now.communes_at_risk} communes listed on opening`);
       assert.deepEqual(errors, []);
     } finally {
       await later.close();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Datelike, Duration as Span, FixedOffset, NaiveTime, TimeZone, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
@@ -22,24 +22,24 @@ use cchc_pipeline::domain::{Indicator, Standing, Window};
 use crate::pipeline::{setup, wait_caught_up, Pipeline, Setup};
 use crate::support::{free_port, kafka_bootstrap, spawn_app, unique_name, Running};
 
-const C: &str = "31471";
+pub(crate) const C: &str = "31471";
 
-fn local() -> FixedOffset {
+pub(crate) fn local() -> FixedOffset {
     FixedOffset::east_opt(7 * 3600).unwrap()
 }
 
 /// Events of commune C, one JSON value each, stamped `at`.
-struct Events {
-    n: usize,
-    at: DateTime<FixedOffset>,
+pub(crate) struct Events {
+    pub(crate) n: usize,
+    pub(crate) at: DateTime<FixedOffset>,
 }
 
 impl Events {
-    fn new(at: DateTime<FixedOffset>) -> Self {
+    pub(crate) fn new(at: DateTime<FixedOffset>) -> Self {
         Events { n: 0, at }
     }
 
-    fn base(&mut self, kind: &str, data: Value) -> Value {
+    pub(crate) fn base(&mut self, kind: &str, data: Value) -> Value {
         self.n += 1;
         json!({
             "event_id": format!("{}-{}", unique_name("e"), self.n), "event_type": kind, "schema_version": 1,
@@ -48,7 +48,7 @@ impl Events {
         })
     }
 
-    fn received(&mut self, online: bool, due: DateTime<FixedOffset>) -> Value {
+    pub(crate) fn received(&mut self, online: bool, due: DateTime<FixedOffset>) -> Value {
         let (channel, level) = if online {
             ("online", "full")
         } else {
@@ -61,7 +61,7 @@ impl Events {
         )
     }
 
-    fn resolved(&mut self, on_time: bool) -> Value {
+    pub(crate) fn resolved(&mut self, on_time: bool) -> Value {
         let due = if on_time {
             self.at + Span::days(1)
         } else {
@@ -108,7 +108,7 @@ impl Events {
     }
 }
 
-async fn send(topic: &str, events: Vec<Value>) {
+pub(crate) async fn send(topic: &str, events: Vec<Value>) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka_bootstrap())
         .set("enable.idempotence", "true")
@@ -128,13 +128,15 @@ async fn send(topic: &str, events: Vec<Value>) {
 }
 
 /// Reads the alerts topic from the beginning.
-struct AlertReader {
+pub(crate) struct AlertReader {
     consumer: StreamConsumer,
-    seen: Vec<Value>,
+    pub(crate) seen: Vec<Value>,
+    /// The `event_type` header of each record seen.
+    pub(crate) kinds: Vec<Option<String>>,
 }
 
 impl AlertReader {
-    fn new(topic: &str) -> Self {
+    pub(crate) fn new(topic: &str) -> Self {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", kafka_bootstrap())
             .set("group.id", unique_name("reader"))
@@ -146,12 +148,13 @@ impl AlertReader {
         AlertReader {
             consumer,
             seen: Vec::new(),
+            kinds: Vec::new(),
         }
     }
 
     /// Waits until `count` alerts in all have arrived, then a little longer to
     /// catch any extra; returns their (alert_id, event_type) in order.
-    async fn until(&mut self, count: usize, limit: Duration) -> Vec<(String, String)> {
+    pub(crate) async fn until(&mut self, count: usize, limit: Duration) -> Vec<(String, String)> {
         let deadline = Instant::now() + limit;
         let mut quiet_until: Option<Instant> = None;
         loop {
@@ -167,6 +170,13 @@ impl AlertReader {
             let wait = Duration::from_millis(200);
             if let Ok(Ok(m)) = tokio::time::timeout(wait, self.consumer.recv()).await {
                 let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                let kind = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "event_type")
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                self.kinds.push(kind);
                 assert_eq!(
                     m.key(),
                     v["commune_code"].as_str().map(str::as_bytes),
@@ -187,13 +197,13 @@ impl AlertReader {
     }
 }
 
-fn ids(list: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn ids(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (format!("{C}.{a}"), b.to_string()))
         .collect()
 }
 
-async fn caught_up(store: &Store, setup: &Setup, pipeline: &mut dyn Running) {
+pub(crate) async fn caught_up(store: &Store, setup: &Setup, pipeline: &mut dyn Running) {
     wait_caught_up(
         store,
         &setup.topic,
@@ -441,18 +451,27 @@ async fn open_cases_passing_their_due_date_at_midnight_breach_on_time_through_th
     send(&setup.topic, batch).await;
     caught_up(&store, &setup, &mut pipeline).await;
     assert_eq!(
-        reader.until(0, Duration::from_secs(1)).await,
-        vec![],
-        "not overdue before midnight"
+        reader.until(1, Duration::from_secs(5)).await,
+        ids(&[("on_time_rate.ytd.risk.1", "indicator.at_risk")]),
+        "not overdue before midnight, but at risk: 20 cases due today, 0/20 if all late"
     );
-    // No new event: the clock alone crosses midnight.
-    let got = reader.until(1, Duration::from_secs(40)).await;
-    assert_eq!(got, ids(&[("on_time_rate.ytd.1", "indicator.breached")]));
-    assert_eq!(reader.seen[0]["denominator"], 20);
-    assert_eq!(reader.seen[0]["numerator"], 0);
+    assert_eq!(reader.seen[0]["outlook"]["coming_due"], 20);
+    // No new event: the clock alone crosses midnight. The risk came true.
+    let got = reader.until(3, Duration::from_secs(40)).await;
+    assert_eq!(
+        got,
+        ids(&[
+            ("on_time_rate.ytd.risk.1", "indicator.at_risk"),
+            ("on_time_rate.ytd.risk.2", "indicator.at_risk_cleared"),
+            ("on_time_rate.ytd.1", "indicator.breached"),
+        ])
+    );
+    assert_eq!(reader.seen[1]["outlook"]["reason"], "breached");
+    assert_eq!(reader.seen[2]["denominator"], 20);
+    assert_eq!(reader.seen[2]["numerator"], 0);
 }
 
-fn repo_config() -> std::path::PathBuf {
+pub(crate) fn repo_config() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/default.toml")
 }
 
@@ -588,12 +607,12 @@ async fn a_crash_after_publishing_before_marking_published_repeats_the_alert_und
 /// A webhook receiver that refuses its first two requests; it keeps what
 /// each one was: (status answered, signature, timestamp, body).
 #[derive(Clone, Default)]
-struct Receiver {
-    seen: Arc<Mutex<Vec<Received>>>,
+pub(crate) struct Receiver {
+    pub(crate) seen: Arc<Mutex<Vec<Received>>>,
 }
 
 /// One request the receiver got: status answered, signature, timestamp, body.
-type Received = (u16, String, String, String);
+pub(crate) type Received = (u16, String, String, String);
 
 /// Runs the receiver's example verifier of docs/examples/verify_webhook.py
 /// on one request; whether it took it as genuine and fresh.
@@ -662,6 +681,7 @@ async fn a_webhook_receiver_down_then_failing_its_first_attempts_still_gets_ever
     settings.alerts.webhooks.push(WebhookSettings {
         url: format!("http://127.0.0.1:{port}/hook"),
         secret: secret.into(),
+        kinds: None,
     });
     let mut pipeline = spawn_app(settings).await;
     let now = Utc::now().with_timezone(&local()) - Span::hours(1);
@@ -815,7 +835,8 @@ async fn outage(catch_up_after_seconds: u32, late: usize) -> (Vec<(String, Strin
     let mut ev = Events::new(now - Span::hours(2));
     let baseline: Vec<Value> = (0..100)
         .flat_map(|_| {
-            let received = ev.received(true, now + Span::days(3));
+            // Due beyond the at-risk horizon: the baseline is no risk.
+            let received = ev.received(true, now + Span::days(5));
             let mut resolved = ev.resolved(true);
             resolved["case_id"] = received["case_id"].clone();
             [received, resolved]

@@ -10,6 +10,7 @@
 
 mod abuse;
 mod alerts;
+mod at_risk;
 mod embedded;
 mod ingest;
 mod kit;

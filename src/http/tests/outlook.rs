@@ -207,3 +207,65 @@ async fn the_cases_coming_due_are_listed_by_day_oldest_due_first() {
         assert_eq!(get(&h.app, uri).await.0, status, "{uri}");
     }
 }
+
+#[tokio::test]
+async fn a_commune_at_risk_is_listed_now_with_its_alert_and_its_budget_beside_its_cases_coming_due()
+{
+    let h = Harness::new(1, "127.0.0.1:1").await;
+    let offset = crate::domain::time::local_offset();
+    let now = Utc::now().with_timezone(&offset);
+    // 30 cases resolved on time, then one open, due tomorrow: 30/31 if late.
+    let mut records = Vec::new();
+    for n in 0..30 {
+        records.push(received(2 * n, n, now, now + chrono::Duration::days(7)));
+        records.push(record(
+            2 * n + 1,
+            json!({
+            "event_id": format!("risk-s-{n}"), "event_type": "case.resolved", "schema_version": 1,
+            "occurred_at": now.to_rfc3339(), "commune_code": C, "case_id": format!("due-{n}"),
+            "data": {"due_at": (now + chrono::Duration::days(7)).to_rfc3339(), "outcome": "completed"}}),
+        ));
+    }
+    records.push(received(60, 30, now, now + chrono::Duration::days(1)));
+    h.project(records).await;
+
+    let (status, body) = get(&h.app, &format!("/api/v1/breaches?unit={C}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["communes_at_risk"], 1, "{body}");
+    let risk = &body["at_risk"][0];
+    assert_eq!(risk["indicator"], "on_time_rate");
+    assert_eq!(risk["alert_id"], format!("{C}.on_time_rate.ytd.risk.1"));
+    assert_eq!(risk["alert"]["event_type"], "indicator.at_risk");
+    assert_eq!(risk["alert"]["outlook"]["coming_due"], 1);
+    // Its other indicators fail (in person, not digitised); on time does not.
+    assert!(body["breaches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["indicator"] != "on_time_rate"));
+
+    let (_, due) = get(&h.app, &format!("/api/v1/units/{C}/coming-due")).await;
+    let on_time = &due["communes"][0]["on_time"];
+    assert_eq!(
+        (
+            on_time["numerator"].as_i64(),
+            on_time["denominator"].as_i64(),
+            on_time["coming_due"].as_i64(),
+            on_time["misses_allowed"].as_i64(),
+            on_time["at_risk"].as_bool(),
+        ),
+        (Some(30), Some(30), Some(1), Some(0), Some(true)),
+        "{due}"
+    );
+    assert_eq!(
+        on_time["value_if_all_late"],
+        risk["alert"]["outlook"]["value_if_all_late"]
+    );
+    // Over a range that is over, no budget.
+    let (_, past) = get(
+        &h.app,
+        &format!("/api/v1/units/{C}/coming-due?window=2020-01-01..2020-02-01"),
+    )
+    .await;
+    assert_eq!(past["communes"][0]["on_time"], Value::Null, "{past}");
+}

@@ -227,12 +227,32 @@ impl BatchTx for PgBatch {
         Ok(rows.into_iter().map(SumRow::into_pair).collect())
     }
 
+    async fn coming_due(
+        &mut self,
+        partition: i32,
+        communes: &[String],
+        (from, to): (NaiveDate, NaiveDate),
+    ) -> Result<Vec<(String, NaiveDate, i64)>, StoreError> {
+        // The partition's open cases by due date (index cases_open_due).
+        Ok(sqlx::query_as(
+            "SELECT commune, open_due, count(*) FROM cases
+             WHERE partition = $1 AND open_due >= $2 AND open_due <= $3 AND commune = ANY($4)
+             GROUP BY commune, open_due",
+        )
+        .bind(partition)
+        .bind(from)
+        .bind(to)
+        .bind(communes)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
     async fn breach_states(
         &mut self,
         communes: &[String],
     ) -> Result<Vec<(StateKey, BreachState)>, StoreError> {
         let rows: Vec<BreachRow> = sqlx::query_as(
-            "SELECT commune, indicator, \"window\", in_breach, transitions
+            "SELECT commune, indicator, \"window\", in_breach, transitions, at_risk, risk_transitions
              FROM breach_states WHERE commune = ANY($1)",
         )
         .bind(communes)
@@ -249,10 +269,11 @@ impl BatchTx for PgBatch {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[])
+            "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions, at_risk, risk_transitions)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[], $6::bool[], $7::int8[])
              ON CONFLICT (commune, indicator, \"window\") DO UPDATE
-               SET in_breach = excluded.in_breach, transitions = excluded.transitions",
+               SET in_breach = excluded.in_breach, transitions = excluded.transitions,
+                   at_risk = excluded.at_risk, risk_transitions = excluded.risk_transitions",
         )
         .bind(
             states
@@ -277,6 +298,13 @@ impl BatchTx for PgBatch {
             states
                 .iter()
                 .map(|(_, s)| s.transitions)
+                .collect::<Vec<_>>(),
+        )
+        .bind(states.iter().map(|(_, s)| s.at_risk).collect::<Vec<_>>())
+        .bind(
+            states
+                .iter()
+                .map(|(_, s)| s.risk_transitions)
                 .collect::<Vec<_>>(),
         )
         .execute(&mut *self.tx)

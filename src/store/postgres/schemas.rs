@@ -165,7 +165,7 @@ impl PgStore {
         for (table, columns) in [
             (
                 "breach_states",
-                "commune, indicator, \"window\", in_breach, transitions",
+                "commune, indicator, \"window\", in_breach, transitions, at_risk, risk_transitions",
             ),
             (
                 "alert_outbox",

@@ -216,13 +216,33 @@ impl BatchTx for SqliteBatch {
         Ok(rows.into_iter().map(SumRow::into_pair).collect())
     }
 
+    async fn coming_due(
+        &mut self,
+        partition: i32,
+        communes: &[String],
+        (from, to): (NaiveDate, NaiveDate),
+    ) -> Result<Vec<(String, NaiveDate, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT commune, open_due, count(*) FROM cases
+             WHERE partition = ?1 AND open_due >= ?2 AND open_due <= ?3
+               AND commune IN (SELECT value FROM json_each(?4))
+             GROUP BY commune, open_due",
+        )
+        .bind(partition)
+        .bind(from)
+        .bind(to)
+        .bind(json_list(communes))
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
     async fn breach_states(
         &mut self,
         communes: &[String],
     ) -> Result<Vec<(StateKey, BreachState)>, StoreError> {
         let rows: Vec<BreachRow> = sqlx::query_as(
-            "SELECT commune, indicator, \"window\", in_breach, transitions FROM breach_states
-             WHERE commune IN (SELECT value FROM json_each(?1))",
+            "SELECT commune, indicator, \"window\", in_breach, transitions, at_risk, risk_transitions
+             FROM breach_states WHERE commune IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_list(communes))
         .fetch_all(&mut *self.tx)
@@ -236,16 +256,19 @@ impl BatchTx for SqliteBatch {
     ) -> Result<(), StoreError> {
         for ((commune, indicator, window), state) in states {
             sqlx::query(
-                "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions, at_risk, risk_transitions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (commune, indicator, \"window\") DO UPDATE
-                   SET in_breach = excluded.in_breach, transitions = excluded.transitions",
+                   SET in_breach = excluded.in_breach, transitions = excluded.transitions,
+                       at_risk = excluded.at_risk, risk_transitions = excluded.risk_transitions",
             )
             .bind(commune)
             .bind(indicator.id())
             .bind(window)
             .bind(state.in_breach)
             .bind(state.transitions)
+            .bind(state.at_risk)
+            .bind(state.risk_transitions)
             .execute(&mut *self.tx)
             .await?;
         }
