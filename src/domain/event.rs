@@ -72,8 +72,10 @@ pub enum OnlineLevel {
 }
 
 /// `case.received`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
+    /// The procedure (MaTTHC), as sent.
+    pub procedure_code: Box<str>,
     pub channel: Channel,
     pub online_level: OnlineLevel,
     /// Local date of the promised return date (NgayHenTra).
@@ -415,7 +417,8 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
 
 fn received(data: &str) -> Result<Received, Rejection> {
     let raw: RawReceived<'_> = parse(data, "data")?;
-    raw.procedure_code
+    let procedure_code = raw
+        .procedure_code
         .ok_or(Rejection::MissingField("data.procedure_code"))?;
     let channel = match raw.channel.as_deref() {
         None => return Err(Rejection::MissingField("data.channel")),
@@ -443,6 +446,7 @@ fn received(data: &str) -> Result<Received, Rejection> {
         .registered_electronically
         .ok_or(Rejection::MissingField("data.registered_electronically"))?;
     Ok(Received {
+        procedure_code: procedure_code.into(),
         channel,
         online_level,
         due_date,

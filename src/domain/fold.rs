@@ -72,9 +72,14 @@ impl CaseState {
     /// known.
     pub fn open_due_date(&self) -> Option<NaiveDate> {
         match self.closing {
-            None => self.received.map(|r| r.value.due_date),
+            None => self.received.as_ref().map(|r| r.value.due_date),
             Some(_) => None,
         }
+    }
+
+    /// The procedure (MaTTHC) of the winning receipt, if received.
+    pub fn procedure_code(&self) -> Option<&str> {
+        self.received.as_ref().map(|r| &*r.value.procedure_code)
     }
 
     /// Whether the case is open and overdue on local date `today`.
@@ -308,7 +313,7 @@ impl Fold {
                 let today = *today;
                 let case = cases.entry(key).or_default();
                 let changed = match kind {
-                    EventKind::Received(r) => would_replace(&case.received, at, *r),
+                    EventKind::Received(r) => would_replace(&case.received, at, r.clone()),
                     EventKind::Resolved(r) => {
                         would_replace(&case.closing, at, Closing::Resolved(*r))
                     }
@@ -421,11 +426,7 @@ impl IntoChange for Closing {
 
 /// The change a new fact makes to a slot: it wins unless the slot holds a
 /// strictly later one.
-fn would_replace<T: IntoChange + Copy>(
-    slot: &Option<Fact<T>>,
-    at: DateTime<Utc>,
-    value: T,
-) -> Change {
+fn would_replace<T: IntoChange>(slot: &Option<Fact<T>>, at: DateTime<Utc>, value: T) -> Change {
     match slot {
         Some(old) if old.at > at => Change::None,
         _ => T::into_change(Fact { at, value }),

@@ -74,6 +74,82 @@ struct ProjectionView {
     met: Option<bool>,
 }
 
+/// The pace the projections carry forward: the last 30 days.
+const PACE_DAYS: i64 = 30;
+
+/// What every outlook of one window, today, is computed from.
+struct OutlookFrame {
+    /// The first day after the window's period (`None`: rolling, or over).
+    end: Option<NaiveDate>,
+    /// Days from tomorrow to the period's end.
+    remaining: i64,
+}
+
+impl OutlookFrame {
+    fn new(s: &Shared, window: Window) -> Self {
+        let today = s.today();
+        let tomorrow = today.succ_opt().unwrap_or(today);
+        let end = window.period_end(today);
+        OutlookFrame {
+            end,
+            remaining: end.map_or(0, |end| (end - tomorrow).num_days()),
+        }
+    }
+
+    /// The outlook of a commune (`code`; `None`: a roll-up, judged by the
+    /// default targets) whose counts so far are `c`, last 30 days `recent`,
+    /// with `coming_due` open cases due before the period ends.
+    fn outlook(
+        &self,
+        s: &Shared,
+        code: Option<&UnitCode>,
+        c: &DayCounters,
+        recent: &DayCounters,
+        coming_due: i64,
+    ) -> Outlook {
+        let indicators = Indicator::ALL
+            .iter()
+            .map(|&i| {
+                let rule = match code {
+                    Some(code) => s.targets.rule(code, i),
+                    None => s.targets.default_rule(i),
+                };
+                let ratio = i.ratio(c);
+                let pending = if i == Indicator::OnTimeRate {
+                    coming_due
+                } else {
+                    0
+                };
+                let budget = rule.target.budget(ratio, pending);
+                let projection = self.end.map(|_| {
+                    let p = ratio.projected(i.ratio(recent), PACE_DAYS, self.remaining);
+                    ProjectionView {
+                        numerator: p.numerator,
+                        denominator: p.denominator,
+                        rate: p.rate(),
+                        met: rule.target.is_met(p),
+                    }
+                });
+                IndicatorOutlook {
+                    indicator: i,
+                    misses_allowed: match budget {
+                        Budget::Misses(n) => Some(n),
+                        _ => None,
+                    },
+                    budget: budget.kind(),
+                    projection,
+                }
+            })
+            .collect();
+        Outlook {
+            period_end: self.end,
+            cases_coming_due: coming_due,
+            pace_days: PACE_DAYS,
+            indicators,
+        }
+    }
+}
+
 /// The outlook of one commune over a window whose counts so far are `c`.
 async fn outlook(
     s: &Shared,
@@ -81,15 +157,13 @@ async fn outlook(
     window: Window,
     c: &DayCounters,
 ) -> Result<Outlook, ApiError> {
-    const PACE_DAYS: i64 = 30;
     let today = s.today();
-    let tomorrow = today.succ_opt().unwrap_or(today);
-    let end = window.period_end(today);
-    let coming_due = match end {
+    let frame = OutlookFrame::new(s, window);
+    let coming_due = match frame.end {
         Some(end) => s.store.open_cases_due(code.as_str(), today, end).await?,
         None => 0,
     };
-    let recent = match end {
+    let recent = match frame.end {
         Some(_) => {
             let (from, to) = Window::Rolling30Days.days(today);
             s.cache
@@ -98,44 +172,7 @@ async fn outlook(
         }
         None => DayCounters::default(),
     };
-    let remaining = end.map_or(0, |end| (end - tomorrow).num_days());
-    let indicators = Indicator::ALL
-        .iter()
-        .map(|&i| {
-            let rule = s.targets.rule(code, i);
-            let ratio = i.ratio(c);
-            let pending = if i == Indicator::OnTimeRate {
-                coming_due
-            } else {
-                0
-            };
-            let budget = rule.target.budget(ratio, pending);
-            let projection = end.map(|_| {
-                let p = ratio.projected(i.ratio(&recent), PACE_DAYS, remaining);
-                ProjectionView {
-                    numerator: p.numerator,
-                    denominator: p.denominator,
-                    rate: p.rate(),
-                    met: rule.target.is_met(p),
-                }
-            });
-            IndicatorOutlook {
-                indicator: i,
-                misses_allowed: match budget {
-                    Budget::Misses(n) => Some(n),
-                    _ => None,
-                },
-                budget: budget.kind(),
-                projection,
-            }
-        })
-        .collect();
-    Ok(Outlook {
-        period_end: end,
-        cases_coming_due: coming_due,
-        pace_days: PACE_DAYS,
-        indicators,
-    })
+    Ok(frame.outlook(s, Some(code), c, &recent, coming_due))
 }
 
 /// `GET /api/v1/communes/{code}/indicators`: one commune's indicators, and
@@ -167,11 +204,15 @@ pub(super) async fn commune(
 struct CommuneRow<'a> {
     commune: UnitView<'a>,
     indicators: Vec<IndicatorView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outlook: Option<Outlook>,
 }
 
 #[derive(Serialize)]
 struct Rollup {
     indicators: Vec<IndicatorView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outlook: Option<Outlook>,
 }
 
 #[derive(Serialize)]
@@ -185,11 +226,13 @@ struct UnitAnswer<'a> {
 
 /// `GET /api/v1/units/{code}/communes`: the communes under a unit, and
 /// their roll-up (sums of numerators and denominators, not an average of
-/// rates).
+/// rates); with `outlook=true` each one's outlook, as on one commune's
+/// indicators (two grouped queries more: the last 30 days, and the open
+/// cases coming due before the period ends).
 pub(super) async fn unit_communes(
     State(s): State<Shared>,
     ApiPath(code): ApiPath<String>,
-    ApiQuery(q): ApiQuery<WindowQuery>,
+    ApiQuery(q): ApiQuery<CommuneQuery>,
 ) -> Result<Response, ApiError> {
     let parent = s.unit(&code)?;
     let (window, range) = s.window(q.window.as_deref())?;
@@ -199,16 +242,42 @@ pub(super) async fn unit_communes(
         .await?
         .into_iter()
         .collect();
+    let frame = OutlookFrame::new(&s, window);
+    let today = s.today();
+    let (recent, coming): (HashMap<String, DayCounters>, HashMap<String, i64>) =
+        match (q.outlook, frame.end) {
+            (true, Some(end)) => {
+                let (from, to) = Window::Rolling30Days.days(today);
+                let recent = s.store.window_sums(from, to).await?.into_iter().collect();
+                let coming = s
+                    .store
+                    .open_cases_due_by_commune(today, end)
+                    .await?
+                    .into_iter()
+                    .collect();
+                (recent, coming)
+            }
+            _ => Default::default(),
+        };
     let mut total = DayCounters::default();
+    let mut total_recent = DayCounters::default();
+    let mut total_coming = 0;
     let communes = s
         .units
         .communes_under(&code)
         .map(|u| {
             let c = sums.get(u.code.as_str()).copied().unwrap_or_default();
+            let r = recent.get(u.code.as_str()).copied().unwrap_or_default();
+            let n = coming.get(u.code.as_str()).copied().unwrap_or_default();
             total += c;
+            total_recent += r;
+            total_coming += n;
             CommuneRow {
                 commune: u.into(),
                 indicators: indicators(&s.targets, Some(&u.code), &c),
+                outlook: q
+                    .outlook
+                    .then(|| frame.outlook(&s, Some(&u.code), &c, &r, n)),
             }
         })
         .collect();
@@ -218,6 +287,9 @@ pub(super) async fn unit_communes(
         communes,
         rollup: Rollup {
             indicators: indicators(&s.targets, None, &total),
+            outlook: q
+                .outlook
+                .then(|| frame.outlook(&s, None, &total, &total_recent, total_coming)),
         },
         freshness: s.freshness().await?,
     })

@@ -20,6 +20,8 @@ pub(super) struct PageQuery {
 #[derive(Serialize)]
 struct OverdueView {
     case_id: String,
+    /// The procedure (MaTTHC); null for a case stored before it was kept.
+    procedure_code: Option<String>,
     received_at: Option<DateTime<Utc>>,
     due_date: NaiveDate,
     days_overdue: i64,
@@ -57,6 +59,7 @@ pub(super) async fn overdue(
         .map(|c| OverdueView {
             days_overdue: (today - c.due_date).num_days(),
             case_id: c.case_id,
+            procedure_code: c.procedure_code.filter(|p| !p.is_empty()),
             received_at: c.received_at,
             due_date: c.due_date,
         })
@@ -94,6 +97,8 @@ const MAX_HORIZON: i64 = 31;
 struct ComingDueView<'a> {
     commune: &'a str,
     case_id: String,
+    /// The procedure (MaTTHC); null for a case stored before it was kept.
+    procedure_code: Option<String>,
     received_at: Option<DateTime<Utc>>,
     due_date: NaiveDate,
     /// 0: due today; 1: tomorrow; ...
@@ -206,6 +211,7 @@ pub(super) async fn coming_due(
             cases.push(ComingDueView {
                 commune: c.code.as_str(),
                 case_id: row.case_id,
+                procedure_code: row.procedure_code.filter(|p| !p.is_empty()),
                 received_at: row.received_at,
                 due_date: row.due_date,
                 days_left,

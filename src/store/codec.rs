@@ -28,6 +28,9 @@ pub struct CaseRow {
     pub received_electronic: Option<bool>,
     pub received_digitized: Option<bool>,
     pub received_due: Option<NaiveDate>,
+    /// Read back only: the writers take it from the state
+    /// ([`CaseState::procedure_code`]), without a copy.
+    pub received_procedure: Option<String>,
     pub closing_at: Option<DateTime<Utc>>,
     pub closing_kind: Option<i16>,
     pub closing_due: Option<NaiveDate>,
@@ -109,6 +112,8 @@ impl CaseRow {
                         .ok_or("stored received case has no due date")?,
                     registered_electronically: self.received_electronic.unwrap_or(false),
                     digitized: self.received_digitized.unwrap_or(false),
+                    // Cases stored before the code was kept have none.
+                    procedure_code: self.received_procedure.as_deref().unwrap_or("").into(),
                 },
             }),
         };
@@ -172,8 +177,8 @@ pub fn decode_document(at: DateTime<Utc>, digital: bool) -> DocumentState {
 
 pub const CASE_COLUMNS: &str =
     "commune, case_id, received_at, received_channel, received_level, received_electronic,
-    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
-    rating_at, rating, rating_score";
+    received_digitized, received_due, received_procedure, closing_at, closing_kind, closing_due,
+    closing_outcome, rating_at, rating, rating_score";
 
 #[derive(sqlx::FromRow)]
 pub struct KeyedCaseRow {

@@ -12,6 +12,8 @@ use crate::domain::DayCounters;
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct OverdueCase {
     pub case_id: String,
+    /// The procedure (MaTTHC); `None` for a case stored before it was kept.
+    pub procedure_code: Option<String>,
     pub received_at: Option<DateTime<Utc>>,
     pub due_date: NaiveDate,
 }
@@ -34,6 +36,8 @@ pub struct BreachNow {
 pub struct ComingDueCase {
     pub commune: String,
     pub case_id: String,
+    /// The procedure (MaTTHC); `None` for a case stored before it was kept.
+    pub procedure_code: Option<String>,
     pub received_at: Option<DateTime<Utc>>,
     pub due_date: NaiveDate,
 }
@@ -144,7 +148,7 @@ impl Store {
         let (after_due, after_id) = after
             .map(|(d, c)| (Some(d), c))
             .unwrap_or((None, String::new()));
-        let sql = "SELECT case_id, received_at, open_due AS due_date FROM cases
+        let sql = "SELECT case_id, received_procedure AS procedure_code, received_at, open_due AS due_date FROM cases
                    WHERE commune = $1 AND open_due IS NOT NULL AND open_due < $2
                      AND ($3 IS NULL OR open_due > $3 OR (open_due = $3 AND case_id > $4))
                    ORDER BY open_due, case_id LIMIT $5";
@@ -170,7 +174,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<ComingDueCase>, StoreError> {
-        let sql = "SELECT commune, case_id, received_at, open_due AS due_date FROM cases
+        let sql = "SELECT commune, case_id, received_procedure AS procedure_code, received_at, open_due AS due_date FROM cases
                    WHERE open_due >= $1 AND open_due < $2 AND ($3 IS NULL OR commune = $3)
                    ORDER BY open_due, commune, case_id";
         let sql = match self {
@@ -200,6 +204,21 @@ impl Store {
             .bind(from)
             .bind(to)
             .fetch_one(pool)
+            .await?))
+    }
+
+    /// How many open cases of each commune are due on the local days
+    /// `[from, to)` (communes without any left out).
+    pub async fn open_cases_due_by_commune(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = "SELECT commune, count(*) FROM cases WHERE open_due >= $1 AND open_due < $2 GROUP BY commune";
+        Ok(on_pool!(read self, |pool| sqlx::query_as(sql)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
             .await?))
     }
 

@@ -119,22 +119,25 @@ function pageCells() {
     Object.fromEntries(
       tds.map((td) => [
         `${td.dataset.commune}/${td.dataset.indicator}`,
-        `${td.dataset.numerator}/${td.dataset.denominator} ${td.dataset.standing}`,
+        `${td.dataset.numerator}/${td.dataset.denominator} ${td.dataset.standing} → ${td.dataset.projected} ±${td.dataset.missesAllowed}`,
       ]),
     ),
   );
 }
 
+// A cell as the API gives it (with outlook=true): counts, standing, the
+// projection to the period's end and the misses still allowed.
 function apiCells(answer) {
   const out = {};
+  const cell = (i, outlook) => {
+    const o = outlook.indicators.find((x) => x.indicator === i.indicator);
+    const p = o.projection && o.projection.rate != null ? o.projection.rate : '';
+    return `${i.numerator}/${i.denominator} ${i.standing} → ${p} ±${o.misses_allowed ?? ''}`;
+  };
   for (const c of answer.communes) {
-    for (const i of c.indicators) {
-      out[`${c.commune.code}/${i.indicator}`] = `${i.numerator}/${i.denominator} ${i.standing}`;
-    }
+    for (const i of c.indicators) out[`${c.commune.code}/${i.indicator}`] = cell(i, c.outlook);
   }
-  for (const i of answer.rollup.indicators) {
-    out[`${answer.unit.code}/${i.indicator}`] = `${i.numerator}/${i.denominator} ${i.standing}`;
-  }
+  for (const i of answer.rollup.indicators) out[`${answer.unit.code}/${i.indicator}`] = cell(i, answer.rollup.outlook);
   return out;
 }
 
@@ -298,7 +301,7 @@ describe('dashboard against cchc demo', () => {
       await until(
         'every cell to match the API',
         async () => {
-          expected = apiCells(await api(`/api/v1/units/${UNIT}/communes?window=ytd`));
+          expected = apiCells(await api(`/api/v1/units/${UNIT}/communes?window=ytd&outlook=true`));
           last = await pageCells();
           return JSON.stringify(last) === JSON.stringify(expected);
         },
@@ -308,6 +311,9 @@ describe('dashboard against cchc demo', () => {
       });
       assert.equal(Object.keys(expected).length, 10 * INDICATORS.length, 'nine communes and the roll-up, every indicator each');
       const standings = new Set(Object.values(expected).map((v) => v.split(' ')[1]));
+      const projected = Object.values(expected).filter((v) => !/→ ±/.test(v) && !/→  /.test(v)).length;
+      t.diagnostic(`${projected} cells with a projection to the year's end`);
+      assert.ok(projected > 0, 'the ytd cells show where they are heading');
       t.diagnostic(`standings on the page: ${[...standings].join(', ')}`);
       assert.ok(standings.has('met') && standings.has('breached'), 'the demo has both met and breached cells');
       const colors = await page.evaluate(() => {

@@ -80,6 +80,27 @@ async fn the_late_case_budget_counts_the_cases_coming_due_before_the_period_ends
     assert!(p["denominator"].as_i64().unwrap() >= 150, "{p}");
     assert_eq!(p["met"], true, "{p}");
 
+    // The town's communes with outlook=true: the same outlook for this
+    // commune, and the roll-up's over all of them.
+    let (status, town) = get(&h.app, "/api/v1/units/937/communes?window=ytd&outlook=true").await;
+    assert_eq!(status, StatusCode::OK, "{town}");
+    let row = town["communes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["commune"]["code"] == C)
+        .unwrap();
+    assert_eq!(row["outlook"], *outlook);
+    let rollup = &town["rollup"]["outlook"];
+    assert_eq!(rollup["period_end"], outlook["period_end"]);
+    assert!(
+        rollup["cases_coming_due"].as_i64().unwrap() >= 50,
+        "{rollup}"
+    );
+    let (_, plain) = get(&h.app, "/api/v1/units/937/communes?window=ytd").await;
+    assert_eq!(plain["rollup"].get("outlook"), None);
+    assert_eq!(plain["communes"][0].get("outlook"), None);
+
     // Asked for only: the plain answer has none.
     let (_, plain) = get(
         &h.app,
@@ -166,6 +187,12 @@ async fn the_cases_coming_due_are_listed_by_day_oldest_due_first() {
         listed,
         [("due-1", 0), ("due-2", 1), ("due-4", 1), ("due-3", 3)]
     );
+    for case in body["cases"].as_array().unwrap() {
+        assert_eq!(
+            case["procedure_code"], "1.0001",
+            "the receipt's procedure: {case}"
+        );
+    }
     let counts = &body["communes"][0];
     assert_eq!(
         (

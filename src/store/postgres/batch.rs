@@ -386,6 +386,7 @@ async fn copy_new_cases(
             .col(r.received_electronic)
             .col(r.received_digitized)
             .col(r.received_due)
+            .col(s.procedure_code())
             .col(r.closing_at)
             .col(r.closing_kind)
             .col(r.closing_due)
@@ -399,8 +400,8 @@ async fn copy_new_cases(
     copy_in(
         tx,
         "COPY cases (commune, case_id, partition, received_at, received_channel, received_level,
-                     received_electronic, received_digitized, received_due, closing_at, closing_kind,
-                     closing_due, closing_outcome, rating_at, rating, rating_score, open_due) FROM STDIN",
+                     received_electronic, received_digitized, received_due, received_procedure, closing_at,
+                     closing_kind, closing_due, closing_outcome, rating_at, rating, rating_score, open_due) FROM STDIN",
         rows,
     )
     .await
@@ -421,16 +422,18 @@ async fn upsert_cases(
     sqlx::query(
         "INSERT INTO cases AS c (commune, case_id, partition, received_at, received_channel, received_level,
                                  received_electronic, received_digitized, received_due, closing_at, closing_kind,
-                                 closing_due, closing_outcome, rating_at, rating, rating_score, open_due)
+                                 closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
+                                 received_procedure)
          SELECT u.commune, u.case_id, $3, u.received_at, u.received_channel, u.received_level,
                 u.received_electronic, u.received_digitized, u.received_due, u.closing_at, u.closing_kind,
-                u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due
+                u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due,
+                u.received_procedure
          FROM UNNEST($1::text[], $2::text[], $4::timestamptz[], $5::int2[], $6::int2[], $7::bool[], $8::bool[],
                      $9::date[], $10::timestamptz[], $11::int2[], $12::date[], $13::int2[], $14::timestamptz[],
-                     $15::int2[], $16::int2[], $17::date[])
+                     $15::int2[], $16::int2[], $17::date[], $18::text[])
               AS u(commune, case_id, received_at, received_channel, received_level, received_electronic,
                    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
-                   rating_at, rating, rating_score, open_due)
+                   rating_at, rating, rating_score, open_due, received_procedure)
          ON CONFLICT (commune, case_id) DO UPDATE SET
             partition = EXCLUDED.partition,
             received_at = EXCLUDED.received_at, received_channel = EXCLUDED.received_channel,
@@ -439,7 +442,7 @@ async fn upsert_cases(
             closing_at = EXCLUDED.closing_at, closing_kind = EXCLUDED.closing_kind,
             closing_due = EXCLUDED.closing_due, closing_outcome = EXCLUDED.closing_outcome,
             rating_at = EXCLUDED.rating_at, rating = EXCLUDED.rating, rating_score = EXCLUDED.rating_score,
-            open_due = EXCLUDED.open_due",
+            open_due = EXCLUDED.open_due, received_procedure = EXCLUDED.received_procedure",
     )
     .bind(cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
     .bind(cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
@@ -458,6 +461,12 @@ async fn upsert_cases(
     .bind(col!(rating))
     .bind(col!(rating_score))
     .bind(open_due)
+    .bind(
+        cases
+            .iter()
+            .map(|(_, s)| s.procedure_code())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -100,8 +100,9 @@ impl BatchTx for SqliteBatch {
             sqlx::query(&format!(
                 "{verb} INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
                                     received_electronic, received_digitized, received_due, closing_at, closing_kind,
-                                    closing_due, closing_outcome, rating_at, rating, rating_score, open_due)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                                    closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
+                                    received_procedure)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ))
             .bind(key.commune.as_str())
             .bind(&key.case_id)
@@ -120,6 +121,7 @@ impl BatchTx for SqliteBatch {
             .bind(r.rating)
             .bind(r.rating_score)
             .bind(state.open_due_date())
+            .bind(state.procedure_code())
             .execute(&mut *self.tx)
             .await
             .map_err(|e| stored_already(e, partition, "a case"))?;
