@@ -71,6 +71,8 @@ async fn run() -> anyhow::Result<()> {
     settings.kafka.group_id = format!("bench-{suffix}");
     settings.alerts.topic = format!("bench-alerts-{suffix}");
     settings.batch.max_wait_ms = 20;
+    // ALERT_BENCH_AT_RISK=0 measures without the early-warning evaluation.
+    settings.alerts.at_risk = env_or("ALERT_BENCH_AT_RISK", "1") != "0";
     let db = format!("bench_{suffix}");
     sqlx::query(&format!("CREATE DATABASE {db}"))
         .execute(&sqlx::PgPool::connect(&admin_url).await?)
@@ -195,7 +197,7 @@ async fn run() -> anyhow::Result<()> {
     shutdown.cancel();
     pipeline.await??;
 
-    println!("\nalert latency, event produced -> alert on {}, background load {:.0} events/s ({} events)", settings.alerts.topic, sent as f64 / elapsed.as_secs_f64(), sent);
+    println!("\nalert latency, event produced -> alert on {}, background load {:.0} events/s ({} events), at-risk evaluation {}", settings.alerts.topic, sent as f64 / elapsed.as_secs_f64(), sent, if settings.alerts.at_risk { "on" } else { "off" });
     let mut all = Vec::new();
     for (kind, mut l) in latencies {
         l.sort_by(f64::total_cmp);

@@ -156,6 +156,9 @@ pub struct AppState {
     pub targets: Targets,
     pub clock: Clock,
     pub http: HttpSettings,
+    /// The default look-ahead of the cases coming due: the at-risk alert's
+    /// horizon (`alerts.at_risk_horizon_days`).
+    pub coming_due_horizon: u32,
     pub events_topic: String,
     /// For dead letters sent through again.
     pub producer: FutureProducer,
@@ -210,6 +213,7 @@ impl AppState {
             targets: settings.targets.clone(),
             clock: Clock::new(&settings.clock),
             http: settings.http.clone(),
+            coming_due_horizon: settings.alerts.at_risk_horizon_days,
             events_topic: settings.kafka.topic.clone(),
             producer: feeds.producer,
             ingest: feeds.ingest,

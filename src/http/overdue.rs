@@ -73,6 +73,15 @@ pub(super) async fn overdue(
     })
 }
 
+/// `DUE_DATE/COMMUNE/CASE_ID` (a case id may hold `/`).
+fn coming_due_cursor(text: &str) -> Result<(NaiveDate, String, String), ApiError> {
+    let bad = || ApiError::BadRequest("bad cursor".into());
+    let (day, rest) = text.split_once('/').ok_or_else(bad)?;
+    let (commune, case) = rest.split_once('/').ok_or_else(bad)?;
+    let day = crate::domain::time::parse_day(day).ok_or_else(bad)?;
+    Ok((day, commune.to_string(), case.to_string()))
+}
+
 pub(super) fn cursor(text: &str) -> Result<(NaiveDate, String), ApiError> {
     let bad = || ApiError::BadRequest("bad cursor".into());
     let (day, id) = text.split_once('/').ok_or_else(bad)?;
@@ -82,9 +91,13 @@ pub(super) fn cursor(text: &str) -> Result<(NaiveDate, String), ApiError> {
 
 #[derive(Deserialize)]
 pub(super) struct ComingDueQuery {
-    /// Calendar days after today to look ahead (default 3).
+    /// Calendar days after today to look ahead (default: the at-risk
+    /// alert's horizon, `alerts.at_risk_horizon_days`, 3 unless set).
     horizon: Option<i64>,
     limit: Option<i64>,
+    /// Paging cursor from the previous page's `next`:
+    /// `DUE_DATE/COMMUNE/CASE_ID`.
+    after: Option<String>,
     /// The window whose on-time rate the budget is counted in (default
     /// `ytd`).
     window: Option<String>,
@@ -142,9 +155,12 @@ struct ComingDueAnswer<'a> {
     total: usize,
     /// Per commune with a case coming due, in configuration order.
     communes: Vec<CommuneComingDue<'a>>,
-    /// The first `limit` of them, oldest due first.
+    /// A page of them, oldest due first (then by commune and case id).
     cases: Vec<ComingDueView<'a>>,
+    /// More cases after this page (see `next`).
     truncated: bool,
+    /// The cursor of the next page (`after=`), while there is one.
+    next: Option<String>,
     freshness: FreshnessView,
 }
 
@@ -158,13 +174,14 @@ pub(super) async fn coming_due(
     ApiQuery(q): ApiQuery<ComingDueQuery>,
 ) -> Result<Response, ApiError> {
     let unit = s.unit(&code)?;
-    let horizon = q.horizon.unwrap_or(3);
+    let horizon = q.horizon.unwrap_or(s.coming_due_horizon.into());
     if !(0..=MAX_HORIZON).contains(&horizon) {
         return Err(ApiError::BadRequest(format!(
             "horizon must be 0 to {MAX_HORIZON} days"
         )));
     }
     let limit = s.limit(q.limit)? as usize;
+    let after = q.after.as_deref().map(coming_due_cursor).transpose()?;
     let today = s.today();
     let until = today + chrono::Days::new(horizon as u64);
     let communes: Vec<&crate::domain::Unit> = if unit.kind.receives_cases() {
@@ -179,13 +196,18 @@ pub(super) async fn coming_due(
         .map(|(n, c)| (c.code.as_str(), n))
         .collect();
     let only = unit.kind.receives_cases().then_some(code.as_str());
-    let rows = s
+    let mut rows = s
         .store
         .cases_coming_due(only, today, until + chrono::Days::new(1))
         .await?;
+    // The page order, by bytes (whatever the database's collation).
+    rows.sort_by(|a, b| {
+        (a.due_date, &a.commune, &a.case_id).cmp(&(b.due_date, &b.commune, &b.case_id))
+    });
     let mut counts: std::collections::BTreeMap<usize, CommuneComingDue<'_>> = Default::default();
     let mut cases = Vec::new();
     let mut total = 0;
+    let mut more = false;
     for row in rows {
         let Some(&n) = place.get(row.commune.as_str()) else {
             continue;
@@ -207,7 +229,14 @@ pub(super) async fn coming_due(
             1 => x.due_tomorrow += 1,
             _ => x.due_later += 1,
         }
-        if cases.len() < limit {
+        let past = after.as_ref().is_none_or(|(due, commune, case)| {
+            (row.due_date, row.commune.as_str(), row.case_id.as_str())
+                > (*due, commune.as_str(), case.as_str())
+        });
+        if past && cases.len() == limit {
+            more = true;
+        }
+        if past && cases.len() < limit {
             cases.push(ComingDueView {
                 commune: c.code.as_str(),
                 case_id: row.case_id,
@@ -225,7 +254,14 @@ pub(super) async fn coming_due(
         today,
         horizon_days: horizon,
         until,
-        truncated: total > cases.len(),
+        truncated: more,
+        next: more
+            .then(|| {
+                cases
+                    .last()
+                    .map(|c| format!("{}/{}/{}", c.due_date, c.commune, c.case_id))
+            })
+            .flatten(),
         total,
         communes: counts,
         cases,
