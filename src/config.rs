@@ -159,7 +159,7 @@ fn default_at_risk_horizon() -> u32 {
 /// The alert kinds a webhook gets when its `kinds` are not given: those of
 /// the first version, so that a receiver configured before the at-risk
 /// kinds existed gets what it got then.
-pub const DEFAULT_WEBHOOK_KINDS: [Transition; 2] = [Transition::Breached, Transition::Recovered];
+pub const DEFAULT_WEBHOOK_KINDS: [Transition; 2] = Transition::BREACH_KINDS;
 
 fn yes() -> bool {
     true
@@ -392,7 +392,14 @@ impl RawSettings {
                 "must be 0 to 31 (calendar days after today)",
             ));
         }
+        let mut urls = HashSet::new();
         for (n, hook) in self.alerts.webhooks.iter().enumerate() {
+            if !urls.insert(hook.url.as_str()) {
+                return Err(invalid.at(
+                    &format!("alerts.webhooks[{n}].url"),
+                    "is the URL of another webhook: give it one entry, with every kind it takes",
+                ));
+            }
             for kind in hook.kinds.iter().flatten() {
                 if Transition::from_event_type(kind).is_none() {
                     let known: Vec<&str> = Transition::ALL.iter().map(|t| t.event_type()).collect();
@@ -660,6 +667,10 @@ mod tests {
         assert!(!old.receives(Transition::AtRisk) && !old.receives(Transition::AtRiskCleared));
         assert!(new.receives(Transition::AtRisk) && !new.receives(Transition::Breached));
         assert_eq!(s.evaluator().at_risk_horizon_days, Some(3));
+        let twice = with_text(&hooks("").replace("127.0.0.1:9/b", "127.0.0.1:9/a"))
+            .unwrap_err()
+            .to_string();
+        assert!(twice.contains("alerts.webhooks[1].url"), "{twice}");
         let off = with_text(&text.replace("at_risk = true", "at_risk = false")).unwrap();
         assert_eq!(off.evaluator().at_risk_horizon_days, None);
     }

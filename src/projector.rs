@@ -245,7 +245,9 @@ impl Projector {
                     key: r.key.clone(),
                     value: r.value.clone(),
                     reason_code: why.code(),
-                    reason: why.to_string(),
+                    // Stored as text, which cannot hold a NUL (a reason may
+                    // quote the record).
+                    reason: why.to_string().replace('\0', "\\u0000"),
                 }),
             }
         }
@@ -433,11 +435,14 @@ async fn transaction<T: BatchTx>(
     tx.keep_dead_letters(&w.dead_letters).await?;
     // Always, also while breaches wait: the evaluation that follows a
     // catch-up, or a midnight, covers every commune the partition carries.
-    let changed = w.changed_communes();
-    tx.note_communes(w.partition, &changed).await?;
+    tx.note_communes(w.partition, &w.changed_communes()).await?;
     let alerts = match (evaluator, w.clock) {
+        // The communes whose counters changed, and those whose cases did
+        // without a counter (a receipt corrected to another due date, an
+        // open case withdrawn before it was due): their cases coming due
+        // changed.
         (Some(evaluator), Some(now)) => {
-            evaluate_breaches(&mut tx, evaluator, w, changed, now).await?
+            evaluate_breaches(&mut tx, evaluator, w, touched_communes(w), now).await?
         }
         _ => Vec::new(),
     };

@@ -34,6 +34,11 @@ impl Transition {
         Transition::AtRiskCleared,
     ];
 
+    /// The kinds of the schema's first version: what a subscriber that
+    /// asks for no kinds gets, so that one written before the at-risk kinds
+    /// existed is unaffected by them.
+    pub const BREACH_KINDS: [Transition; 2] = [Transition::Breached, Transition::Recovered];
+
     pub fn event_type(self) -> &'static str {
         match self {
             Transition::Breached => "indicator.breached",
@@ -142,7 +147,8 @@ pub struct Outlook {
     pub misses_allowed: Option<i64>,
     /// On `indicator.at_risk_cleared`: `breached` when the risk came true
     /// (the breach alert follows), `within_target` when the cases coming due
-    /// can no longer take the rate below the target.
+    /// can no longer take the rate below the target, `not_evaluated` when
+    /// the at-risk alert was turned off (`alerts.at_risk = false`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
 }
@@ -283,7 +289,7 @@ impl Subject<'_> {
             let reason = (t == Transition::AtRiskCleared).then_some(if next.in_breach {
                 "breached"
             } else {
-                "within_target"
+                outlook.reason.unwrap_or("within_target")
             });
             let outlook = Outlook { reason, ..outlook };
             Some(self.alert(t, next.risk_transitions, Some(outlook)))
@@ -484,6 +490,7 @@ impl CatchUp {
 mod at_risk_tests {
     use super::*;
     use crate::domain::indicator::Target;
+    use crate::domain::DayCounters;
     use crate::domain::Targets;
     use proptest::prelude::*;
 
@@ -639,9 +646,10 @@ mod at_risk_tests {
             evaluator.coming_due_days(today),
             Some((today, day("2027-01-02")))
         );
+        // A case due on 31 December, late, counts on 1 January: next year's.
         assert_eq!(
             evaluator.due_until(Window::YearToDate, today),
-            Some(day("2026-12-31"))
+            Some(day("2026-12-30"))
         );
         assert_eq!(
             evaluator.due_until(Window::Rolling30Days, today),
@@ -651,11 +659,79 @@ mod at_risk_tests {
             evaluator.due_until(Window::MonthToDate, day("2026-11-05")),
             Some(day("2026-11-08"))
         );
+        assert_eq!(
+            evaluator.due_until(Window::MonthToDate, day("2026-11-30")),
+            Some(day("2026-11-29")),
+            "before today: nothing left to count"
+        );
         let off = Evaluator {
             at_risk_horizon_days: None,
             ..evaluator
         };
         assert_eq!(off.coming_due_days(today), None);
+    }
+
+    #[test]
+    fn a_risk_ends_when_the_alert_is_turned_off_or_the_period_has_no_day_left() {
+        let units = crate::domain::units::tests::long_my();
+        let mut evaluator = Evaluator {
+            units,
+            targets: Targets::declared(),
+            windows: vec![Window::Range {
+                from: day("2026-01-01"),
+                to: day("2026-12-02"),
+            }],
+            catch_up: CatchUp::default_bounds(),
+            at_risk_horizon_days: Some(3),
+        };
+        let at_risk = BreachState {
+            at_risk: true,
+            risk_transitions: 1,
+            ..BreachState::default()
+        };
+        let communes = ["31471".to_string()];
+        let counters = DayCounters {
+            due: 30,
+            on_time: 30,
+            ..DayCounters::default()
+        };
+        let at = |d: &str| {
+            format!("{d}T10:00:00+07:00")
+                .parse::<DateTime<chrono::FixedOffset>>()
+                .unwrap()
+                .to_utc()
+        };
+        let cleared = |e: &Evaluator, now| {
+            let (alerts, states) =
+                e.evaluate(now, &communes, |_, _| counters, |_, _, _| 5, |_| at_risk);
+            let risk: Vec<_> = alerts.iter().filter(|a| a.event_type.is_risk()).collect();
+            assert_eq!(risk.len(), 1, "{alerts:?}");
+            assert_eq!(risk[0].event_type, Transition::AtRiskCleared);
+            assert!(states.iter().all(|(_, s)| !s.at_risk));
+            risk[0].outlook.unwrap().reason
+        };
+        // 1 December: the range's last day; a miss due today counts on the 2nd, outside it.
+        assert_eq!(cleared(&evaluator, at("2026-12-01")), Some("within_target"));
+        // Still within the range, five cases coming due: at risk, no change.
+        let (alerts, _) = evaluator.evaluate(
+            at("2026-11-20"),
+            &communes,
+            |_, _| counters,
+            |_, _, _| 5,
+            |_| at_risk,
+        );
+        assert!(alerts.iter().all(|a| !a.event_type.is_risk()), "{alerts:?}");
+        evaluator.at_risk_horizon_days = None;
+        assert_eq!(cleared(&evaluator, at("2026-11-20")), Some("not_evaluated"));
+        // Off, and not at risk: nothing.
+        let (alerts, _) = evaluator.evaluate(
+            at("2026-11-20"),
+            &communes,
+            |_, _| counters,
+            |_, _, _| 5,
+            |_| BreachState::default(),
+        );
+        assert!(alerts.iter().all(|a| !a.event_type.is_risk()));
     }
 
     proptest! {
@@ -789,6 +865,33 @@ impl Evaluator {
         window.last_day_until(today, until)
     }
 
+    /// The at-risk outlook of `subject` (the at-risk indicator) from its
+    /// stored state `old`. With no day left in the window's period for a
+    /// miss to count in, nothing is coming due; with the alert turned off,
+    /// a risk announced before is ended (`not_evaluated`), and otherwise
+    /// there is none.
+    fn outlook(
+        &self,
+        subject: &Subject<'_>,
+        old: BreachState,
+        today: NaiveDate,
+        coming_due: impl Fn(NaiveDate, NaiveDate) -> i64,
+    ) -> Option<Outlook> {
+        let (ratio, rule) = (subject.ratio, subject.rule);
+        let Some(horizon) = self.at_risk_horizon_days.map(i64::from) else {
+            return old.at_risk.then(|| Outlook {
+                reason: Some("not_evaluated"),
+                ..Outlook::new(ratio, rule, 0, today, 0)
+            });
+        };
+        Some(match self.due_until(subject.window, today) {
+            Some(until) if until >= today => {
+                Outlook::new(ratio, rule, horizon, until, coming_due(today, until))
+            }
+            _ => Outlook::new(ratio, rule, horizon, today, 0),
+        })
+    }
+
     /// Every transition among `communes` when the clock's local date is
     /// `today`: `sums(window, commune)` gives the window's counters,
     /// `coming_due(commune, from, to)` the commune's open cases due from
@@ -824,19 +927,14 @@ impl Evaluator {
                         rule,
                         now,
                     };
-                    let outlook = (indicator == AT_RISK_INDICATOR)
-                        .then(|| self.due_until(*window, today))
-                        .flatten()
-                        .map(|until| {
-                            let horizon = self.at_risk_horizon_days.map_or(0, i64::from);
-                            let n = if until < today {
-                                0
-                            } else {
-                                coming_due(code, today, until)
-                            };
-                            Outlook::new(subject.ratio, rule, horizon, until, n)
-                        });
                     let old = state(&key);
+                    let outlook = (indicator == AT_RISK_INDICATOR)
+                        .then(|| {
+                            self.outlook(&subject, old, today, |from, to| {
+                                coming_due(code, from, to)
+                            })
+                        })
+                        .flatten();
                     let (new_alerts, next) = subject.evaluate(old, outlook);
                     if next != old {
                         alerts.extend(new_alerts);

@@ -378,6 +378,10 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
         .cloned()
         .ok_or_else(|| Rejection::UnknownCommune(clip(&commune_code)))?;
     let case_id = raw.case_id.filter(|c| !c.is_empty());
+    if let Some(c) = &case_id {
+        stored_text("case_id", c)?;
+    }
+    stored_text("event_id", &event_id)?;
     let data = raw.data.map(RawValue::get).unwrap_or("{}");
     if !data.starts_with('{') {
         return Err(Rejection::WrongType {
@@ -420,6 +424,7 @@ fn received(data: &str) -> Result<Received, Rejection> {
     let procedure_code = raw
         .procedure_code
         .ok_or(Rejection::MissingField("data.procedure_code"))?;
+    stored_text("data.procedure_code", &procedure_code)?;
     let channel = match raw.channel.as_deref() {
         None => return Err(Rejection::MissingField("data.channel")),
         Some("in_person") => Channel::InPerson,
@@ -503,6 +508,7 @@ fn signed(data: &str) -> Result<DocumentSigned, Rejection> {
         .document_id
         .filter(|d| !d.is_empty())
         .ok_or(Rejection::MissingField("data.document_id"))?;
+    stored_text("data.document_id", &document_id)?;
     let signature = match raw.signature.as_deref() {
         None => return Err(Rejection::MissingField("data.signature")),
         Some("digital") => Signature::Digital,
@@ -600,6 +606,20 @@ fn timestamp(field: &'static str, value: &str) -> Result<DateTime<FixedOffset>, 
     })
 }
 
+/// A text the store keeps: PostgreSQL's text cannot hold a NUL character,
+/// so one would fail its whole batch, again and again; it is refused here
+/// (kept as a dead letter) instead.
+fn stored_text(field: &'static str, value: &str) -> Result<(), Rejection> {
+    if value.contains('\0') {
+        return Err(invalid(
+            field,
+            value,
+            "text without NUL characters (U+0000)",
+        ));
+    }
+    Ok(())
+}
+
 fn invalid(field: &'static str, value: &str, expected: &'static str) -> Rejection {
     Rejection::InvalidValue {
         field,
@@ -613,11 +633,13 @@ fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Keeps reasons short whatever the input: at most 64 characters of a value.
+/// A value quoted in a reason: at most 64 characters, a NUL spelt `\u0000`.
 fn clip(value: &str) -> String {
-    match value.char_indices().nth(64) {
+    let clipped = match value.char_indices().nth(64) {
         Some((i, _)) => format!("{}…", &value[..i]),
         None => value.to_string(),
-    }
+    };
+    clipped.replace('\0', "\\u0000")
 }
 
 #[cfg(test)]
@@ -663,6 +685,29 @@ mod tests {
         assert!(r.registered_electronically);
         assert!(!r.digitized, "digitized defaults to false");
         assert_eq!(r.due_date, NaiveDate::from_ymd_opt(2023, 4, 4).unwrap());
+    }
+
+    #[test]
+    fn a_nul_character_in_a_stored_text_is_refused_and_never_quoted_raw() {
+        // PostgreSQL's text cannot hold U+0000: stored, it would fail the
+        // batch over and over; refused, the record is a dead letter.
+        for (field, value) in [
+            ("case_id", r#""a\u0000b""#),
+            ("event_id", r#""e\u0000""#),
+            ("data.procedure_code", r#""1.0\u00001""#),
+        ] {
+            let why = err(&with(field, value));
+            assert_eq!(why.code(), "invalid_value", "{field}: {why}");
+            assert!(!why.to_string().contains('\0'), "{field}: {why:?}");
+            assert!(why.to_string().contains("\\u0000"), "{field}: {why}");
+        }
+        // A quoted value in any other reason is spelt out too.
+        let why = err(&with("commune_code", r#""3147\u00001""#));
+        assert!(!why.to_string().contains('\0'), "{why:?}");
+        let EventKind::Received(r) = ok(RECEIVED).kind else {
+            panic!("not received")
+        };
+        assert_eq!(&*r.procedure_code, "1.001234");
     }
 
     #[test]

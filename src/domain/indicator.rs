@@ -264,16 +264,18 @@ impl Window {
         }
     }
 
-    /// The last of the days from `today` to `until` that fall in the
-    /// period this window runs in: `until` for a rolling window, else
-    /// `until` or the period's last day, whichever comes first (`None`: a
-    /// range that is over).
+    /// The last due date from `today` to `until` whose miss would still
+    /// count in the period this window runs in: `until` for a rolling
+    /// window, else `until` or the day before the period's last day,
+    /// whichever comes first (a case due on the last day counts as late
+    /// only from the next day, in the next period). `None`: a range that is
+    /// over.
     pub fn last_day_until(self, today: NaiveDate, until: NaiveDate) -> Option<NaiveDate> {
         match self {
             Window::Rolling30Days => Some(until),
             w => w
                 .period_end(today)
-                .and_then(|end| end.pred_opt())
+                .and_then(|end| end.checked_sub_days(Days::new(2)))
                 .map(|last| until.min(last)),
         }
     }

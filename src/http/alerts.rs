@@ -131,38 +131,34 @@ pub(super) async fn breaches(
 
 #[derive(Deserialize)]
 pub(super) struct StreamQuery {
-    /// Comma-separated alert kinds (`event_type`s); all when left out.
+    /// Comma-separated alert kinds (`event_type`s); left out, the breach
+    /// kinds ([`Transition::BREACH_KINDS`]), as webhooks.
     kinds: Option<String>,
 }
 
-/// `GET /api/v1/alerts/stream[?kinds=…]`: every alert (of the kinds asked
-/// for) as it is published, as `event: alert` with the alert's JSON. A
-/// subscriber too slow to keep up misses alerts rather than holding the
-/// relay back; the alerts topic keeps them all.
+/// `GET /api/v1/alerts/stream[?kinds=…]`: every alert of the kinds asked
+/// for (by default the breach kinds, so that a subscriber written before
+/// the at-risk kinds is unaffected by them) as it is published, as
+/// `event: alert` with the alert's JSON. A subscriber too slow to keep up
+/// misses alerts rather than holding the relay back; the alerts topic keeps
+/// them all.
 pub(super) async fn stream(
     State(s): State<Shared>,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let kinds: Option<Vec<Transition>> = q
-        .kinds
-        .as_deref()
-        .map(|list| {
-            list.split(',')
-                .map(|k| {
-                    Transition::from_event_type(k.trim()).ok_or_else(|| {
-                        ApiError::BadRequest(format!("kinds: unknown alert kind `{k}`"))
-                    })
-                })
-                .collect()
-        })
-        .transpose()?;
+    let kinds: Vec<Transition> = match q.kinds.as_deref() {
+        None => Transition::BREACH_KINDS.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|k| {
+                Transition::from_event_type(k.trim())
+                    .ok_or_else(|| ApiError::BadRequest(format!("kinds: unknown alert kind `{k}`")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
     let stream = BroadcastStream::new(s.live.subscribe())
         .filter_map(|m| m.ok())
-        .filter(move |payload| {
-            kinds
-                .as_ref()
-                .is_none_or(|ks| crate::alerts::kind_of(payload).is_some_and(|k| ks.contains(&k)))
-        })
+        .filter(move |payload| crate::alerts::kind_of(payload).is_some_and(|k| kinds.contains(&k)))
         .map(|payload| Ok(Event::default().event("alert").data(&*payload)));
     Ok(Sse::new(until_shutdown(&s, stream)).keep_alive(KeepAlive::default()))
 }

@@ -924,18 +924,23 @@ async fn the_alert_stream_sends_the_kinds_asked_for_and_refuses_an_unknown_one()
     };
     let mut risks =
         open("/api/v1/alerts/stream?kinds=indicator.at_risk,indicator.at_risk_cleared").await;
-    let mut all = open("/api/v1/alerts/stream").await;
+    let mut default = open("/api/v1/alerts/stream").await;
+    let mut every = open("/api/v1/alerts/stream?kinds=indicator.breached,indicator.recovered,indicator.at_risk,indicator.at_risk_cleared").await;
     for (id, kind) in [
         ("a.1", "indicator.breached"),
         ("a.risk.1", "indicator.at_risk"),
+        ("a.2", "indicator.recovered"),
     ] {
         let payload = serde_json::json!({"alert_id": id, "event_type": kind}).to_string();
         h.live.send(Arc::from(payload.as_str())).unwrap();
     }
-    let (_, first) = risks.next().await;
-    assert_eq!(first["alert_id"], "a.risk.1", "the breach was not for it");
-    assert_eq!(all.next().await.1["alert_id"], "a.1");
-    assert_eq!(all.next().await.1["alert_id"], "a.risk.1");
+    assert_eq!(risks.next().await.1["alert_id"], "a.risk.1");
+    // Asked for nothing: the breach kinds, as a subscriber of before.
+    assert_eq!(default.next().await.1["alert_id"], "a.1");
+    assert_eq!(default.next().await.1["alert_id"], "a.2");
+    for id in ["a.1", "a.risk.1", "a.2"] {
+        assert_eq!(every.next().await.1["alert_id"], id);
+    }
 }
 
 #[tokio::test]

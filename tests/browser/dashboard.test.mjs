@@ -450,7 +450,7 @@ describe('dashboard against cchc demo', () => {
     assert.equal(written.accepted, 2);
     await until('the two cases coming due on the page', async () =>
       page.locator('#coming-due tbody tr[data-commune="31472"]').count().then((n) => n === 1));
-    const res = await fetch(`${base}/api/v1/units/${UNIT}/coming-due?horizon=3&limit=200`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    const res = await fetch(`${base}/api/v1/units/${UNIT}/coming-due?limit=200`, { headers: { Authorization: `Bearer ${TOKEN}` } });
     assert.equal(res.status, 200);
     const want = await res.json();
     await page.waitForFunction((n) => document.body.dataset.comingDue === String(n), want.total, { timeout: 10_000 });

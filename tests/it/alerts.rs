@@ -441,6 +441,9 @@ async fn open_cases_passing_their_due_date_at_midnight_breach_on_time_through_th
         .unwrap();
     let mut settings = setup.settings(None);
     settings.clock.skew_seconds = (midnight - now_local - Span::seconds(10)).num_seconds();
+    // A rolling window: whatever the date (on 31 December a case due that
+    // day, late, would count in the next year's ytd).
+    settings.alert_windows = vec![Window::Rolling30Days];
     let mut pipeline = spawn_app(settings).await;
     let mut reader = AlertReader::new(&setup.alerts_topic);
     // 20 cases received "today" (the shifted date), due today, still open.
@@ -452,7 +455,7 @@ async fn open_cases_passing_their_due_date_at_midnight_breach_on_time_through_th
     caught_up(&store, &setup, &mut pipeline).await;
     assert_eq!(
         reader.until(1, Duration::from_secs(5)).await,
-        ids(&[("on_time_rate.ytd.risk.1", "indicator.at_risk")]),
+        ids(&[("on_time_rate.rolling_30d.risk.1", "indicator.at_risk")]),
         "not overdue before midnight, but at risk: 20 cases due today, 0/20 if all late"
     );
     assert_eq!(reader.seen[0]["outlook"]["coming_due"], 20);
@@ -461,9 +464,12 @@ async fn open_cases_passing_their_due_date_at_midnight_breach_on_time_through_th
     assert_eq!(
         got,
         ids(&[
-            ("on_time_rate.ytd.risk.1", "indicator.at_risk"),
-            ("on_time_rate.ytd.risk.2", "indicator.at_risk_cleared"),
-            ("on_time_rate.ytd.1", "indicator.breached"),
+            ("on_time_rate.rolling_30d.risk.1", "indicator.at_risk"),
+            (
+                "on_time_rate.rolling_30d.risk.2",
+                "indicator.at_risk_cleared"
+            ),
+            ("on_time_rate.rolling_30d.1", "indicator.breached"),
         ])
     );
     assert_eq!(reader.seen[1]["outlook"]["reason"], "breached");

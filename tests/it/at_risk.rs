@@ -3,7 +3,9 @@
 //! back from the alerts topic) and the real database. A commune whose 30
 //! cases were all resolved on time (100%, the on-time target is > 99%) is at
 //! risk as soon as one open case is due within the horizon (three calendar
-//! days): if it were late, 30/31 = 96.8%.
+//! days): if it were late, 30/31 = 96.8%. The window is `rolling_30d`,
+//! so that the tests do not depend on the date (near a period's end, the
+//! cases coming due fall partly after it).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use serde_json::Value;
 
 use cchc_pipeline::alerts::signature;
 use cchc_pipeline::config::WebhookSettings;
+use cchc_pipeline::domain::Window;
 
 use crate::alerts::{caught_up, ids, local, repo_config, send, AlertReader, Events, C};
 use crate::pipeline::{setup, Pipeline};
@@ -126,6 +129,7 @@ async fn a_case_coming_due_puts_the_commune_at_risk_once_and_its_resolution_clea
             ]),
         },
     ];
+    settings.alert_windows = vec![Window::Rolling30Days];
     let mut pipeline = spawn_app(settings).await;
     let mut reader = AlertReader::new(&setup.alerts_topic);
     let now = Utc::now().with_timezone(&local()) - Span::hours(1);
@@ -151,7 +155,7 @@ async fn a_case_coming_due_puts_the_commune_at_risk_once_and_its_resolution_clea
     let got = reader.until(1, Duration::from_secs(20)).await;
     assert_eq!(
         got,
-        ids(&[("on_time_rate.ytd.risk.1", "indicator.at_risk")])
+        ids(&[("on_time_rate.rolling_30d.risk.1", "indicator.at_risk")])
     );
     let alert = &reader.seen[0];
     assert_eq!(
@@ -183,7 +187,7 @@ async fn a_case_coming_due_puts_the_commune_at_risk_once_and_its_resolution_clea
     assert_eq!(standing["communes_at_risk"], 1);
     assert_eq!(
         standing["at_risk"][0]["alert_id"],
-        format!("{C}.on_time_rate.ytd.risk.1")
+        format!("{C}.on_time_rate.rolling_30d.risk.1")
     );
     assert_eq!(
         standing["at_risk"][0]["alert"]["event_type"],
@@ -202,8 +206,11 @@ async fn a_case_coming_due_puts_the_commune_at_risk_once_and_its_resolution_clea
     assert_eq!(
         got,
         ids(&[
-            ("on_time_rate.ytd.risk.1", "indicator.at_risk"),
-            ("on_time_rate.ytd.risk.2", "indicator.at_risk_cleared"),
+            ("on_time_rate.rolling_30d.risk.1", "indicator.at_risk"),
+            (
+                "on_time_rate.rolling_30d.risk.2",
+                "indicator.at_risk_cleared"
+            ),
         ])
     );
     assert_eq!(reader.seen[1]["outlook"]["reason"], "within_target");
@@ -246,12 +253,12 @@ async fn an_at_risk_alert_committed_before_a_sigkill_is_published_once_and_not_r
     let (setup, store) = setup(1, None).await;
     let now = Utc::now().with_timezone(&local()) - Span::hours(1);
     let mut ev = Events::new(now);
-    let mut a = Pipeline::start_with(
-        &setup,
-        "a",
-        &repo_config(),
-        &[("CCHC_ALERTS__RELAY", "false")],
-    );
+    const ROLLING: (&str, &str) = ("CCHC_ALERTS__WINDOWS", r#"["rolling_30d"]"#);
+    let start = |name: &str, env: &[(&str, &str)]| {
+        let env: Vec<(&str, &str)> = env.iter().copied().chain([ROLLING]).collect();
+        Pipeline::start_with(&setup, name, &repo_config(), &env)
+    };
+    let mut a = start("a", &[("CCHC_ALERTS__RELAY", "false")]);
     let soon = ev.received(true, now + Span::days(1));
     let mut batch = on_time_history(&mut ev);
     batch.push(soon.clone());
@@ -263,16 +270,16 @@ async fn an_at_risk_alert_committed_before_a_sigkill_is_published_once_and_not_r
             .iter()
             .map(|p| p.alert_id.as_str())
             .collect::<Vec<_>>(),
-        [format!("{C}.on_time_rate.ytd.risk.1")],
+        [format!("{C}.on_time_rate.rolling_30d.risk.1")],
         "the risk is in the outbox, unpublished"
     );
     a.kill();
 
-    let mut b = Pipeline::start(&setup, "b");
+    let mut b = start("b", &[]);
     let mut reader = AlertReader::new(&setup.alerts_topic);
     assert_eq!(
         reader.until(1, Duration::from_secs(30)).await,
-        ids(&[("on_time_rate.ytd.risk.1", "indicator.at_risk")])
+        ids(&[("on_time_rate.rolling_30d.risk.1", "indicator.at_risk")])
     );
     // Still at risk across another SIGKILL (a claim re-evaluates every
     // commune): nothing new.
@@ -280,7 +287,7 @@ async fn an_at_risk_alert_committed_before_a_sigkill_is_published_once_and_not_r
     send(&setup.topic, vec![also.clone()]).await;
     caught_up(&store, &setup, &mut b).await;
     b.kill();
-    let mut c = Pipeline::start(&setup, "c");
+    let mut c = start("c", &[]);
     send(
         &setup.topic,
         vec![resolve(&mut ev, &soon), resolve(&mut ev, &also)],
@@ -290,8 +297,11 @@ async fn an_at_risk_alert_committed_before_a_sigkill_is_published_once_and_not_r
     assert_eq!(
         reader.until(2, Duration::from_secs(30)).await,
         ids(&[
-            ("on_time_rate.ytd.risk.1", "indicator.at_risk"),
-            ("on_time_rate.ytd.risk.2", "indicator.at_risk_cleared"),
+            ("on_time_rate.rolling_30d.risk.1", "indicator.at_risk"),
+            (
+                "on_time_rate.rolling_30d.risk.2",
+                "indicator.at_risk_cleared"
+            ),
         ])
     );
 }
@@ -307,6 +317,7 @@ async fn the_clock_alone_puts_a_commune_at_risk_when_its_cases_enter_the_horizon
         .unwrap();
     let mut settings = setup.settings(None);
     settings.clock.skew_seconds = (midnight - now_local - Span::seconds(10)).num_seconds();
+    settings.alert_windows = vec![Window::Rolling30Days];
     let mut pipeline = spawn_app(settings).await;
     let mut reader = AlertReader::new(&setup.alerts_topic);
     // "Today" is the shifted date: the day before `midnight`.
@@ -324,7 +335,7 @@ async fn the_clock_alone_puts_a_commune_at_risk_when_its_cases_enter_the_horizon
     let got = reader.until(1, Duration::from_secs(40)).await;
     assert_eq!(
         got,
-        ids(&[("on_time_rate.ytd.risk.1", "indicator.at_risk")])
+        ids(&[("on_time_rate.rolling_30d.risk.1", "indicator.at_risk")])
     );
     assert_eq!(reader.seen[0]["outlook"]["coming_due"], 1);
     pipeline.stop().await;
