@@ -20,7 +20,7 @@ use cchc_pipeline::domain::Window;
 
 use crate::alerts::{caught_up, ids, local, repo_config, send, AlertReader, Events, C};
 use crate::pipeline::{setup, Pipeline};
-use crate::support::{free_port, spawn_app};
+use crate::support::{free_port, get_json, spawn_app};
 
 /// 30 cases received and resolved on time (due in a week), then
 /// nothing open.
@@ -90,19 +90,6 @@ impl Hooks {
             })
             .collect()
     }
-}
-
-async fn get_json(url: &str) -> Value {
-    reqwest::Client::new()
-        .get(url)
-        .bearer_auth("demo-read-token")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use cchc_pipeline::shutdown::CancellationToken;
 use cchc_pipeline::simulator::Simulator;
 use cchc_pipeline::store::Store;
 
-use crate::support::unique_name;
+use crate::support::{get_json, unique_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_demo_projects_two_hundred_thousand_events_exactly() {
@@ -119,16 +119,7 @@ async fn the_readme_demo_serves_queries_prints_alerts_and_stops_on_sigterm() {
         "http://{}/api/v1/communes/31471/indicators?window=ytd",
         demo.listen
     );
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth("demo-read-token")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let body = get_json(&url).await;
     assert!(
         body["indicators"][0]["denominator"].as_i64().unwrap() > 0,
         "{body}"

@@ -457,3 +457,17 @@ impl Drop for TestApp {
         self.stop.cancel();
     }
 }
+
+/// GETs `url` with the demo read token and parses the answer as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth("demo-read-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap()
+}
