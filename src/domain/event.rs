@@ -74,8 +74,9 @@ pub enum OnlineLevel {
 /// `case.received`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
-    /// The procedure (MaTTHC), as sent.
-    pub procedure_code: Box<str>,
+    /// The procedure (MaTTHC), as sent (shared: the fold keeps a copy of
+    /// each receipt it applies).
+    pub procedure_code: std::sync::Arc<str>,
     pub channel: Channel,
     pub online_level: OnlineLevel,
     /// Local date of the promised return date (NgayHenTra).
