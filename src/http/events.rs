@@ -281,9 +281,20 @@ async fn send(s: &Shared, judged: &[Judged]) -> Result<Vec<(i32, i64)>, String> 
             }
         }
     }
-    let mut written = Vec::with_capacity(deliveries.len());
+    // librdkafka gives up on a delivery after INGEST_DELIVERY_TIMEOUT, by
+    // a timer that runs late on a busy machine; the answer must not wait on
+    // it past the request's deadline: what is still unacknowledged then is
+    // a 503 (sending the same request again is safe: repeats count once).
+    let Ok(results) = tokio::time::timeout(ANSWER_WITHIN, join_all(deliveries)).await else {
+        warn!("events sent over HTTP not acknowledged in time");
+        return Err(format!(
+            "Kafka did not acknowledge the events within {} s",
+            ANSWER_WITHIN.as_secs()
+        ));
+    };
+    let mut written = Vec::with_capacity(results.len());
     let mut failed = None;
-    for result in join_all(deliveries).await {
+    for result in results {
         match result {
             Ok(Ok(d)) => written.push((d.partition, d.offset)),
             Ok(Err((e, _))) => failed = Some(e.to_string()),
@@ -306,6 +317,11 @@ async fn send(s: &Shared, judged: &[Judged]) -> Result<Vec<(i32, i64)>, String> 
         }
     }
 }
+
+/// How long a request waits for its deliveries at most: librdkafka's
+/// delivery timeout and a margin, well inside the request deadline.
+const ANSWER_WITHIN: std::time::Duration =
+    INGEST_DELIVERY_TIMEOUT.saturating_add(std::time::Duration::from_secs(2));
 
 /// Whether the brokers answer now (a look at the events topic, at most 2 s),
 /// after librdkafka said they were all down.
