@@ -30,6 +30,9 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Parse(String),
+    /// A unit file's error, naming the file and the line.
+    #[error("{0}")]
+    UnitFile(String),
     #[error("{file}: key `{key}`: {reason}")]
     Invalid {
         file: String,
@@ -231,6 +234,12 @@ struct RawSettings {
     indicators: BTreeMap<String, IndicatorSettings>,
     #[serde(default)]
     overrides: Vec<OverrideSettings>,
+    /// A unit list in a file of its own (CSV or JSON, docs/UNITS.md), read
+    /// before the inline `units`; relative to the configuration file's
+    /// directory.
+    #[serde(default)]
+    units_file: Option<String>,
+    #[serde(default)]
     units: Vec<UnitSpec>,
 }
 
@@ -344,7 +353,56 @@ impl Invalid<'_> {
     }
 }
 
+/// Where a unit of the list was written.
+enum Origin {
+    File { file: String, line: u64 },
+    Inline(usize),
+}
+
 impl RawSettings {
+    /// The units of `units_file` then those of `units`, checked together;
+    /// an error names the file and line, or the key, of the unit.
+    fn unit_list(&self, file: &Path, invalid: &Invalid<'_>) -> Result<Units, ConfigError> {
+        let mut specs = Vec::new();
+        let mut origins = Vec::new();
+        if let Some(name) = &self.units_file {
+            if name.is_empty() {
+                return Err(invalid.at("units_file", "must not be empty"));
+            }
+            let path = file.parent().unwrap_or(Path::new("")).join(name);
+            let located =
+                crate::unit_file::read(&path).map_err(|e| ConfigError::UnitFile(e.to_string()))?;
+            let shown = path.display().to_string();
+            for l in located {
+                specs.push(l.spec);
+                origins.push(Origin::File {
+                    file: shown.clone(),
+                    line: l.line,
+                });
+            }
+        }
+        for (n, spec) in self.units.iter().enumerate() {
+            specs.push(spec.clone());
+            origins.push(Origin::Inline(n));
+        }
+        Units::parse(&specs).map_err(|e| {
+            let mut reason = e.to_string();
+            if let crate::domain::Problem::Overlaps { other } = e.problem {
+                let place = match &origins[other] {
+                    Origin::File { file, line } => format!("{file}:{line}"),
+                    Origin::Inline(n) => format!("units[{n}] in {}", invalid.0),
+                };
+                reason.push_str(&format!(" (at {place})"));
+            }
+            match &origins[e.entry] {
+                Origin::File { file, line } => {
+                    ConfigError::UnitFile(format!("{file}:{line}: {reason}"))
+                }
+                Origin::Inline(n) => invalid.at(&format!("units[{n}]"), reason),
+            }
+        })
+    }
+
     fn validate(mut self, file: &Path) -> Result<Settings, ConfigError> {
         self.kafka.properties = property_names(std::mem::take(&mut self.kafka.properties));
         let name = file.display().to_string();
@@ -362,7 +420,7 @@ impl RawSettings {
             crate::kafka::check_property(key, value)
                 .map_err(|why| invalid.at(&format!("kafka.properties.\"{key}\""), why))?;
         }
-        let units = Units::parse(&self.units).map_err(|e| invalid.at("units", e.to_string()))?;
+        let units = self.unit_list(file, &invalid)?;
         if units.communes().next().is_none() {
             return Err(invalid.at("units", "no unit of kind ward, commune or township"));
         }
@@ -568,15 +626,67 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("bad.toml");
         std::fs::write(&file, text).unwrap();
+        // The default file's unit list, where the default file names it.
+        let units = repo_file().parent().unwrap().join("units");
+        std::fs::create_dir_all(dir.join("units")).unwrap();
+        for entry in std::fs::read_dir(units).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join("units").join(entry.file_name())).unwrap();
+        }
         Settings::load_file(&file)
     }
 
     #[test]
     fn the_default_file_holds_the_long_my_targets_and_units() {
         let s = Settings::load_file(&repo_file()).unwrap();
-        assert_eq!(s.units.communes().count(), 9);
+        // The nine of the 2023 campaign and the three wards they became.
+        assert_eq!(s.units.communes().count(), 12);
         assert_eq!(s.units.communes_under("937").count(), 9);
+        let day = |d: &str| d.parse::<chrono::NaiveDate>().unwrap();
+        let campaign = s.units.structure(day("2023-12-31"));
+        assert_eq!(campaign.communes_under(&s.units, "937").count(), 9);
+        let today = s.units.structure(day("2026-12-01"));
+        assert_eq!(today.communes_under(&s.units, "92").count(), 3);
         assert_eq!(s.targets, Targets::declared());
+    }
+
+    #[test]
+    fn a_unit_list_error_names_its_file_and_line_or_its_key() {
+        let text = std::fs::read_to_string(repo_file()).unwrap();
+        let dir = std::env::temp_dir().join(format!("cchc-config-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(dir.join("units")).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, &text).unwrap();
+        let csv = std::fs::read_to_string(repo_file().parent().unwrap().join("units/long-my.csv"))
+            .unwrap()
+            .replace(
+                "31481,Xã Tân Phú,commune,937,,2025-06-30,31480,",
+                "31481,Xã Tân Phú,commune,937,,2025-06-30,31499,",
+            );
+        std::fs::write(dir.join("units/long-my.csv"), csv).unwrap();
+        let err = Settings::load_file(&file).unwrap_err().to_string();
+        assert!(
+            err.ends_with("long-my.csv:13: unit `31481`: successor `31499` is not valid on 2025-07-01, the day after this unit ends"),
+            "{err}"
+        );
+        // An inline unit that overlaps a unit of the file.
+        std::fs::copy(
+            repo_file().parent().unwrap().join("units/long-my.csv"),
+            dir.join("units/long-my.csv"),
+        )
+        .unwrap();
+        let inline =
+            format!("{text}\n[[units]]\ncode = \"31471\"\nname = \"x\"\nkind = \"ward\"\n");
+        std::fs::write(&file, inline).unwrap();
+        let err = Settings::load_file(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("key `units[0]`") && err.contains("long-my.csv:5)"),
+            "{err}"
+        );
+        let missing = text.replace("units/long-my.csv", "units/none.csv");
+        std::fs::write(&file, missing).unwrap();
+        let err = Settings::load_file(&file).unwrap_err().to_string();
+        assert!(err.contains("none.csv:0: cannot read"), "{err}");
     }
 
     #[test]

@@ -51,3 +51,4 @@ pub mod shutdown;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;
+pub mod unit_file;

@@ -24,21 +24,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 use tracing::{debug, instrument};
 
 use crate::domain::time::local_date;
 use crate::domain::{
-    decode, Alert, Applied, BatchPosition, CaseEvent, CaseKey, DayCounters, Deferral, DocumentKey,
-    Evaluator, EventKind, Units,
+    decode, Alert, Applied, BatchPosition, CaseEvent, CaseKey, CaseState, DayCounters, Deferral,
+    DocumentKey, Evaluator, EventKind, Units,
 };
 use crate::internal_events::{
     BatchCommitted, BatchRefolded, BreachesDeferred, DeadLettersKept, InternalEvent,
 };
 use crate::metrics::Metrics;
-use crate::store::{BatchKeys, BatchTx, Claim, DeadLetter, PartitionWrite, Store, StoreError};
+use crate::store::{
+    BatchKeys, BatchTx, CaseRow, Claim, DeadLetter, PartitionWrite, Store, StoreError,
+};
 
 /// One Kafka record, copied out of the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +292,13 @@ impl Projector {
             .into_iter()
             .filter(|k| fold.document(k).is_some())
             .collect();
+        // As loaded: the cases other partitions may write too (kept under a
+        // unit that others merged into), to check at the commit.
+        let mut loaded_shared: FxHashMap<CaseKey, CaseState> = stored_cases
+            .iter()
+            .filter(|k| self.units.is_shared_home(&k.commune))
+            .map(|k| (k.clone(), fold.case(k).cloned().expect("stored")))
+            .collect();
         fold.advance_clock(now);
         let mut report = BatchReport {
             records: batch.records.len(),
@@ -327,6 +336,10 @@ impl Projector {
                 .cloned()
                 .expect("a changed case is in the working set")
         });
+        let expected: Vec<(CaseKey, CaseState)> = cases
+            .iter()
+            .filter_map(|(k, _)| loaded_shared.remove(k).map(|s| (k.clone(), s)))
+            .collect();
         let (documents, new_documents) = split_stored(changed_documents, &stored_documents, |k| {
             *fold
                 .document(k)
@@ -344,6 +357,7 @@ impl Projector {
             event_time: events.iter().map(|e| e.occurred_at).max(),
             deltas: fold.into_deltas().into_iter().collect(),
             cases,
+            expected,
             new_cases,
             documents,
             new_documents,
@@ -428,6 +442,7 @@ async fn transaction<T: BatchTx>(
     // The ids first: a batch folded without looking them up fails here,
     // before the heavier statements, if one of them was applied already.
     tx.insert_event_ids(w.partition, &w.seen).await?;
+    check_expected(&mut tx, w).await?;
     tx.add_counters(&w.deltas).await?;
     tx.write_cases(w.partition, &w.cases, &w.new_cases).await?;
     tx.write_documents(w.partition, &w.documents, &w.new_documents)
@@ -449,6 +464,32 @@ async fn transaction<T: BatchTx>(
     tx.move_position(w).await?;
     tx.commit().await?;
     Ok(alerts)
+}
+
+/// Refuses the batch ([`StoreError::StoredAlready`]: it is folded again)
+/// if a case that other partitions may write changed since it was loaded;
+/// locks those cases until the commit otherwise.
+async fn check_expected<T: BatchTx>(tx: &mut T, w: &PartitionWrite) -> Result<(), StoreError> {
+    if w.expected.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<CaseKey> = w.expected.iter().map(|(k, _)| k.clone()).collect();
+    let stored: HashMap<(String, String), CaseRow> = tx
+        .lock_cases(&keys)
+        .await?
+        .into_iter()
+        .map(|r| ((r.commune, r.case_id), r.row))
+        .collect();
+    for (key, loaded) in &w.expected {
+        let now = stored.get(&(key.commune.to_string(), key.case_id.clone()));
+        if now != Some(&CaseRow::encode_whole(loaded)) {
+            return Err(StoreError::StoredAlready {
+                partition: w.partition,
+                what: "a change to a case another partition also writes",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Re-evaluates the communes the batch changed (and, when the local date
@@ -557,8 +598,9 @@ fn key_of(e: &CaseEvent) -> Key {
             commune: e.commune.clone(),
             document_id: d.document_id.clone(),
         }),
+        // A case is kept under its home (the unit its commune became).
         _ => Key::Case(CaseKey {
-            commune: e.commune.clone(),
+            commune: e.home.clone(),
             case_id: e.case_id.clone().unwrap_or_default(),
         }),
     }

@@ -12,7 +12,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::domain::time::local_offset;
+use crate::domain::time::{local_date, local_offset};
 use crate::domain::Units;
 
 /// How one commune works: probabilities of each good outcome.
@@ -100,10 +100,22 @@ pub struct SimRecord {
 struct Commune {
     code: String,
     profile: Profile,
+    valid_from: Option<NaiveDate>,
+    valid_to: Option<NaiveDate>,
 }
 
-/// An endless, time-ordered stream of events for the configured communes.
+impl Commune {
+    fn valid_on(&self, day: NaiveDate) -> bool {
+        self.valid_from.is_none_or(|f| f <= day) && self.valid_to.is_none_or(|t| day <= t)
+    }
+}
+
+/// An endless, time-ordered stream of events for the configured communes:
+/// each day's new cases are received by the communes valid that day, and a
+/// case's later steps name the unit its commune has become by then (the
+/// producer switches codes on the day the unit list changes).
 pub struct Simulator {
+    units: Units,
     rng: SmallRng,
     communes: Vec<Commune>,
     cases_per_day: f64,
@@ -111,8 +123,9 @@ pub struct Simulator {
     seed: u64,
     seq: u64,
     case_seq: u64,
-    /// Events scheduled for later, ordered by time then sequence.
-    pending: BinaryHeap<Reverse<(i64, u64, usize, String)>>,
+    /// Events scheduled for later, ordered by time then sequence, with
+    /// their record key (the commune code they name).
+    pending: BinaryHeap<Reverse<(i64, u64, String, String)>>,
 }
 
 impl Simulator {
@@ -125,9 +138,12 @@ impl Simulator {
             .map(|(n, u)| Commune {
                 code: u.code.to_string(),
                 profile: Profile::nth(n),
+                valid_from: u.valid_from,
+                valid_to: u.valid_to,
             })
             .collect();
         Simulator {
+            units: units.clone(),
             rng: SmallRng::seed_from_u64(seed),
             communes,
             cases_per_day,
@@ -147,12 +163,25 @@ impl Simulator {
         (local + Duration::minutes(minutes)).with_timezone(&Utc)
     }
 
-    fn schedule(&mut self, at: DateTime<Utc>, commune: usize, value: serde_json::Value) {
+    /// Schedules `value` at `at`, naming the unit that the commune `code`
+    /// (which received the case on `day`) has become by then.
+    fn schedule(
+        &mut self,
+        at: DateTime<Utc>,
+        day: NaiveDate,
+        code: &str,
+        mut value: serde_json::Value,
+    ) {
         self.seq += 1;
+        let named = self
+            .units
+            .code_on(code, day, local_date(at))
+            .map_or_else(|| code.to_string(), |c| c.to_string());
+        value["commune_code"] = serde_json::Value::String(named.clone());
         self.pending.push(Reverse((
             at.timestamp_micros(),
             self.seq,
-            commune,
+            named,
             value.to_string(),
         )));
     }
@@ -166,8 +195,12 @@ impl Simulator {
     fn generate_day(&mut self) {
         let day = self.day;
         for c in 0..self.communes.len() {
-            let p = self.communes[c].profile;
-            let code = self.communes[c].code.clone();
+            let commune = &self.communes[c];
+            if !commune.valid_on(day) {
+                continue;
+            }
+            let p = commune.profile;
+            let code = commune.code.clone();
             let n = self.cases_per_day.floor() as usize
                 + (self.rng.gen::<f64>() < self.cases_per_day.fract()) as usize;
             for _ in 0..n {
@@ -198,7 +231,7 @@ impl Simulator {
                         "digitized": self.rng.gen::<f64>() < p.digitized,
                     }
                 });
-                self.schedule(received_at, c, value);
+                self.schedule(received_at, day, &code, value);
                 let roll: f64 = self.rng.gen();
                 if roll < p.withdrawn {
                     let at = received_at + Duration::hours(self.rng.gen_range(2..48));
@@ -208,7 +241,7 @@ impl Simulator {
                         "occurred_at": at.with_timezone(&local_offset()).to_rfc3339(),
                         "commune_code": code, "case_id": case_id, "data": {}
                     });
-                    self.schedule(at, c, value);
+                    self.schedule(at, day, &code, value);
                     continue;
                 }
                 let on_time = self.rng.gen::<f64>() < p.on_time;
@@ -224,7 +257,7 @@ impl Simulator {
                     "commune_code": code, "case_id": case_id,
                     "data": {"due_at": due_at.with_timezone(&local_offset()).to_rfc3339(), "outcome": if self.rng.gen::<f64>() < 0.97 { "completed" } else { "rejected" }}
                 });
-                self.schedule(resolved_at, c, value);
+                self.schedule(resolved_at, day, &code, value);
                 let signed_at = resolved_at - Duration::minutes(30);
                 let id = self.next_id();
                 let digital = self.rng.gen::<f64>() < p.digital;
@@ -234,7 +267,7 @@ impl Simulator {
                     "commune_code": code, "case_id": case_id,
                     "data": {"document_id": format!("KQ-{case_id}"), "signature": if digital { "digital" } else { "handwritten" }, "document_kind": "case_result"}
                 });
-                self.schedule(signed_at, c, value);
+                self.schedule(signed_at, day, &code, value);
                 if self.rng.gen::<f64>() < p.rated {
                     let at = resolved_at + Duration::hours(self.rng.gen_range(1..72));
                     let satisfied = self.rng.gen::<f64>() < p.satisfied;
@@ -254,7 +287,7 @@ impl Simulator {
                         "commune_code": code, "case_id": case_id,
                         "data": {"rating": rating, "score": if satisfied { self.rng.gen_range(15..=18) } else { self.rng.gen_range(0..12) }}
                     });
-                    self.schedule(at, c, value);
+                    self.schedule(at, day, &code, value);
                 }
             }
         }
@@ -272,9 +305,9 @@ impl Iterator for Simulator {
             let horizon = Self::at(self.day, -7 * 60).timestamp_micros();
             match self.pending.peek() {
                 Some(Reverse((t, ..))) if *t < horizon => {
-                    let Reverse((t, _, c, value)) = self.pending.pop().expect("peeked");
+                    let Reverse((t, _, key, value)) = self.pending.pop().expect("peeked");
                     return Some(SimRecord {
-                        key: self.communes[c].code.clone(),
+                        key,
                         value,
                         occurred_at: DateTime::from_timestamp_micros(t).expect("valid"),
                     });

@@ -68,12 +68,7 @@ const BASE_NS: i64 = 1_679_875_200 * NS_PER_SECOND;
 fn units() -> &'static Units {
     static UNITS: OnceLock<Units> = OnceLock::new();
     UNITS.get_or_init(|| {
-        let mut specs = vec![UnitSpec {
-            code: "937".into(),
-            name: "Thị xã Long Mỹ".into(),
-            kind: UnitKind::Town,
-            parent: None,
-        }];
+        let mut specs = vec![UnitSpec::new("937", "Thị xã Long Mỹ", UnitKind::Town, None)];
         for (code, name, kind) in [
             ("31471", "Phường Thuận An", UnitKind::Ward),
             ("31472", "Phường Trà Lồng", UnitKind::Ward),
@@ -85,12 +80,7 @@ fn units() -> &'static Units {
             ("31480", "Xã Long Phú", UnitKind::Commune),
             ("31481", "Xã Tân Phú", UnitKind::Commune),
         ] {
-            specs.push(UnitSpec {
-                code: code.into(),
-                name: name.into(),
-                kind,
-                parent: Some("937".into()),
-            });
+            specs.push(UnitSpec::new(code, name, kind, Some("937")));
         }
         Units::parse(&specs).expect("the Long Mỹ units are valid")
     })

@@ -11,21 +11,16 @@ use std::sync::OnceLock;
 pub fn units() -> &'static Units {
     static UNITS: OnceLock<Units> = OnceLock::new();
     UNITS.get_or_init(|| {
-        let mut specs = vec![UnitSpec {
-            code: "937".into(),
-            name: "Thị xã Long Mỹ".into(),
-            kind: UnitKind::Town,
-            parent: None,
-        }];
+        let mut specs = vec![UnitSpec::new("937", "Thị xã Long Mỹ", UnitKind::Town, None)];
         for code in [
             "31471", "31472", "31473", "31474", "31475", "31477", "31478", "31480", "31481",
         ] {
-            specs.push(UnitSpec {
-                code: code.into(),
-                name: format!("unit {code}"),
-                kind: UnitKind::Commune,
-                parent: Some("937".into()),
-            });
+            specs.push(UnitSpec::new(
+                code,
+                &format!("unit {code}"),
+                UnitKind::Commune,
+                Some("937"),
+            ));
         }
         Units::parse(&specs).expect("valid units")
     })

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::time::{local_date, local_date_of};
-use super::units::{UnitCode, Units};
+use super::units::{Refusal, UnitCode, Units};
 
 /// The newest schema version this pipeline understands.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -28,7 +28,11 @@ pub struct CaseEvent {
     pub occurred_at: DateTime<Utc>,
     /// Local (Asia/Ho_Chi_Minh) date of `occurred_at`: the day it counts on.
     pub day: NaiveDate,
+    /// The unit the event names: its counters count for it.
     pub commune: UnitCode,
+    /// The unit its case is kept under ([`Units::home`]): the commune
+    /// itself, but for a unit that merged into another.
+    pub home: UnitCode,
     /// Present on every `case.*` event; optional on `document.*`.
     pub case_id: Option<String>,
     pub kind: EventKind,
@@ -166,6 +170,18 @@ pub enum Rejection {
     UnknownEventType(String),
     #[error("unknown commune code `{0}`")]
     UnknownCommune(String),
+    #[error("commune `{code}` ended on {to} and was split between {successors}: send the code of the unit that holds the case now")]
+    UnitEnded {
+        code: String,
+        to: NaiveDate,
+        successors: String,
+    },
+    #[error("commune `{code}` exists only from {from}; the event is of {day}")]
+    UnitNotYetValid {
+        code: String,
+        from: NaiveDate,
+        day: NaiveDate,
+    },
     #[error("timestamp `{field}` has no UTC offset: `{value}`")]
     TimestampWithoutOffset { field: &'static str, value: String },
     #[error("timestamp `{field}` is not RFC 3339: `{value}`")]
@@ -197,6 +213,8 @@ impl Rejection {
             Rejection::InvalidValue { .. } => "invalid_value",
             Rejection::UnknownEventType(_) => "unknown_event_type",
             Rejection::UnknownCommune(_) => "unknown_commune",
+            Rejection::UnitEnded { .. } => "unit_ended",
+            Rejection::UnitNotYetValid { .. } => "unit_not_yet_valid",
             Rejection::TimestampWithoutOffset { .. } => "timestamp_without_offset",
             Rejection::BadTimestamp { .. } => "bad_timestamp",
             Rejection::FutureSchemaVersion(_) => "future_schema_version",
@@ -217,7 +235,9 @@ impl Rejection {
             | Rejection::TimestampWithoutOffset { field, .. }
             | Rejection::BadTimestamp { field, .. } => Some(field),
             Rejection::UnknownEventType(_) => Some("event_type"),
-            Rejection::UnknownCommune(_) => Some("commune_code"),
+            Rejection::UnknownCommune(_)
+            | Rejection::UnitEnded { .. }
+            | Rejection::UnitNotYetValid { .. } => Some("commune_code"),
             Rejection::FutureSchemaVersion(_) | Rejection::BadSchemaVersion(_) => {
                 Some("schema_version")
             }
@@ -232,7 +252,7 @@ impl Rejection {
     }
 
     /// Every code, for documentation and metrics.
-    pub const CODES: [&'static str; 16] = [
+    pub const CODES: [&'static str; 18] = [
         "no_value",
         "not_utf8",
         "not_json",
@@ -242,6 +262,8 @@ impl Rejection {
         "invalid_value",
         "unknown_event_type",
         "unknown_commune",
+        "unit_ended",
+        "unit_not_yet_valid",
         "timestamp_without_offset",
         "bad_timestamp",
         "future_schema_version",
@@ -338,6 +360,31 @@ pub fn record_key(value: &[u8]) -> Option<String> {
     keyed.commune_code.map(Cow::into_owned)
 }
 
+/// The unit an event of `day` names, and its case's home (see
+/// [`Units::commune_on`]).
+fn commune(units: &Units, code: &str, day: NaiveDate) -> Result<(UnitCode, UnitCode), Rejection> {
+    let found = units.commune_on(code, day);
+    found
+        .map(|(c, h)| (c.clone(), h.clone()))
+        .map_err(|refusal| match refusal {
+            Refusal::Unknown => Rejection::UnknownCommune(clip(code)),
+            Refusal::NotYetValid { from } => Rejection::UnitNotYetValid {
+                code: clip(code),
+                from,
+                day,
+            },
+            Refusal::Ended { to, successors } => Rejection::UnitEnded {
+                code: clip(code),
+                to,
+                successors: successors
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+        })
+}
+
 /// Decodes and validates one record value against contract version 1.
 pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejection> {
     let bytes = value.ok_or(Rejection::NoValue)?;
@@ -374,10 +421,13 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
     let commune_code = raw
         .commune_code
         .ok_or(Rejection::MissingField("commune_code"))?;
-    let commune = units
-        .commune(&commune_code)
-        .cloned()
-        .ok_or_else(|| Rejection::UnknownCommune(clip(&commune_code)))?;
+    // Microseconds: what the store keeps, so that which fact wins cannot
+    // change when a case is written and read back. The day is that instant's
+    // (a leap second, 23:59:60, rounds into the next second, which may be
+    // the next day); it decides which unit the code names.
+    let occurred_at = truncate_to_micros(occurred_at.with_timezone(&Utc));
+    let day = local_date(occurred_at);
+    let (commune, home) = commune(units, &commune_code, day)?;
     let case_id = raw.case_id.filter(|c| !c.is_empty());
     if let Some(c) = &case_id {
         stored_text("case_id", c)?;
@@ -405,16 +455,12 @@ pub fn decode(value: Option<&[u8]>, units: &Units) -> Result<CaseEvent, Rejectio
     if case_id.is_none() && !matches!(kind, EventKind::DocumentSigned(_)) {
         return Err(Rejection::CaseIdMissing);
     }
-    // Microseconds: what the store keeps, so that which fact wins cannot
-    // change when a case is written and read back. The day is that instant's
-    // (a leap second, 23:59:60, rounds into the next second, which may be
-    // the next day).
-    let occurred_at = truncate_to_micros(occurred_at.with_timezone(&Utc));
     Ok(CaseEvent {
         event_id: event_id.into_owned(),
-        day: local_date(occurred_at),
+        day,
         occurred_at,
         commune,
+        home,
         case_id: case_id.map(Cow::into_owned),
         kind,
     })

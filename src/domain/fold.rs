@@ -23,7 +23,8 @@ use super::time::local_date;
 use super::units::UnitCode;
 
 /// A case, identified within its commune (MaHoSo is unique per commune's
-/// software, not nationally).
+/// software, not nationally): the case's home ([`CaseEvent::home`]), the
+/// commune itself but for a unit that merged into another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CaseKey {
     pub commune: UnitCode,
@@ -65,6 +66,25 @@ pub struct CaseState {
     pub received: Option<Fact<Received>>,
     pub closing: Option<Fact<Closing>>,
     pub rating: Option<Fact<Rated>>,
+    /// Who reported each fact, where that is not the case's home.
+    pub by: Reporters,
+}
+
+/// The units that reported a case's facts, each `None` when it is the
+/// case's home (always, but for a case across a merge: received by a unit
+/// that then merged, resolved by its successor). Each fact counts for the
+/// unit that reported it, so counters stay keyed by the unit each event
+/// named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reporters {
+    pub received: Option<UnitCode>,
+    pub closing: Option<UnitCode>,
+    pub rating: Option<UnitCode>,
+}
+
+/// `by` unless it is `home`.
+fn reporter(home: &UnitCode, by: &UnitCode) -> Option<UnitCode> {
+    (by != home).then(|| by.clone())
 }
 
 impl CaseState {
@@ -87,14 +107,18 @@ impl CaseState {
         matches!((self.open_due_date(), today), (Some(due), Some(t)) if t > due)
     }
 
-    /// Calls `add(day, counters)` for each day this case contributes to.
-    pub fn contributions(
-        &self,
+    /// Calls `add(commune, day, counters)` for each commune and day this
+    /// case (kept under `home`) contributes to.
+    pub fn contributions<'a>(
+        &'a self,
+        home: &'a UnitCode,
         today: Option<NaiveDate>,
-        mut add: impl FnMut(NaiveDate, DayCounters),
+        mut add: impl FnMut(&'a UnitCode, NaiveDate, DayCounters),
     ) {
+        let received_by = self.by.received.as_ref().unwrap_or(home);
         if let Some(r) = &self.received {
             add(
+                received_by,
                 r.day(),
                 DayCounters {
                     received: 1,
@@ -114,6 +138,7 @@ impl CaseState {
             ) => {
                 let day = c.day();
                 add(
+                    self.by.closing.as_ref().unwrap_or(home),
                     day,
                     DayCounters {
                         due: 1,
@@ -129,7 +154,9 @@ impl CaseState {
             None => {
                 if self.is_overdue(today) {
                     let due = self.open_due_date().expect("overdue implies a due date");
+                    // An open case is late where it was received.
                     add(
+                        received_by,
                         first_overdue_day(due),
                         DayCounters {
                             due: 1,
@@ -142,6 +169,7 @@ impl CaseState {
         if let Some(r) = &self.rating {
             let satisfied = r.value.rating.is_satisfied() as i64;
             add(
+                self.by.rating.as_ref().unwrap_or(home),
                 r.day(),
                 DayCounters {
                     ratings: 1,
@@ -301,7 +329,7 @@ impl Fold {
                     .as_deref()
                     .expect("decode guarantees a case_id on case events");
                 let key = CaseKey {
-                    commune: event.commune.clone(),
+                    commune: event.home.clone(),
                     case_id: case_id.to_string(),
                 };
                 let Fold {
@@ -311,6 +339,7 @@ impl Fold {
                     ..
                 } = self;
                 let today = *today;
+                let home = key.commune.clone();
                 let case = cases.entry(key).or_default();
                 let changed = match kind {
                     EventKind::Received(r) => would_replace(&case.received, at, r.clone()),
@@ -321,18 +350,21 @@ impl Fold {
                     EventKind::Rated(r) => would_replace(&case.rating, at, *r),
                     EventKind::DocumentSigned(_) => unreachable!("handled above"),
                 };
-                let commune = &event.commune;
+                let by = reporter(&home, &event.commune);
                 match changed {
                     Change::None => Applied::Superseded,
-                    Change::Received(new) => {
-                        update(deltas, today, commune, case, |c| c.received = Some(new))
-                    }
-                    Change::Closing(new) => {
-                        update(deltas, today, commune, case, |c| c.closing = Some(new))
-                    }
-                    Change::Rating(new) => {
-                        update(deltas, today, commune, case, |c| c.rating = Some(new))
-                    }
+                    Change::Received(new) => update(deltas, today, &home, case, |c| {
+                        c.received = Some(new);
+                        c.by.received = by;
+                    }),
+                    Change::Closing(new) => update(deltas, today, &home, case, |c| {
+                        c.closing = Some(new);
+                        c.by.closing = by;
+                    }),
+                    Change::Rating(new) => update(deltas, today, &home, case, |c| {
+                        c.rating = Some(new);
+                        c.by.rating = by;
+                    }),
                 }
             }
         }
@@ -352,7 +384,8 @@ impl Fold {
         for (key, case) in &self.cases {
             if case.is_overdue(old_today) != case.is_overdue(Some(new_today)) {
                 let due = case.open_due_date().expect("overdue implies a due date");
-                changes.push((key.commune.clone(), first_overdue_day(due)));
+                let received_by = case.by.received.as_ref().unwrap_or(&key.commune);
+                changes.push((received_by.clone(), first_overdue_day(due)));
             }
         }
         for (commune, day) in changes {
@@ -376,13 +409,15 @@ impl Fold {
 fn update(
     deltas: &mut FxHashMap<DayKey, DayCounters>,
     today: Option<NaiveDate>,
-    commune: &UnitCode,
+    home: &UnitCode,
     case: &mut CaseState,
     change: impl FnOnce(&mut CaseState),
 ) -> Applied {
-    case.contributions(today, |day, c| add(deltas, commune, day, c.scaled(-1)));
+    case.contributions(home, today, |commune, day, c| {
+        add(deltas, commune, day, c.scaled(-1));
+    });
     change(case);
-    case.contributions(today, |day, c| add(deltas, commune, day, c));
+    case.contributions(home, today, |commune, day, c| add(deltas, commune, day, c));
     Applied::Changed
 }
 

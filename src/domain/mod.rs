@@ -21,4 +21,7 @@ pub use fold::{Applied, CaseKey, CaseState, DayKey, DocumentKey, DocumentState, 
 pub use indicator::{
     Comparator, Definition, Indicator, Ratio, Rule, Standing, Target, Targets, Window,
 };
-pub use units::{Scope, Unit, UnitCode, UnitKind, UnitSpec, Units};
+pub use units::{
+    Attribution, Problem, Refusal, Scope, Segment, Structure, Unit, UnitCode, UnitKind, UnitSpec,
+    Units, UnitsError,
+};

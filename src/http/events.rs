@@ -3,7 +3,7 @@
 //! - `POST /api/v1/events` (a producer token): each event judged as the
 //!   pipeline would judge it (the same decoder and unit list) and against
 //!   the producer's scope; the valid ones written to the events topic,
-//!   keyed by their commune, by an idempotent producer with `acks=all`,
+//!   keyed by their commune (the unit it became, for a unit that merged), by an idempotent producer with `acks=all`,
 //!   before the answer, which gives each event's partition and offset or
 //!   the reason it was refused. Nothing is buffered beyond librdkafka's
 //!   bounded queue: when Kafka does not take the events within
@@ -167,7 +167,9 @@ pub(super) async fn ingest(
             return;
         }
         let verdict = check(bytes, &s.units, Some(&producer.scope))
-            .map(|e| (e.event_id, e.commune.as_str().to_string()));
+            // Keyed by the case's home: across a merge, the old units'
+            // records and their successor's share a partition.
+            .map(|e| (e.event_id, e.home.as_str().to_string()));
         let bytes = if verdict.is_ok() {
             bytes.to_vec()
         } else {
@@ -254,7 +256,8 @@ pub(super) async fn ingest(
     Ok((status, Json(body)).into_response())
 }
 
-/// Writes the valid events to the topic, each keyed by its commune, and
+/// Writes the valid events to the topic, each keyed by its case's home (its
+/// commune, but for a unit that merged into another: docs/UNITS.md), and
 /// waits for every acknowledgement: their (partition, offset) in order, or
 /// why Kafka did not take them all.
 async fn send(s: &Shared, judged: &[Judged]) -> Result<Vec<(i32, i64)>, String> {

@@ -12,16 +12,20 @@ use super::extract::{ApiPath, ApiQuery};
 use super::views::{answer, indicators, FreshnessView, IndicatorView, UnitView, WindowView};
 use super::{ApiError, Shared};
 use crate::domain::indicator::Budget;
-use crate::domain::{DayCounters, Indicator, UnitCode, Window};
+use crate::domain::{DayCounters, Indicator, Structure, Unit, UnitCode, Window};
 
 #[derive(Deserialize)]
 pub(super) struct WindowQuery {
     window: Option<String>,
+    /// The unit structure asked for (default: today's).
+    as_of: Option<NaiveDate>,
 }
 
 #[derive(Deserialize)]
 pub(super) struct CommuneQuery {
     window: Option<String>,
+    /// The unit structure asked for (default: today's).
+    as_of: Option<NaiveDate>,
     /// Add the outlook (a count of the commune's open cases coming due and
     /// its last 30 days: asked for, not on every answer).
     #[serde(default)]
@@ -31,6 +35,8 @@ pub(super) struct CommuneQuery {
 #[derive(Serialize)]
 pub(super) struct CommuneAnswer<'a> {
     commune: UnitView<'a>,
+    /// The unit structure the answer is in.
+    as_of: NaiveDate,
     window: WindowView,
     indicators: Vec<IndicatorView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,27 +156,27 @@ impl OutlookFrame {
     }
 }
 
-/// The outlook of one commune over a window whose counts so far are `c`.
+/// The outlook of one commune over a window whose counts so far are `c`
+/// (with the open cases and recent days of the units it came from).
 async fn outlook(
     s: &Shared,
+    st: &Structure,
     code: &UnitCode,
     window: Window,
     c: &DayCounters,
 ) -> Result<Outlook, ApiError> {
     let today = s.today();
     let frame = OutlookFrame::new(s, window);
-    let coming_due = match frame.end {
-        Some(end) => s.store.open_cases_due(code.as_str(), today, end).await?,
-        None => 0,
-    };
-    let recent = match frame.end {
-        Some(_) => {
+    let (coming_due, recent) = match frame.end {
+        Some(end) => {
+            let mut coming_due = 0;
+            for source in s.source_codes(st, code.as_str()) {
+                coming_due += s.store.open_cases_due(&source, today, end).await?;
+            }
             let (from, to) = Window::Rolling30Days.days(today);
-            s.cache
-                .commune_sums(&s.store, code.as_str(), from, to)
-                .await?
+            (coming_due, s.sums_in(st, code.as_str(), from, to).await?)
         }
-        None => DayCounters::default(),
+        None => (0, DayCounters::default()),
     };
     Ok(frame.outlook(s, Some(code), c, &recent, coming_due))
 }
@@ -182,18 +188,17 @@ pub(super) async fn commune(
     ApiPath(code): ApiPath<String>,
     ApiQuery(q): ApiQuery<CommuneQuery>,
 ) -> Result<Response, ApiError> {
-    let unit = s.commune(&code)?;
+    let st = s.structure(q.as_of);
+    let unit = s.commune_in(&code, &st)?;
     let (window, range) = s.window(q.window.as_deref())?;
-    let c = s
-        .cache
-        .commune_sums(&s.store, &code, range.0, range.1)
-        .await?;
+    let c = s.sums_in(&st, &code, range.0, range.1).await?;
     answer(&CommuneAnswer {
         commune: unit.into(),
+        as_of: st.as_of(),
         window: WindowView::new(window, range),
         indicators: indicators(&s.targets, Some(&unit.code), &c),
         outlook: match q.outlook {
-            true => Some(outlook(&s, &unit.code, window, &c).await?),
+            true => Some(outlook(&s, &st, &unit.code, window, &c).await?),
             false => None,
         },
         freshness: s.freshness().await?,
@@ -215,11 +220,31 @@ struct Rollup {
     outlook: Option<Outlook>,
 }
 
+/// Counters of a unit that count in no unit of the structure asked for
+/// (a split's history, or a merged unit's own results asked for in the
+/// structure before the merge), beside the roll-up they concern.
+#[derive(Serialize)]
+struct ApartRow<'a> {
+    unit: UnitView<'a>,
+    /// The units of the structure it concerns (what it became, or came
+    /// from), those under this roll-up's unit.
+    related: Vec<&'a UnitCode>,
+    /// Whether the roll-up counts it: only when every unit it concerns is
+    /// under this roll-up's unit.
+    in_rollup: bool,
+    indicators: Vec<IndicatorView>,
+}
+
 #[derive(Serialize)]
 struct UnitAnswer<'a> {
     unit: UnitView<'a>,
+    /// The unit structure the answer is in.
+    as_of: NaiveDate,
     window: WindowView,
     communes: Vec<CommuneRow<'a>>,
+    /// Not attributable to any commune of the structure (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    apart: Vec<ApartRow<'a>>,
     rollup: Rollup,
     freshness: FreshnessView,
 }
@@ -234,27 +259,24 @@ pub(super) async fn unit_communes(
     ApiPath(code): ApiPath<String>,
     ApiQuery(q): ApiQuery<CommuneQuery>,
 ) -> Result<Response, ApiError> {
-    let parent = s.unit(&code)?;
+    let st = s.structure(q.as_of);
+    let parent = s.unit_in(&code, &st)?;
     let (window, range) = s.window(q.window.as_deref())?;
-    let sums: HashMap<String, DayCounters> = s
-        .store
-        .window_sums(range.0, range.1)
-        .await?
-        .into_iter()
-        .collect();
+    let attributed = s.attributed_sums(&st, range.0, range.1).await?;
+    let sums = &attributed.by_unit;
     let frame = OutlookFrame::new(&s, window);
     let today = s.today();
     let (recent, coming): (HashMap<String, DayCounters>, HashMap<String, i64>) =
         match (q.outlook, frame.end) {
             (true, Some(end)) => {
                 let (from, to) = Window::Rolling30Days.days(today);
-                let recent = s.store.window_sums(from, to).await?.into_iter().collect();
-                let coming = s
-                    .store
-                    .open_cases_due_by_commune(today, end)
-                    .await?
-                    .into_iter()
-                    .collect();
+                let recent = s.attributed_sums(&st, from, to).await?.by_unit;
+                let mut coming: HashMap<String, i64> = HashMap::new();
+                for (c, n) in s.store.open_cases_due_by_commune(today, end).await? {
+                    if let Some(target) = st.attribute(&s.units, &c, today) {
+                        *coming.entry(target.to_string()).or_default() += n;
+                    }
+                }
                 (recent, coming)
             }
             _ => Default::default(),
@@ -262,9 +284,31 @@ pub(super) async fn unit_communes(
     let mut total = DayCounters::default();
     let mut total_recent = DayCounters::default();
     let mut total_coming = 0;
-    let communes = s
-        .units
-        .communes_under(&code)
+    let under: Vec<&Unit> = st.communes_under(&s.units, &code).collect();
+    let mut apart = Vec::new();
+    for (unit, c) in attributed.apart(&s) {
+        let related = st.related(&s.units, unit);
+        let inside: Vec<&UnitCode> = related
+            .iter()
+            .filter(|r| under.iter().any(|u| u == *r))
+            .map(|r| &r.code)
+            .collect();
+        if inside.is_empty() {
+            continue;
+        }
+        let in_rollup = inside.len() == related.len();
+        if in_rollup {
+            total += c;
+        }
+        apart.push(ApartRow {
+            unit: unit.into(),
+            related: inside,
+            in_rollup,
+            indicators: indicators(&s.targets, Some(&unit.code), &c),
+        });
+    }
+    let communes = under
+        .into_iter()
         .map(|u| {
             let c = sums.get(u.code.as_str()).copied().unwrap_or_default();
             let r = recent.get(u.code.as_str()).copied().unwrap_or_default();
@@ -283,8 +327,10 @@ pub(super) async fn unit_communes(
         .collect();
     answer(&UnitAnswer {
         unit: parent.into(),
+        as_of: st.as_of(),
         window: WindowView::new(window, range),
         communes,
+        apart,
         rollup: Rollup {
             indicators: indicators(&s.targets, None, &total),
             outlook: q
@@ -306,6 +352,7 @@ struct Day {
 #[derive(Serialize)]
 struct SeriesAnswer {
     unit: String,
+    as_of: NaiveDate,
     indicator: Indicator,
     window: WindowView,
     days: Vec<Day>,
@@ -321,19 +368,22 @@ pub(super) async fn series(
 ) -> Result<Response, ApiError> {
     let indicator: Indicator = indicator.parse().map_err(ApiError::NotFound)?;
     let (window, range) = s.window(q.window.as_deref())?;
-    let codes: Vec<String> = match s.units.get(&code) {
-        Some(u) if u.kind.receives_cases() => vec![code.clone()],
-        Some(_) => s
-            .units
-            .communes_under(&code)
-            .map(|u| u.code.to_string())
-            .collect(),
-        None => return Err(ApiError::NotFound(format!("unknown unit `{code}`"))),
+    let st = s.structure(q.as_of);
+    let unit = s.unit_in(&code, &st)?;
+    let communes: Vec<&Unit> = if unit.kind.receives_cases() {
+        vec![unit]
+    } else {
+        st.communes_under(&s.units, &code).collect()
     };
     let mut by_day: BTreeMap<NaiveDate, DayCounters> = BTreeMap::new();
-    for c in &codes {
-        for (day, counters) in s.store.daily(c, range.0, range.1).await? {
-            *by_day.entry(day).or_default() += counters;
+    for commune in communes {
+        for seg in st.sources(&s.units, commune.code.as_str()) {
+            let Some((lo, hi)) = seg.clip(range.0, range.1) else {
+                continue;
+            };
+            for (day, counters) in s.store.daily(seg.code.as_str(), lo, hi).await? {
+                *by_day.entry(day).or_default() += counters;
+            }
         }
     }
     let days = by_day
@@ -350,6 +400,7 @@ pub(super) async fn series(
         .collect();
     answer(&SeriesAnswer {
         unit: code,
+        as_of: st.as_of(),
         indicator,
         window: WindowView::new(window, range),
         days,

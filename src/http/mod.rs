@@ -53,6 +53,7 @@ mod cache;
 mod error;
 mod events;
 mod extract;
+mod history;
 mod indicators;
 pub mod openapi;
 mod overdue;
@@ -92,6 +93,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("get", "/metrics", Access::Public),
     ("get", "/openapi.json", Access::Public),
     ("get", "/api/v1/communes/{code}/indicators", Access::Read),
+    ("get", "/api/v1/units", Access::Read),
     ("get", "/api/v1/units/{code}/communes", Access::Read),
     (
         "get",
@@ -124,6 +126,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("get", "/metrics") => get(probes::metrics),
         ("get", "/openapi.json") => get(probes::openapi),
         ("get", "/api/v1/communes/{code}/indicators") => get(indicators::commune),
+        ("get", "/api/v1/units") => get(history::units),
         ("get", "/api/v1/units/{code}/communes") => get(indicators::unit_communes),
         ("get", "/api/v1/communes/{code}/series/{indicator}") => get(indicators::series),
         ("get", "/api/v1/communes/{code}/overdue") => get(overdue::overdue),
@@ -168,6 +171,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The OpenAPI document served, with this server's bounds and units.
     pub openapi: Arc<str>,
+    /// The unit structures of the dates last asked for.
+    pub structures: history::Structures,
 }
 
 /// The producer of events sent over HTTP, and whether its brokers answer.
@@ -224,6 +229,7 @@ impl AppState {
                 &settings.units,
             )
             .into(),
+            structures: history::Structures::default(),
         }
     }
 

@@ -434,12 +434,7 @@ async fn the_served_openapi_document_is_the_one_in_docs() {
 /// units as examples.
 #[test]
 fn the_served_document_states_the_servers_page_size_and_units() {
-    let spec = |code: &str, name: &str, kind, parent: Option<&str>| crate::domain::UnitSpec {
-        code: code.into(),
-        name: name.into(),
-        kind,
-        parent: parent.map(Into::into),
-    };
+    let spec = crate::domain::UnitSpec::new;
     let specs = [
         spec("01", "Thành phố Hà Nội", UnitKind::Province, None),
         spec("00004", "Phường Ba Đình", UnitKind::Ward, Some("01")),
@@ -523,7 +518,7 @@ async fn a_commune_answer_has_every_declared_indicator_with_targets_and_freshnes
     assert_eq!(digitization["label_en"], "digitisation rate");
     assert_eq!(digitization["target"]["percent"], 80.0);
     assert!(digitization["denominator"].as_i64().unwrap() > 0);
-    assert_eq!(body["commune"]["name"], "Phường Thuận An");
+    assert_eq!(body["commune"]["name"], "Phường Long Mỹ");
     let online = &body["indicators"][0];
     assert_eq!(online["indicator"], "online_rate");
     assert!(online["denominator"].as_i64().unwrap() > 0);
@@ -535,10 +530,11 @@ async fn a_commune_answer_has_every_declared_indicator_with_targets_and_freshnes
 #[tokio::test]
 async fn the_roll_up_sums_numerators_and_denominators_of_its_communes() {
     let app = app(3000).await;
-    let (status, body) = get(&app, "/api/v1/units/937/communes?window=ytd").await;
+    let (status, body) = get(&app, "/api/v1/units/92/communes?window=ytd").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let communes = body["communes"].as_array().unwrap();
-    assert_eq!(communes.len(), 9);
+    // Today's wards (the town and its nine units ended on 30 June 2025).
+    assert_eq!(communes.len(), 3);
     for i in 0..Indicator::ALL.len() {
         let sum = |f: &str| {
             communes
@@ -566,10 +562,10 @@ async fn a_daily_series_adds_up_to_the_window() {
     let app = app(3000).await;
     let (_, series) = get(
         &app,
-        "/api/v1/communes/31472/series/satisfaction_rate?window=ytd",
+        "/api/v1/communes/31480/series/satisfaction_rate?window=ytd",
     )
     .await;
-    let (_, one) = get(&app, "/api/v1/communes/31472/indicators?window=ytd").await;
+    let (_, one) = get(&app, "/api/v1/communes/31480/indicators?window=ytd").await;
     let days = series["days"].as_array().unwrap();
     assert!(!days.is_empty());
     let total: i64 = days
@@ -583,7 +579,7 @@ async fn a_daily_series_adds_up_to_the_window() {
 async fn overdue_cases_page_through_without_repeats() {
     let app = app(3000).await;
     let mut seen = Vec::new();
-    let mut uri = "/api/v1/communes/31475/overdue?limit=3".to_string();
+    let mut uri = "/api/v1/communes/31473/overdue?limit=3".to_string();
     loop {
         let (status, body) = get(&app, &uri).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -592,7 +588,7 @@ async fn overdue_cases_page_through_without_repeats() {
             seen.push(c["case_id"].as_str().unwrap().to_string());
         }
         match body["next"].as_str() {
-            Some(next) => uri = format!("/api/v1/communes/31475/overdue?limit=3&after={next}"),
+            Some(next) => uri = format!("/api/v1/communes/31473/overdue?limit=3&after={next}"),
             None => break,
         }
     }
@@ -612,9 +608,19 @@ async fn bad_input_gets_a_clear_4xx_never_a_500() {
             "unknown commune",
         ),
         (
-            "/api/v1/communes/937/indicators",
+            "/api/v1/communes/92/indicators",
             StatusCode::NOT_FOUND,
             "unknown commune",
+        ),
+        (
+            "/api/v1/communes/31477/indicators",
+            StatusCode::NOT_FOUND,
+            "Xã Long Trị ended on 2025-06-30 (successors: `31471`)",
+        ),
+        (
+            "/api/v1/communes/31471/indicators?as_of=2025-02-30",
+            StatusCode::BAD_REQUEST,
+            "as_of",
         ),
         (
             "/api/v1/units/00000/communes",
@@ -1229,10 +1235,12 @@ fn simulated_for(settings: &Settings, commune: &str, from: usize, offset: i64) -
 async fn a_cached_commune_answer_follows_a_batch_naming_the_commune_only() {
     let h = Harness::new(400, "127.0.0.1:1").await;
     let one = "/api/v1/communes/31471/indicators?window=ytd";
-    let other = "/api/v1/communes/31472/indicators?window=ytd";
+    let other = "/api/v1/communes/31473/indicators?window=ytd";
     let (_, before) = get(&h.app, one).await;
     let (_, other_before) = get(&h.app, other).await;
-    assert_eq!(h.cache.len(), 2, "both answers are cached");
+    // Each ward's answer is its own sums and those of the two units it
+    // came from (over this year), each cached.
+    assert_eq!(h.cache.len(), 6, "both answers are cached");
     // Served from the cache, the same answer.
     let (_, again) = get(&h.app, one).await;
     assert_eq!(again["indicators"], before["indicators"]);
@@ -1241,14 +1249,14 @@ async fn a_cached_commune_answer_follows_a_batch_naming_the_commune_only() {
     let today = local_date(Utc::now());
     let (from, to) = Window::YearToDate.days(today);
     let stored_before = store.commune_sums("31471", from, to).await.unwrap();
-    let other_stored = store.commune_sums("31472", from, to).await.unwrap();
+    let other_stored = store.commune_sums("31473", from, to).await.unwrap();
     let batch = simulated_for(&h.settings, "31471", 400, 401);
     assert!(!batch.is_empty());
     h.project(batch).await;
     let stored_after = store.commune_sums("31471", from, to).await.unwrap();
     assert_ne!(stored_after, stored_before, "the batch changes the commune");
     assert_eq!(
-        store.commune_sums("31472", from, to).await.unwrap(),
+        store.commune_sums("31473", from, to).await.unwrap(),
         other_stored,
         "and only that one"
     );
@@ -1274,7 +1282,7 @@ async fn a_cached_commune_answer_follows_a_batch_naming_the_commune_only() {
         after["freshness"]
     );
     // The other commune's answer is still the cached one.
-    assert!(h.cache.cached_sums(&store, "31472", from, to).is_ok());
+    assert!(h.cache.cached_sums(&store, "31473", from, to).is_ok());
     let (_, other_after) = get(&h.app, other).await;
     assert_eq!(other_after["indicators"], other_before["indicators"]);
 }
@@ -1298,7 +1306,7 @@ async fn a_read_overtaken_by_a_note_about_its_commune_is_not_kept() {
     // A note about another commune does not void the ticket.
     let ticket = cache.cached_sums(&store, "31471", from, to).unwrap_err();
     let sums = store.commune_sums("31471", from, to).await.unwrap();
-    h.project(simulated_for(&h.settings, "31472", 5400, 441))
+    h.project(simulated_for(&h.settings, "31473", 5400, 441))
         .await;
     assert!(cache.keep_sums(&store, ticket, started, "31471", (from, to), sums));
     assert_eq!(cache.cached_sums(&store, "31471", from, to), Ok(sums));

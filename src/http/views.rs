@@ -46,6 +46,13 @@ pub struct UnitView<'a> {
     pub kind: UnitKind,
     pub kind_vi: &'static str,
     pub parent: Option<&'a UnitCode>,
+    /// The unit's period and successors, for a unit that has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<NaiveDate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<NaiveDate>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub successors: &'a [UnitCode],
 }
 
 impl<'a> From<&'a Unit> for UnitView<'a> {
@@ -56,6 +63,9 @@ impl<'a> From<&'a Unit> for UnitView<'a> {
             kind: u.kind,
             kind_vi: u.kind.label_vi(),
             parent: u.parent.as_ref(),
+            valid_from: u.valid_from,
+            valid_to: u.valid_to,
+            successors: &u.successors,
         }
     }
 }

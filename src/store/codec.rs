@@ -20,7 +20,7 @@ use crate::domain::{
 };
 
 /// One row of `cases`, without its key.
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct CaseRow {
     pub received_at: Option<DateTime<Utc>>,
     pub received_channel: Option<i16>,
@@ -38,6 +38,11 @@ pub struct CaseRow {
     pub rating_at: Option<DateTime<Utc>>,
     pub rating: Option<i16>,
     pub rating_score: Option<i16>,
+    /// Who reported each fact, where not the case's home
+    /// ([`crate::domain::fold::Reporters`]).
+    pub received_by: Option<String>,
+    pub closing_by: Option<String>,
+    pub rating_by: Option<String>,
 }
 
 const RESOLVED: i16 = 1;
@@ -85,10 +90,22 @@ impl CaseRow {
             });
             row.rating_score = r.value.score.map(i16::from);
         }
+        row.received_by = s.by.received.as_ref().map(|c| c.to_string());
+        row.closing_by = s.by.closing.as_ref().map(|c| c.to_string());
+        row.rating_by = s.by.rating.as_ref().map(|c| c.to_string());
         row
     }
 
-    pub fn decode(&self) -> Result<CaseState, String> {
+    /// The row as stored for `s`, the procedure included (to compare with a
+    /// row read back).
+    pub fn encode_whole(s: &CaseState) -> CaseRow {
+        CaseRow {
+            received_procedure: s.procedure_code().map(String::from),
+            ..CaseRow::encode(s)
+        }
+    }
+
+    pub fn decode(&self, units: &Units) -> Result<CaseState, String> {
         let bad = |what: &str, v: Option<i16>| format!("stored case has an invalid {what}: {v:?}");
         let received = match self.received_at {
             None => None,
@@ -152,10 +169,25 @@ impl CaseRow {
                 },
             }),
         };
+        let by = |code: &Option<String>| -> Result<Option<crate::domain::UnitCode>, String> {
+            code.as_deref()
+                .map(|c| {
+                    units
+                        .commune(c)
+                        .cloned()
+                        .ok_or_else(|| format!("stored commune `{c}` is no longer configured"))
+                })
+                .transpose()
+        };
         Ok(CaseState {
             received,
             closing,
             rating,
+            by: crate::domain::fold::Reporters {
+                received: by(&self.received_by)?,
+                closing: by(&self.closing_by)?,
+                rating: by(&self.rating_by)?,
+            },
         })
     }
 }
@@ -178,7 +210,7 @@ pub fn decode_document(at: DateTime<Utc>, digital: bool) -> DocumentState {
 pub const CASE_COLUMNS: &str =
     "commune, case_id, received_at, received_channel, received_level, received_electronic,
     received_digitized, received_due, received_procedure, closing_at, closing_kind, closing_due,
-    closing_outcome, rating_at, rating, rating_score";
+    closing_outcome, rating_at, rating, rating_score, received_by, closing_by, rating_by";
 
 #[derive(sqlx::FromRow)]
 pub struct KeyedCaseRow {
@@ -316,7 +348,7 @@ impl LoadedRows {
                 case_id: row.case_id,
             };
             if fold.case(&key).is_none() {
-                fold.load_case(key, row.row.decode().map_err(StoreError::Corrupt)?);
+                fold.load_case(key, row.row.decode(units).map_err(StoreError::Corrupt)?);
             }
         }
         for (commune, document_id, at, digital) in self.documents {

@@ -40,6 +40,8 @@ pub mod sqlite;
 
 use std::future::Future;
 
+pub use codec::{CaseRow, KeyedCaseRow};
+
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::domain::{
@@ -79,6 +81,15 @@ pub trait BatchTx: Send {
         partition: i32,
         ids: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The stored rows of `keys` (in key order), locked until the
+    /// transaction ends: a case that other partitions may also write (kept
+    /// under a unit that others merged into) is checked to be as the batch
+    /// loaded it.
+    fn lock_cases(
+        &mut self,
+        keys: &[CaseKey],
+    ) -> impl Future<Output = Result<Vec<KeyedCaseRow>, StoreError>> + Send;
 
     /// Adds the batch's counter changes to the stored day counters.
     fn add_counters(
@@ -338,6 +349,10 @@ pub struct PartitionWrite {
     pub deltas: Vec<(DayKey, DayCounters)>,
     /// Changed cases that were stored when the batch was loaded (updated),
     pub cases: Vec<(CaseKey, CaseState)>,
+    /// Those of them that other partitions may write too, as loaded: the
+    /// commit is refused ([`StoreError::StoredAlready`], so the batch is
+    /// folded again) if one changed since.
+    pub expected: Vec<(CaseKey, CaseState)>,
     /// and those that were not (inserted: one stored since is a
     /// [`StoreError::StoredAlready`]). Each in key order.
     pub new_cases: Vec<(CaseKey, CaseState)>,

@@ -21,3 +21,4 @@ mod reference;
 mod secured;
 mod support;
 mod testbed;
+mod units;

@@ -50,7 +50,13 @@ fn secured_config(changed: &[(&str, &str)]) -> (PathBuf, String) {
     for (k, v) in changed {
         sasl.insert(k.to_string(), v.to_string());
     }
-    let mut text = std::fs::read_to_string(repo().join("config/default.toml")).unwrap();
+    let text = std::fs::read_to_string(repo().join("config/default.toml")).unwrap();
+    // Its unit file, where the default names it (relative to config/).
+    let units = repo().join("config/units/long-my.csv");
+    let mut text = text.replace(
+        r#"units_file = "units/long-my.csv""#,
+        &format!("units_file = {:?}", units.display().to_string()),
+    );
     text.push_str("\n[kafka.properties]\n");
     for (k, v) in &sasl {
         text.push_str(&format!("\"{k}\" = \"{v}\"\n"));

@@ -471,3 +471,23 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .map(|t| serde_json::from_str(&t).unwrap())
         .unwrap()
 }
+
+/// The units of config/default.toml's 2023 campaign (thị xã Long Mỹ and its
+/// nine communes) without their history: as if they still stood, for tests
+/// about something else that want nine communes today.
+pub fn campaign_units() -> cchc_pipeline::domain::Units {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/units/long-my.csv");
+    let specs: Vec<cchc_pipeline::domain::UnitSpec> = cchc_pipeline::unit_file::read(&file)
+        .expect("the default unit file")
+        .into_iter()
+        .map(|l| l.spec)
+        .filter(|s| s.valid_from.is_none() && s.code != "92")
+        .map(|s| cchc_pipeline::domain::UnitSpec {
+            valid_to: None,
+            successors: Vec::new(),
+            history_to: None,
+            ..s
+        })
+        .collect();
+    cchc_pipeline::domain::Units::parse(&specs).expect("the campaign's units")
+}

@@ -30,7 +30,9 @@ async fn the_breaches_now_are_the_indicators_that_stand_breached_on_the_evaluate
         .collect();
     // What the indicators route says of each commune, on the same window.
     let mut breached = BTreeSet::new();
-    for commune in h.settings.units.communes() {
+    let units = &h.settings.units;
+    let today = units.structure(local_date(Utc::now()));
+    for commune in today.communes(units) {
         let (_, v) = get(
             &h.app,
             &format!("/api/v1/communes/{}/indicators?window=ytd", commune.code),

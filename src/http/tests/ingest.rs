@@ -160,7 +160,7 @@ async fn valid_events_are_written_keyed_by_their_commune_before_the_answer_and_t
 async fn a_producer_sends_only_for_the_units_of_its_scope() {
     let (_mock, h) = mock_harness().await;
     let own = events_of(&h.settings, Some("31471"), 2);
-    let other = events_of(&h.settings, Some("31472"), 2);
+    let other = events_of(&h.settings, Some("31473"), 2);
 
     // Only another commune's events: 403, nothing written.
     let (status, _, answer) =

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::*;
 
-const C: &str = "31481";
+const C: &str = "31480";
 
 fn record(offset: i64, value: Value) -> Record {
     Record {
@@ -82,7 +82,7 @@ async fn the_late_case_budget_counts_the_cases_coming_due_before_the_period_ends
 
     // The town's communes with outlook=true: the same outlook for this
     // commune, and the roll-up's over all of them.
-    let (status, town) = get(&h.app, "/api/v1/units/937/communes?window=ytd&outlook=true").await;
+    let (status, town) = get(&h.app, "/api/v1/units/92/communes?window=ytd&outlook=true").await;
     assert_eq!(status, StatusCode::OK, "{town}");
     let row = town["communes"]
         .as_array()
@@ -97,7 +97,7 @@ async fn the_late_case_budget_counts_the_cases_coming_due_before_the_period_ends
         rollup["cases_coming_due"].as_i64().unwrap() >= 50,
         "{rollup}"
     );
-    let (_, plain) = get(&h.app, "/api/v1/units/937/communes?window=ytd").await;
+    let (_, plain) = get(&h.app, "/api/v1/units/92/communes?window=ytd").await;
     assert_eq!(plain["rollup"].get("outlook"), None);
     assert_eq!(plain["communes"][0].get("outlook"), None);
 
@@ -213,7 +213,7 @@ async fn the_cases_coming_due_are_listed_by_day_oldest_due_first() {
     // Today only; a page of two (truncated); the town's communes include it.
     let (_, today) = get(&h.app, &format!("/api/v1/units/{C}/coming-due?horizon=0")).await;
     assert_eq!(today["total"], 1);
-    let (_, town) = get(&h.app, "/api/v1/units/937/coming-due?horizon=7").await;
+    let (_, town) = get(&h.app, "/api/v1/units/92/coming-due?horizon=7").await;
     let ours: Vec<&Value> = town["cases"]
         .as_array()
         .unwrap()
@@ -224,11 +224,11 @@ async fn the_cases_coming_due_are_listed_by_day_oldest_due_first() {
     for (uri, status) in [
         ("/api/v1/units/99999/coming-due", StatusCode::NOT_FOUND),
         (
-            "/api/v1/units/937/coming-due?horizon=32",
+            "/api/v1/units/92/coming-due?horizon=32",
             StatusCode::BAD_REQUEST,
         ),
         (
-            "/api/v1/units/937/coming-due?horizon=-1",
+            "/api/v1/units/92/coming-due?horizon=-1",
             StatusCode::BAD_REQUEST,
         ),
     ] {

@@ -40,15 +40,15 @@ async fn a_towns_report_as_json_csv_and_xlsx_holds_the_same_cells() {
     let h = Harness::new(4_000, "127.0.0.1:1").await;
     h.project(vec![]).await; // the clock tick evaluates breaches: alerts in the outbox
     let year = chrono::Datelike::year(&Utc::now());
-    let base = format!("/api/v1/units/937/report?period={year}");
+    let base = format!("/api/v1/units/92/report?period={year}");
     let (status, json) = get(&h.app, &base).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     let rows = json["rows"].as_array().unwrap();
     let per_unit = Indicator::ALL.len();
     assert_eq!(
         rows.len(),
-        (9 + 1) * per_unit,
-        "nine communes and the roll-up"
+        (3 + 1) * per_unit,
+        "three wards and the roll-up"
     );
     assert_eq!(rows.last().unwrap()["level"], "rollup");
     // The roll-up sums the communes.
@@ -109,15 +109,15 @@ async fn a_towns_report_as_json_csv_and_xlsx_holds_the_same_cells() {
     for (uri, status) in [
         ("/api/v1/units/99999/report", StatusCode::NOT_FOUND),
         (
-            "/api/v1/units/937/report?period=2026-Q5",
+            "/api/v1/units/92/report?period=2026-Q5",
             StatusCode::BAD_REQUEST,
         ),
         (
-            "/api/v1/units/937/report?format=pdf",
+            "/api/v1/units/92/report?format=pdf",
             StatusCode::BAD_REQUEST,
         ),
         (
-            "/api/v1/units/937/report?format=csv&table=x",
+            "/api/v1/units/92/report?format=csv&table=x",
             StatusCode::BAD_REQUEST,
         ),
     ] {
@@ -137,7 +137,7 @@ async fn check_xlsx(h: &Harness, base: &str, year: i32, rows: &[Value], alerts: 
     assert!(headers[header::CONTENT_DISPOSITION]
         .to_str()
         .unwrap()
-        .contains(&format!("report-937-{year}.xlsx")));
+        .contains(&format!("report-92-{year}.xlsx")));
     let mut book: Xlsx<_> = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
     assert_eq!(book.sheet_names(), ["Chỉ số", "Cảnh báo"]);
     let sheet = book.worksheet_range("Chỉ số").unwrap();
@@ -148,7 +148,7 @@ async fn check_xlsx(h: &Harness, base: &str, year: i32, rows: &[Value], alerts: 
     {
         assert_eq!(text(sheet.get_value((head, c as u32)).unwrap()), *h);
     }
-    assert!(text(sheet.get_value((1, 1)).unwrap()).contains("937"));
+    assert!(text(sheet.get_value((1, 1)).unwrap()).contains("92"));
     for (n, r) in rows.iter().enumerate() {
         let y = head + 1 + n as u32;
         let cell = |c: u32| sheet.get_value((y, c)).unwrap();

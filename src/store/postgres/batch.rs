@@ -10,7 +10,9 @@ use chrono::NaiveDate;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::super::codec::{encode_document, BreachRow, CaseRow, SumRow, COUNTER_COLUMNS, SUMS};
+use super::super::codec::{
+    encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS, SUMS,
+};
 use super::super::copy::CopyRows;
 use super::super::{stored_already, BatchTx, DeadLetter, PartitionWrite, Position, StoreError};
 use super::id_digest;
@@ -76,6 +78,23 @@ impl BatchTx for PgBatch {
         )
         .await
         .map_err(|e| stored_already(e, partition, "an event id"))
+    }
+
+    async fn lock_cases(&mut self, keys: &[CaseKey]) -> Result<Vec<KeyedCaseRow>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let communes: Vec<&str> = keys.iter().map(|k| k.commune.as_str()).collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.case_id.as_str()).collect();
+        Ok(sqlx::query_as(&format!(
+            "SELECT {CASE_COLUMNS} FROM cases
+             WHERE (commune, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+             ORDER BY commune, case_id FOR UPDATE"
+        ))
+        .bind(&communes)
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await?)
     }
 
     async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {
@@ -395,13 +414,17 @@ async fn copy_new_cases(
             .col(r.rating)
             .col(r.rating_score)
             .col(s.open_due_date())
+            .col(r.received_by.as_deref())
+            .col(r.closing_by.as_deref())
+            .col(r.rating_by.as_deref())
             .end_row();
     }
     copy_in(
         tx,
         "COPY cases (commune, case_id, partition, received_at, received_channel, received_level,
                      received_electronic, received_digitized, received_due, received_procedure, closing_at,
-                     closing_kind, closing_due, closing_outcome, rating_at, rating, rating_score, open_due) FROM STDIN",
+                     closing_kind, closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
+                     received_by, closing_by, rating_by) FROM STDIN",
         rows,
     )
     .await
@@ -423,17 +446,18 @@ async fn upsert_cases(
         "INSERT INTO cases AS c (commune, case_id, partition, received_at, received_channel, received_level,
                                  received_electronic, received_digitized, received_due, closing_at, closing_kind,
                                  closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                                 received_procedure)
+                                 received_procedure, received_by, closing_by, rating_by)
          SELECT u.commune, u.case_id, $3, u.received_at, u.received_channel, u.received_level,
                 u.received_electronic, u.received_digitized, u.received_due, u.closing_at, u.closing_kind,
                 u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due,
-                u.received_procedure
+                u.received_procedure, u.received_by, u.closing_by, u.rating_by
          FROM UNNEST($1::text[], $2::text[], $4::timestamptz[], $5::int2[], $6::int2[], $7::bool[], $8::bool[],
                      $9::date[], $10::timestamptz[], $11::int2[], $12::date[], $13::int2[], $14::timestamptz[],
-                     $15::int2[], $16::int2[], $17::date[], $18::text[])
+                     $15::int2[], $16::int2[], $17::date[], $18::text[], $19::text[], $20::text[], $21::text[])
               AS u(commune, case_id, received_at, received_channel, received_level, received_electronic,
                    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
-                   rating_at, rating, rating_score, open_due, received_procedure)
+                   rating_at, rating, rating_score, open_due, received_procedure, received_by, closing_by,
+                   rating_by)
          ON CONFLICT (commune, case_id) DO UPDATE SET
             partition = EXCLUDED.partition,
             received_at = EXCLUDED.received_at, received_channel = EXCLUDED.received_channel,
@@ -442,7 +466,9 @@ async fn upsert_cases(
             closing_at = EXCLUDED.closing_at, closing_kind = EXCLUDED.closing_kind,
             closing_due = EXCLUDED.closing_due, closing_outcome = EXCLUDED.closing_outcome,
             rating_at = EXCLUDED.rating_at, rating = EXCLUDED.rating, rating_score = EXCLUDED.rating_score,
-            open_due = EXCLUDED.open_due, received_procedure = EXCLUDED.received_procedure",
+            open_due = EXCLUDED.open_due, received_procedure = EXCLUDED.received_procedure,
+            received_by = EXCLUDED.received_by, closing_by = EXCLUDED.closing_by,
+            rating_by = EXCLUDED.rating_by",
     )
     .bind(cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
     .bind(cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
@@ -467,6 +493,9 @@ async fn upsert_cases(
             .map(|(_, s)| s.procedure_code())
             .collect::<Vec<_>>(),
     )
+    .bind(rows.iter().map(|r| r.received_by.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.closing_by.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.rating_by.as_deref()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 use chrono::{NaiveDate, Utc};
 use sqlx::{Sqlite, Transaction};
 
-use super::super::codec::{encode_document, BreachRow, CaseRow, SumRow, COUNTER_COLUMNS, SUMS};
+use super::super::codec::{
+    encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS, SUMS,
+};
 use super::super::{stored_already, BatchTx, DeadLetter, PartitionWrite, Position, StoreError};
 use crate::domain::{
     Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState,
@@ -75,6 +77,23 @@ impl BatchTx for SqliteBatch {
         Ok(())
     }
 
+    async fn lock_cases(&mut self, keys: &[CaseKey]) -> Result<Vec<KeyedCaseRow>, StoreError> {
+        // The transaction holds SQLite's one write lock: nothing else
+        // writes until it ends.
+        let mut rows = Vec::with_capacity(keys.len());
+        for k in keys {
+            let row: Option<KeyedCaseRow> = sqlx::query_as(&format!(
+                "SELECT {CASE_COLUMNS} FROM cases WHERE commune = ?1 AND case_id = ?2"
+            ))
+            .bind(k.commune.as_str())
+            .bind(&k.case_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            rows.extend(row);
+        }
+        Ok(rows)
+    }
+
     async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {
         for ((commune, day), c) in deltas.iter().filter(|(_, c)| !c.is_zero()) {
             let mut query = sqlx::query(&ADD_COUNTERS).bind(commune.as_str()).bind(day);
@@ -101,8 +120,9 @@ impl BatchTx for SqliteBatch {
                 "{verb} INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
                                     received_electronic, received_digitized, received_due, closing_at, closing_kind,
                                     closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                                    received_procedure)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                                    received_procedure, received_by, closing_by, rating_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                         ?19, ?20, ?21)"
             ))
             .bind(key.commune.as_str())
             .bind(&key.case_id)
@@ -122,6 +142,9 @@ impl BatchTx for SqliteBatch {
             .bind(r.rating_score)
             .bind(state.open_due_date())
             .bind(state.procedure_code())
+            .bind(r.received_by.as_deref())
+            .bind(r.closing_by.as_deref())
+            .bind(r.rating_by.as_deref())
             .execute(&mut *self.tx)
             .await
             .map_err(|e| stored_already(e, partition, "a case"))?;

@@ -1,0 +1,237 @@
+//! Units that change (docs/UNITS.md), with the default unit list: the nine
+//! units of thị xã Long Mỹ until 30 June 2025, the three Cần Thơ wards they
+//! became from 1 July 2025.
+
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+use crate::pipeline::{setup, stored, wait_caught_up, Pipeline};
+use crate::reference::{DUE, ON_TIME, RATINGS, RECEIVED};
+use crate::support::{get_json, kafka_bootstrap};
+
+const CASES: usize = 300;
+
+fn day(s: &str) -> chrono::NaiveDate {
+    s.parse().unwrap()
+}
+
+/// `value` keyed by its commune, written to `partition`.
+async fn send_to(producer: &FutureProducer, topic: &str, partition: i32, value: &Value) {
+    let key = value["commune_code"].as_str().unwrap().to_string();
+    let payload = value.to_string();
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(&key)
+                .payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivery");
+}
+
+/// DOMAIN.md and docs/UNITS.md: a case received on 28 June 2025 by Xã Long
+/// Trị (31477, ended 30 June, merged into Phường Long Mỹ 31471) and resolved
+/// on 3 July 2025 by Phường Long Mỹ is one case, on whichever partitions its
+/// records land (here two, written at once), through a SIGKILL: its
+/// receipt counts for Long Trị, its resolution for Long Mỹ, nothing is
+/// counted late or twice, and a rating sent later under the old code finds
+/// it. Today's structure counts all of it in Phường Long Mỹ; the campaign's
+/// (as of 30 June 2025) counts the receipt in Long Trị and shows the
+/// resolution apart, beside thị xã Long Mỹ's roll-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_across_the_merger_is_one_case_across_partitions_and_a_sigkill() {
+    let (setup, store) = setup(2, None).await;
+    let mut pipeline = Pipeline::start(&setup, "merger");
+    // Both partitions' clocks tick (every second) before the records come:
+    // whether an open case counts late is decided with the clock of the
+    // partition that folds it, and a partition that never ticked would take
+    // the other's late count for its own (docs/UNITS.md, "Limits known
+    // today").
+    pipeline.http();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let event = |id: String, kind: &str, at: &str, commune: &str, case: usize, data: Value| {
+        json!({"event_id": id, "event_type": kind, "schema_version": 1, "occurred_at": at,
+               "commune_code": commune, "case_id": format!("000.00.77.H37-250628-{case:05}"),
+               "data": data})
+    };
+    let receipt = |n: usize| {
+        event(
+            format!("merger-r-{n}"),
+            "case.received",
+            "2025-06-28T09:00:00+07:00",
+            "31477",
+            n,
+            json!({"procedure_code": "1.001234", "channel": "online", "online_level": "full",
+                   "due_at": "2025-07-05T17:00:00+07:00", "registered_electronically": true}),
+        )
+    };
+    let resolution = |n: usize| {
+        event(
+            format!("merger-s-{n}"),
+            "case.resolved",
+            "2025-07-03T10:00:00+07:00",
+            "31471",
+            n,
+            json!({"due_at": "2025-07-05T17:00:00+07:00", "outcome": "completed"}),
+        )
+    };
+    let rating = |n: usize| {
+        event(
+            format!("merger-q-{n}"),
+            "case.rated",
+            "2025-07-10T08:00:00+07:00",
+            "31477",
+            n,
+            json!({"rating": "satisfied"}),
+        )
+    };
+    // Receipts on partition 0, resolutions on partition 1, at once; the
+    // pipeline killed halfway.
+    for half in [0..CASES / 2, CASES / 2..CASES] {
+        let receipts = half.clone().map(receipt).collect::<Vec<_>>();
+        let resolutions = half.clone().map(resolution).collect::<Vec<_>>();
+        let (a, b) = (
+            futures_util::future::join_all(
+                receipts
+                    .iter()
+                    .map(|v| send_to(&producer, &setup.topic, 0, v)),
+            ),
+            futures_util::future::join_all(
+                resolutions
+                    .iter()
+                    .map(|v| send_to(&producer, &setup.topic, 1, v)),
+            ),
+        );
+        futures_util::future::join(a, b).await;
+        if half.start == 0 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            pipeline.kill();
+            pipeline = Pipeline::start(&setup, "merger-restarted");
+        }
+    }
+    let ratings = (0..CASES).map(rating).collect::<Vec<_>>();
+    futures_util::future::join_all(
+        ratings
+            .iter()
+            .map(|v| send_to(&producer, &setup.topic, 0, v)),
+    )
+    .await;
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        2,
+        &mut [&mut pipeline],
+        Duration::from_secs(120),
+    )
+    .await;
+
+    // The counters, keyed by the unit each event named.
+    let table = stored(&store).await;
+    let at = |commune: &str, d: &str| {
+        table
+            .get(&(commune.to_string(), day(d)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let n = CASES as i64;
+    let receipts = at("31477", "2025-06-28");
+    assert_eq!(receipts[RECEIVED], n, "{table:?}");
+    let resolved = at("31471", "2025-07-03");
+    assert_eq!((resolved[DUE], resolved[ON_TIME]), (n, n), "{table:?}");
+    assert_eq!(at("31477", "2025-07-10")[RATINGS], n, "{table:?}");
+    let due: i64 = table.values().map(|c| c[DUE]).sum();
+    assert_eq!(due, n, "no case counted late or twice: {table:?}");
+
+    let http = pipeline.http();
+    let year = "window=2025-01-01..2026-01-01";
+    let of = |body: &Value, indicator: &str| {
+        let i = body["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["indicator"] == indicator)
+            .unwrap()
+            .clone();
+        (
+            i["numerator"].as_i64().unwrap(),
+            i["denominator"].as_i64().unwrap(),
+        )
+    };
+    // Today: Phường Long Mỹ holds the receipts of Long Trị and its own
+    // resolutions.
+    let long_my = get_json(&format!(
+        "http://{http}/api/v1/communes/31471/indicators?{year}"
+    ))
+    .await;
+    assert_eq!(long_my["commune"]["name"], "Phường Long Mỹ", "{long_my}");
+    assert_eq!(of(&long_my, "online_rate"), (n, n), "{long_my}");
+    assert_eq!(of(&long_my, "on_time_rate"), (n, n), "{long_my}");
+    assert_eq!(of(&long_my, "satisfaction_rate"), (n, n), "{long_my}");
+    // As of 30 June 2025: the nine units of the town.
+    let town = get_json(&format!(
+        "http://{http}/api/v1/units/937/communes?{year}&as_of=2025-06-30"
+    ))
+    .await;
+    assert_eq!(town["communes"].as_array().unwrap().len(), 9, "{town}");
+    let long_tri = town["communes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["commune"]["code"] == "31477")
+        .unwrap();
+    assert_eq!(of(long_tri, "online_rate"), (n, n), "{long_tri}");
+    assert_eq!(
+        of(long_tri, "satisfaction_rate"),
+        (n, n),
+        "the rating named Long Trị"
+    );
+    assert_eq!(
+        of(long_tri, "on_time_rate"),
+        (0, 0),
+        "resolved by the ward, not Long Trị"
+    );
+    let apart = town["apart"].as_array().unwrap();
+    assert_eq!(apart.len(), 1, "{town}");
+    assert_eq!(apart[0]["unit"]["name"], "Phường Long Mỹ");
+    assert_eq!(apart[0]["unit"]["valid_from"], "2025-07-01");
+    assert_eq!(apart[0]["in_rollup"], true);
+    assert_eq!(of(&apart[0], "on_time_rate"), (n, n));
+    assert_eq!(
+        of(&town["rollup"], "on_time_rate"),
+        (n, n),
+        "the town's roll-up counts it"
+    );
+    let thuan_an = get_json(&format!(
+        "http://{http}/api/v1/communes/31471/indicators?{year}&as_of=2025-06-30"
+    ))
+    .await;
+    assert_eq!(thuan_an["commune"]["name"], "Phường Thuận An");
+    assert_eq!(of(&thuan_an, "on_time_rate"), (0, 0), "{thuan_an}");
+    // A unit asked for when it did not exist.
+    let gone = get_json(&format!("http://{http}/api/v1/communes/31477/indicators")).await;
+    assert!(
+        gone["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ended on 2025-06-30"),
+        "{gone}"
+    );
+    let units = get_json(&format!("http://{http}/api/v1/units")).await;
+    assert_eq!(units["changes"], json!(["2025-07-01"]));
+    assert_eq!(
+        units["units"].as_array().unwrap().len(),
+        4,
+        "Cần Thơ and its three wards: {units}"
+    );
+}
