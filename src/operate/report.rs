@@ -29,25 +29,34 @@ pub async fn report_from(
     settings: &Settings,
     window: Window,
 ) -> anyhow::Result<String> {
-    let range = window.days(Clock::new(&settings.clock).today());
-    let totals: HashMap<String, DayCounters> = store
-        .window_sums(range.0, range.1)
-        .await?
-        .into_iter()
-        .collect();
-    let sum = |code: &str| totals.get(code).copied().unwrap_or_default();
+    let today = Clock::new(&settings.clock).today();
+    let range = window.days(today);
     let units = &settings.units;
-    let mut lines: Vec<Line<'_>> = units
-        .communes()
+    // In today's units: an old commune's counters count in its successor.
+    let structure = units.structure(today);
+    let mut totals: HashMap<String, DayCounters> = HashMap::new();
+    for (lo, hi) in units.pieces(range.0, range.1) {
+        for (code, c) in store.window_sums(lo, hi).await? {
+            if let Some(unit) = structure.attribute(units, &code, lo) {
+                *totals.entry(unit.to_string()).or_default() += c;
+            }
+        }
+    }
+    let sum = |code: &str| totals.get(code).copied().unwrap_or_default();
+    let mut lines: Vec<Line<'_>> = structure
+        .communes(units)
         .map(|u| Line {
             name: &u.name,
             counters: sum(u.code.as_str()),
             commune: Some(&u.code),
         })
         .collect();
-    for parent in units.iter().filter(|u| !u.kind.receives_cases()) {
+    for parent in units
+        .iter()
+        .filter(|u| !u.kind.receives_cases() && u.valid_on(today))
+    {
         let mut counters = DayCounters::default();
-        for u in units.communes_under(parent.code.as_str()) {
+        for u in structure.communes_under(units, parent.code.as_str()) {
             counters += sum(u.code.as_str());
         }
         lines.push(Line {

@@ -32,7 +32,8 @@ const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const EVENTS = process.env.BROWSER_TEST_EVENTS || '20000';
 const OUT = path.join(ROOT, 'var', 'browser-test');
 const TOKEN = 'demo-read-token';
-const UNIT = '937';
+// Today's structure: Cần Thơ (92) over the three wards of Long Mỹ.
+const UNIT = '92';
 const INDICATORS = [
   'online_rate',
   'on_time_rate',
@@ -228,14 +229,14 @@ describe('dashboard against cchc demo', () => {
     });
   };
 
-  step('shows the nine communes and the town roll-up, with numbers', async () => {
+  step('shows today\'s three wards and their roll-up, with numbers', async () => {
     await page.waitForSelector('#communes tr[data-commune] td[data-indicator]', { timeout: 30_000 });
     // The roll-up cell read as early as possible: the demo is still producing.
     firstText = await cell(UNIT, 'online_rate').innerText();
 
     const answer = await api(`/api/v1/units/${UNIT}/communes?window=ytd`);
     const expected = answer.communes.map((c) => c.commune.code);
-    assert.equal(expected.length, 9, 'the demo configuration has nine communes under 937');
+    assert.equal(expected.length, 3, 'the demo configuration has three wards under 92 today');
     const rows = await page.$$eval('#communes tr[data-commune]', (trs) => trs.map((tr) => tr.dataset.commune));
     assert.deepEqual(rows, expected);
 
@@ -246,7 +247,7 @@ describe('dashboard against cchc demo', () => {
       }
     }
     const rollupName = await page.locator('#rollup th').innerText();
-    assert.match(rollupName, /Long Mỹ/);
+    assert.match(rollupName, /Cần Thơ/);
     const heads = await page.locator('#indicators thead').innerText();
     assert.match(heads, /Xã\/Phường\s*\(commune\)/);
     assert.match(heads, /Tỷ lệ giải quyết đúng hạn\s*\(on-time rate\)/);
@@ -309,7 +310,7 @@ describe('dashboard against cchc demo', () => {
       ).catch((e) => {
         assert.deepEqual(last, expected, e.message);
       });
-      assert.equal(Object.keys(expected).length, 10 * INDICATORS.length, 'nine communes and the roll-up, every indicator each');
+      assert.equal(Object.keys(expected).length, 4 * INDICATORS.length, 'three wards and the roll-up, every indicator each');
       const standings = new Set(Object.values(expected).map((v) => v.split(' ')[1]));
       const projected = Object.values(expected).filter((v) => !/→ ±/.test(v) && !/→  /.test(v)).length;
       t.diagnostic(`${projected} cells with a projection to the year's end`);
@@ -424,7 +425,7 @@ describe('dashboard against cchc demo', () => {
   step('switches the window', async () => {
     await page.click('button[data-window="qtd"]');
     await page.waitForSelector('#indicators[data-window="qtd"]', { timeout: 10_000 });
-    assert.equal(await page.locator('#communes tr[data-commune]').count(), 9);
+    assert.equal(await page.locator('#communes tr[data-commune]').count(), 3);
     assert.match(page.url(), /window=qtd/);
     assert.match(page.url(), /token=demo-read-token/);
     await page.click('button[data-window="ytd"]');
@@ -437,7 +438,7 @@ describe('dashboard against cchc demo', () => {
     const stamp = Date.now();
     const lines = [1, 2].map((days, n) => JSON.stringify({
       event_id: `browser-due-${stamp}-${n}`, event_type: 'case.received', schema_version: 1,
-      occurred_at: new Date(stamp).toISOString(), commune_code: '31472', case_id: `browser-due-${stamp}-${n}`,
+      occurred_at: new Date(stamp).toISOString(), commune_code: '31480', case_id: `browser-due-${stamp}-${n}`,
       data: { procedure_code: '1.001234', channel: 'in_person', online_level: 'none',
               due_at: new Date(stamp + days * 86_400_000).toISOString(), registered_electronically: true },
     })).join('\n');
@@ -449,7 +450,7 @@ describe('dashboard against cchc demo', () => {
     assert.equal(sent.status, 200, JSON.stringify(written));
     assert.equal(written.accepted, 2);
     await until('the two cases coming due on the page', async () =>
-      page.locator('#coming-due tbody tr[data-commune="31472"]').count().then((n) => n === 1));
+      page.locator('#coming-due tbody tr[data-commune="31480"]').count().then((n) => n === 1));
     const res = await fetch(`${base}/api/v1/units/${UNIT}/coming-due?limit=200`, { headers: { Authorization: `Bearer ${TOKEN}` } });
     assert.equal(res.status, 200);
     const want = await res.json();
