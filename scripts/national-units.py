@@ -23,12 +23,13 @@ def main(path):
     rows = []
     # New provinces: synthetic codes T01..T34.
     new_provinces = [f"T{p:02d}" for p in range(1, NEW_PROVINCES + 1)]
+    rows.append(["VN", "Việt Nam", "country", "", "", "", "", ""])
     for p in new_provinces:
-        rows.append([p, f"Tỉnh mới {p}", "province", "", START, "", "", ""])
+        rows.append([p, f"Tỉnh mới {p}", "province", "VN", START, "", "", ""])
     old_provinces = [f"{p:02d}" for p in range(1, OLD_PROVINCES + 1)]
     province_successor = {p: new_provinces[i * NEW_PROVINCES // OLD_PROVINCES] for i, p in enumerate(old_provinces)}
     for p in old_provinces:
-        rows.append([p, f"Tỉnh cũ {p}", "province", "", "", END, province_successor[p], ""])
+        rows.append([p, f"Tỉnh cũ {p}", "province", "VN", "", END, province_successor[p], ""])
     districts = []
     for d in range(OLD_DISTRICTS):
         code = f"{d + 1:03d}"

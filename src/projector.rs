@@ -32,7 +32,7 @@ use tracing::{debug, instrument};
 use crate::domain::time::local_date;
 use crate::domain::{
     decode, Alert, Applied, BatchPosition, CaseEvent, CaseKey, CaseState, DayCounters, Deferral,
-    DocumentKey, Evaluator, EventKind, Units,
+    DocumentKey, Evaluator, EventKind, Fold, Units,
 };
 use crate::internal_events::{
     BatchCommitted, BatchRefolded, BreachesDeferred, DeadLettersKept, InternalEvent,
@@ -292,13 +292,7 @@ impl Projector {
             .into_iter()
             .filter(|k| fold.document(k).is_some())
             .collect();
-        // As loaded: the cases other partitions may write too (kept under a
-        // unit that others merged into), to check at the commit.
-        let mut loaded_shared: FxHashMap<CaseKey, CaseState> = stored_cases
-            .iter()
-            .filter(|k| self.units.is_shared_home(&k.commune))
-            .map(|k| (k.clone(), fold.case(k).cloned().expect("stored")))
-            .collect();
+        let mut loaded_shared = shared_as_loaded(&self.units, &fold);
         fold.advance_clock(now);
         let mut report = BatchReport {
             records: batch.records.len(),
@@ -325,6 +319,11 @@ impl Projector {
                 }
             }
         }
+        // The cases the clock made late changed too (stored: the clock
+        // only moves cases it loaded).
+        let mut stored_cases = stored_cases;
+        stored_cases.extend(fold.clocked().iter().cloned());
+        changed_cases.extend(fold.clocked().iter().cloned());
         // In key order: the upserts then walk each index from one end to the
         // other instead of jumping around it.
         let mut changed_cases: Vec<CaseKey> = changed_cases.into_iter().collect();
@@ -587,6 +586,15 @@ fn split_stored<K: Eq + std::hash::Hash, S>(
 }
 
 /// What an event is about: a case, or a document.
+/// As loaded: the cases other partitions may write too (kept under a unit
+/// that others merged into), to check at the commit.
+fn shared_as_loaded(units: &Units, fold: &Fold) -> FxHashMap<CaseKey, CaseState> {
+    fold.cases()
+        .filter(|(k, _)| units.is_shared_home(&k.commune))
+        .map(|(k, c)| (k.clone(), c.clone()))
+        .collect()
+}
+
 enum Key {
     Case(CaseKey),
     Document(DocumentKey),

@@ -140,7 +140,7 @@ fn spec_of(row: Row) -> Result<UnitSpec, String> {
     let kind: UnitKind = serde_json::from_value(serde_json::Value::String(row.kind.clone()))
         .map_err(|_| {
             format!(
-                "kind `{}` is not one of ward, commune, township, town, district, city, province",
+                "kind `{}` is not one of ward, commune, township, town, district, city, province, country",
                 row.kind
             )
         })?;
@@ -221,7 +221,7 @@ mod tests {
         assert!(e.reason.contains("valid_to `30/06/2025`"), "{e}");
         let path = write("c.csv", "code,name,kind\n1,a,hamlet\n");
         assert!(read(&path).unwrap_err().to_string().ends_with(
-            "c.csv:2: kind `hamlet` is not one of ward, commune, township, town, district, city, province"
+            "c.csv:2: kind `hamlet` is not one of ward, commune, township, town, district, city, province, country"
         ));
         let path = write("d.csv", "code,name,type\n");
         assert!(read(&path)

@@ -5,3 +5,9 @@
 ALTER TABLE cases ADD COLUMN received_by TEXT;
 ALTER TABLE cases ADD COLUMN closing_by TEXT;
 ALTER TABLE cases ADD COLUMN rating_by TEXT;
+
+-- Whether an open case counts late, as the batch that last wrote it counted
+-- it (the pipeline's clock of its partition). NULL for a case stored before
+-- this migration: derived from its partition's clock when next loaded, as it
+-- was counted.
+ALTER TABLE cases ADD COLUMN late BOOLEAN;

@@ -3,3 +3,4 @@
 ALTER TABLE cases ADD COLUMN received_by TEXT;
 ALTER TABLE cases ADD COLUMN closing_by TEXT;
 ALTER TABLE cases ADD COLUMN rating_by TEXT;
+ALTER TABLE cases ADD COLUMN late BOOLEAN;

@@ -68,6 +68,13 @@ pub struct CaseState {
     pub rating: Option<Fact<Rated>>,
     /// Who reported each fact, where that is not the case's home.
     pub by: Reporters,
+    /// Whether the case counts late while open (open past its due date on
+    /// the clock of the batch that last folded it). Kept with the case, not
+    /// derived from the clock of whoever folds it next: a case written from
+    /// two partitions (a receipt under an old code, its resolution under the
+    /// new one) takes back exactly what was counted, whatever the two
+    /// partitions' clocks say.
+    pub late: bool,
 }
 
 /// The units that reported a case's facts, each `None` when it is the
@@ -112,7 +119,6 @@ impl CaseState {
     pub fn contributions<'a>(
         &'a self,
         home: &'a UnitCode,
-        today: Option<NaiveDate>,
         mut add: impl FnMut(&'a UnitCode, NaiveDate, DayCounters),
     ) {
         let received_by = self.by.received.as_ref().unwrap_or(home);
@@ -152,8 +158,8 @@ impl CaseState {
                 ..
             }) => {}
             None => {
-                if self.is_overdue(today) {
-                    let due = self.open_due_date().expect("overdue implies a due date");
+                if self.late {
+                    let due = self.open_due_date().expect("late implies a due date");
                     // An open case is late where it was received.
                     add(
                         received_by,
@@ -230,6 +236,8 @@ pub struct Fold {
     documents: FxHashMap<DocumentKey, DocumentState>,
     seen: FxHashSet<String>,
     deltas: FxHashMap<DayKey, DayCounters>,
+    /// Cases the clock made late (their `late` changed without an event).
+    clocked: FxHashSet<CaseKey>,
 }
 
 impl Fold {
@@ -265,6 +273,12 @@ impl Fold {
 
     pub fn case(&self, key: &CaseKey) -> Option<&CaseState> {
         self.cases.get(key)
+    }
+
+    /// The cases the clock made late since this working set was created:
+    /// changed without an event, to be written like the others.
+    pub fn clocked(&self) -> &FxHashSet<CaseKey> {
+        &self.clocked
     }
 
     pub fn cases(&self) -> impl Iterator<Item = (&CaseKey, &CaseState)> {
@@ -381,11 +395,13 @@ impl Fold {
         }
         self.today = Some(new_today);
         let mut changes = Vec::new();
-        for (key, case) in &self.cases {
-            if case.is_overdue(old_today) != case.is_overdue(Some(new_today)) {
+        for (key, case) in &mut self.cases {
+            if !case.late && case.is_overdue(Some(new_today)) {
+                case.late = true;
                 let due = case.open_due_date().expect("overdue implies a due date");
                 let received_by = case.by.received.as_ref().unwrap_or(&key.commune);
                 changes.push((received_by.clone(), first_overdue_day(due)));
+                self.clocked.insert(key.clone());
             }
         }
         for (commune, day) in changes {
@@ -413,11 +429,12 @@ fn update(
     case: &mut CaseState,
     change: impl FnOnce(&mut CaseState),
 ) -> Applied {
-    case.contributions(home, today, |commune, day, c| {
+    case.contributions(home, |commune, day, c| {
         add(deltas, commune, day, c.scaled(-1));
     });
     change(case);
-    case.contributions(home, today, |commune, day, c| add(deltas, commune, day, c));
+    case.late = case.is_overdue(today);
+    case.contributions(home, |commune, day, c| add(deltas, commune, day, c));
     Applied::Changed
 }
 

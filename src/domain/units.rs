@@ -69,6 +69,8 @@ pub enum UnitKind {
     City,
     /// Tỉnh.
     Province,
+    /// The whole country (a roll-up of every province).
+    Country,
 }
 
 impl UnitKind {
@@ -91,6 +93,7 @@ impl UnitKind {
             UnitKind::District => "huyện",
             UnitKind::City => "thành phố",
             UnitKind::Province => "tỉnh",
+            UnitKind::Country => "cả nước",
         }
     }
 }

@@ -234,19 +234,32 @@ pub async fn period_report(
     period: Period,
     generated_at: DateTime<Utc>,
 ) -> Result<PeriodReport, ReportError> {
-    let unit = units
+    let latest = units
         .get(code)
         .ok_or_else(|| ReportError::UnknownUnit(code.to_string()))?;
+    // In the units that stood at the period's end (a unit that had ended by
+    // then: in those of its last day), an old commune's counters counted in
+    // the unit it became (docs/UNITS.md).
+    let end = period.to.pred_opt().unwrap_or(period.to);
+    let as_of = match latest.valid_to {
+        Some(to) if to < end => to,
+        _ => end,
+    };
+    let structure = units.structure(as_of);
+    let unit = structure.unit(units, code).unwrap_or(latest);
     let communes: Vec<_> = if unit.kind.receives_cases() {
         vec![unit]
     } else {
-        units.communes_under(code).collect()
+        structure.communes_under(units, code).collect()
     };
-    let sums: std::collections::HashMap<String, DayCounters> = store
-        .window_sums(period.from, period.to)
-        .await?
-        .into_iter()
-        .collect();
+    let mut sums: std::collections::HashMap<String, DayCounters> = std::collections::HashMap::new();
+    for (lo, hi) in units.pieces(period.from, period.to) {
+        for (c, counters) in store.window_sums(lo, hi).await? {
+            if let Some(target) = structure.attribute(units, &c, lo) {
+                *sums.entry(target.to_string()).or_default() += counters;
+            }
+        }
+    }
     let mut rows = Vec::new();
     let mut total = DayCounters::default();
     for c in &communes {

@@ -43,6 +43,9 @@ pub struct CaseRow {
     pub received_by: Option<String>,
     pub closing_by: Option<String>,
     pub rating_by: Option<String>,
+    /// [`CaseState::late`]; `None` for a case stored before it was kept
+    /// (derived then from the loading partition's clock, as it was counted).
+    pub late: Option<bool>,
 }
 
 const RESOLVED: i16 = 1;
@@ -93,6 +96,7 @@ impl CaseRow {
         row.received_by = s.by.received.as_ref().map(|c| c.to_string());
         row.closing_by = s.by.closing.as_ref().map(|c| c.to_string());
         row.rating_by = s.by.rating.as_ref().map(|c| c.to_string());
+        row.late = Some(s.late);
         row
     }
 
@@ -188,6 +192,7 @@ impl CaseRow {
                 closing: by(&self.closing_by)?,
                 rating: by(&self.rating_by)?,
             },
+            late: self.late.unwrap_or(false),
         })
     }
 }
@@ -210,7 +215,7 @@ pub fn decode_document(at: DateTime<Utc>, digital: bool) -> DocumentState {
 pub const CASE_COLUMNS: &str =
     "commune, case_id, received_at, received_channel, received_level, received_electronic,
     received_digitized, received_due, received_procedure, closing_at, closing_kind, closing_due,
-    closing_outcome, rating_at, rating, rating_score, received_by, closing_by, rating_by";
+    closing_outcome, rating_at, rating, rating_score, received_by, closing_by, rating_by, late";
 
 #[derive(sqlx::FromRow)]
 pub struct KeyedCaseRow {
@@ -348,7 +353,13 @@ impl LoadedRows {
                 case_id: row.case_id,
             };
             if fold.case(&key).is_none() {
-                fold.load_case(key, row.row.decode(units).map_err(StoreError::Corrupt)?);
+                let mut state = row.row.decode(units).map_err(StoreError::Corrupt)?;
+                if row.row.late.is_none() {
+                    // Stored before `late` was kept: counted late by the
+                    // clock of its partition, which is loading it.
+                    state.late = state.is_overdue(fold.today());
+                }
+                fold.load_case(key, state);
             }
         }
         for (commune, document_id, at, digital) in self.documents {

@@ -48,13 +48,9 @@ async fn send_to(producer: &FutureProducer, topic: &str, partition: i32, value: 
 async fn a_case_across_the_merger_is_one_case_across_partitions_and_a_sigkill() {
     let (setup, store) = setup(2, None).await;
     let mut pipeline = Pipeline::start(&setup, "merger");
-    // Both partitions' clocks tick (every second) before the records come:
-    // whether an open case counts late is decided with the clock of the
-    // partition that folds it, and a partition that never ticked would take
-    // the other's late count for its own (docs/UNITS.md, "Limits known
-    // today").
-    pipeline.http();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The records come before either partition's clock has ticked: whether
+    // an open case counts late is kept with the case, so the partition that
+    // resolves it takes back what the other counted.
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka_bootstrap())
         .set("enable.idempotence", "true")

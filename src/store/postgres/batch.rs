@@ -417,6 +417,7 @@ async fn copy_new_cases(
             .col(r.received_by.as_deref())
             .col(r.closing_by.as_deref())
             .col(r.rating_by.as_deref())
+            .col(r.late)
             .end_row();
     }
     copy_in(
@@ -424,7 +425,7 @@ async fn copy_new_cases(
         "COPY cases (commune, case_id, partition, received_at, received_channel, received_level,
                      received_electronic, received_digitized, received_due, received_procedure, closing_at,
                      closing_kind, closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                     received_by, closing_by, rating_by) FROM STDIN",
+                     received_by, closing_by, rating_by, late) FROM STDIN",
         rows,
     )
     .await
@@ -446,18 +447,18 @@ async fn upsert_cases(
         "INSERT INTO cases AS c (commune, case_id, partition, received_at, received_channel, received_level,
                                  received_electronic, received_digitized, received_due, closing_at, closing_kind,
                                  closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                                 received_procedure, received_by, closing_by, rating_by)
+                                 received_procedure, received_by, closing_by, rating_by, late)
          SELECT u.commune, u.case_id, $3, u.received_at, u.received_channel, u.received_level,
                 u.received_electronic, u.received_digitized, u.received_due, u.closing_at, u.closing_kind,
                 u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due,
-                u.received_procedure, u.received_by, u.closing_by, u.rating_by
+                u.received_procedure, u.received_by, u.closing_by, u.rating_by, u.late
          FROM UNNEST($1::text[], $2::text[], $4::timestamptz[], $5::int2[], $6::int2[], $7::bool[], $8::bool[],
                      $9::date[], $10::timestamptz[], $11::int2[], $12::date[], $13::int2[], $14::timestamptz[],
-                     $15::int2[], $16::int2[], $17::date[], $18::text[], $19::text[], $20::text[], $21::text[])
+                     $15::int2[], $16::int2[], $17::date[], $18::text[], $19::text[], $20::text[], $21::text[], $22::bool[])
               AS u(commune, case_id, received_at, received_channel, received_level, received_electronic,
                    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
                    rating_at, rating, rating_score, open_due, received_procedure, received_by, closing_by,
-                   rating_by)
+                   rating_by, late)
          ON CONFLICT (commune, case_id) DO UPDATE SET
             partition = EXCLUDED.partition,
             received_at = EXCLUDED.received_at, received_channel = EXCLUDED.received_channel,
@@ -468,7 +469,7 @@ async fn upsert_cases(
             rating_at = EXCLUDED.rating_at, rating = EXCLUDED.rating, rating_score = EXCLUDED.rating_score,
             open_due = EXCLUDED.open_due, received_procedure = EXCLUDED.received_procedure,
             received_by = EXCLUDED.received_by, closing_by = EXCLUDED.closing_by,
-            rating_by = EXCLUDED.rating_by",
+            rating_by = EXCLUDED.rating_by, late = EXCLUDED.late",
     )
     .bind(cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
     .bind(cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
@@ -496,6 +497,7 @@ async fn upsert_cases(
     .bind(rows.iter().map(|r| r.received_by.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.closing_by.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.rating_by.as_deref()).collect::<Vec<_>>())
+    .bind(col!(late))
     .execute(&mut **tx)
     .await?;
     Ok(())

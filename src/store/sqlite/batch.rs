@@ -120,9 +120,9 @@ impl BatchTx for SqliteBatch {
                 "{verb} INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
                                     received_electronic, received_digitized, received_due, closing_at, closing_kind,
                                     closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                                    received_procedure, received_by, closing_by, rating_by)
+                                    received_procedure, received_by, closing_by, rating_by, late)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                         ?19, ?20, ?21)"
+                         ?19, ?20, ?21, ?22)"
             ))
             .bind(key.commune.as_str())
             .bind(&key.case_id)
@@ -145,6 +145,7 @@ impl BatchTx for SqliteBatch {
             .bind(r.received_by.as_deref())
             .bind(r.closing_by.as_deref())
             .bind(r.rating_by.as_deref())
+            .bind(r.late)
             .execute(&mut *self.tx)
             .await
             .map_err(|e| stored_already(e, partition, "a case"))?;
