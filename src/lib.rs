@@ -28,7 +28,8 @@
 //! - [`app`]: the application put together once (`cchc run`, the demo, the
 //!   tests); [`demo`] builds on it; [`operate`] and [`rebuild`] are the
 //!   operator commands. `operate` does not import `app` or `demo`.
-//! - shared services: [`config`], [`clock`], [`shutdown`], [`telemetry`],
+//! - shared services: [`config`] (with [`unit_file`], the unit lists an
+//!   operator supplies), [`clock`], [`shutdown`], [`telemetry`],
 //!   [`metrics`] with [`internal_events`] (one type per outcome: its log line
 //!   and its counter), [`simulator`]; [`fault`]: crash points for the fault
 //!   tests.

@@ -346,6 +346,38 @@ mod tests {
     }
 
     #[test]
+    fn the_producer_switches_codes_on_the_day_the_units_change() {
+        let units = units();
+        let start = NaiveDate::from_ymd_opt(2025, 6, 20).unwrap();
+        let change = NaiveDate::from_ymd_opt(2025, 7, 1).unwrap();
+        let mut received_by = std::collections::HashMap::new();
+        let mut across = 0;
+        for r in Simulator::new(&units, 3, start, 5.0).take(5_000) {
+            let e = decode(Some(r.value.as_bytes()), &units).unwrap();
+            let named = units.get_on(e.commune.as_str(), e.day).unwrap();
+            assert!(
+                named.valid_on(e.day),
+                "{} names {} on {}",
+                e.event_id,
+                named.name,
+                e.day
+            );
+            let case = e.case_id.clone().unwrap();
+            if let crate::domain::EventKind::Received(_) = e.kind {
+                received_by.insert(case.clone(), (e.commune.clone(), e.day));
+            } else if let Some((by, day)) = received_by.get(&case) {
+                if *day < change && e.day >= change && *by != e.commune {
+                    // Received by an old unit, continued by its successor:
+                    // one case under one home.
+                    assert_eq!(units.home(by.as_str(), *day), Some(&e.home));
+                    across += 1;
+                }
+            }
+        }
+        assert!(across > 0, "some cases span the change under two codes");
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_stream() {
         let units = units();
         let start = NaiveDate::from_ymd_opt(2023, 1, 1).unwrap();

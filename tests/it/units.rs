@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::pipeline::{setup, stored, wait_caught_up, Pipeline};
 use crate::reference::{DUE, ON_TIME, RATINGS, RECEIVED};
-use crate::support::{get_json, kafka_bootstrap};
+use crate::support::{get_json, kafka_bootstrap, Running};
 
 const CASES: usize = 300;
 
@@ -230,4 +230,125 @@ async fn a_case_across_the_merger_is_one_case_across_partitions_and_a_sigkill() 
         4,
         "Cần Thơ and its three wards: {units}"
     );
+}
+
+/// A unit list of the test's own: config/default.toml with its unit file
+/// changed by `change` (written next to a copy of the configuration).
+fn config_with_units(name: &str, change: impl Fn(String) -> String) -> std::path::PathBuf {
+    let repo = crate::pipeline::repo();
+    let dir = repo
+        .join("var/test")
+        .join(crate::support::unique_name(name));
+    std::fs::create_dir_all(dir.join("units")).unwrap();
+    let csv = std::fs::read_to_string(repo.join("config/units/long-my.csv")).unwrap();
+    std::fs::write(dir.join("units/long-my.csv"), change(csv)).unwrap();
+    let file = dir.join("config.toml");
+    std::fs::copy(repo.join("config/default.toml"), &file).unwrap();
+    file
+}
+
+/// docs/UNITS.md: an event that names a split unit after its end is a dead
+/// letter `unit_ended`, one that names a unit before it exists
+/// `unit_not_yet_valid`, both kept whole where an operator finds them; and a
+/// new unit file takes effect on a restart without reading the topic again:
+/// the counters stay keyed by the code each event named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_units_late_event_is_kept_aside_and_a_new_unit_file_needs_no_replay() {
+    let (setup, store) = setup(1, None).await;
+    // Xã Tân Phú split between Phường Long Phú 1 and Phường Long Mỹ; a
+    // commune that begins on 1 January 2026.
+    let split_units = |csv: String| {
+        csv.replace(
+            "31481,Xã Tân Phú,commune,937,,2025-06-30,31480,",
+            "31481,Xã Tân Phú,commune,937,,2025-06-30,31480;31471,",
+        ) + "40000,Xã Mới,commune,92,2026-01-01,,,\n"
+    };
+    let split = config_with_units("split", split_units);
+    let mut pipeline = Pipeline::start_with(&setup, "split", &split, &[]);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .create()
+        .unwrap();
+    let receipt = |id: &str, commune: &str, at: &str| {
+        json!({"event_id": id, "event_type": "case.received", "schema_version": 1,
+               "occurred_at": at, "commune_code": commune, "case_id": id,
+               "data": {"procedure_code": "1.001234", "channel": "in_person", "online_level": "none",
+                        "due_at": "2026-12-31T17:00:00+07:00", "registered_electronically": false}})
+    };
+    let records = [
+        receipt("tan-phu-before", "31481", "2025-06-30T09:00:00+07:00"),
+        receipt("tan-phu-after", "31481", "2025-07-01T09:00:00+07:00"),
+        receipt("moi-before", "40000", "2025-12-31T09:00:00+07:00"),
+        receipt("moi-after", "40000", "2026-01-02T09:00:00+07:00"),
+        receipt("long-tri-after", "31477", "2025-08-01T09:00:00+07:00"),
+    ];
+    for r in &records {
+        send_to(&producer, &setup.topic, 0, r).await;
+    }
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        1,
+        &mut [&mut pipeline],
+        Duration::from_secs(60),
+    )
+    .await;
+    let reasons = store.dead_letter_reasons().await.unwrap();
+    let codes: Vec<(i64, &str)> = reasons.iter().map(|(_, o, r)| (*o, r.as_str())).collect();
+    assert_eq!(
+        codes,
+        [(1, "unit_ended"), (2, "unit_not_yet_valid")],
+        "{reasons:?}"
+    );
+    let kept = store.dead_letters(0, 10).await.unwrap();
+    assert!(
+        kept[0].reason.contains("`31480`, `31471`"),
+        "{}",
+        kept[0].reason
+    );
+    assert_eq!(
+        kept[0].value.as_deref(),
+        Some(records[1].to_string().as_bytes())
+    );
+
+    // Today, Long Trị's receipt of August 2025 counts in Phường Long Mỹ.
+    let http = pipeline.http();
+    let year = "window=2025-01-01..2026-01-01";
+    let received = |body: &Value| body["indicators"][0]["denominator"].as_i64().unwrap();
+    let long_my = get_json(&format!(
+        "http://{http}/api/v1/communes/31471/indicators?{year}"
+    ))
+    .await;
+    assert_eq!(received(&long_my), 1, "{long_my}");
+    let offsets = store.offsets().await.unwrap();
+    pipeline.kill();
+
+    // A new unit file: Long Trị merged into Phường Long Bình instead.
+    let moved = config_with_units("moved", |csv| {
+        split_units(csv).replace(
+            "31477,Xã Long Trị,commune,937,,2025-06-30,31471,",
+            "31477,Xã Long Trị,commune,937,,2025-06-30,31473,",
+        )
+    });
+    let mut pipeline = Pipeline::start_with(&setup, "moved", &moved, &[]);
+    let http = pipeline.http();
+    let long_my = get_json(&format!(
+        "http://{http}/api/v1/communes/31471/indicators?{year}"
+    ))
+    .await;
+    let long_binh = get_json(&format!(
+        "http://{http}/api/v1/communes/31473/indicators?{year}"
+    ))
+    .await;
+    assert_eq!(
+        (received(&long_my), received(&long_binh)),
+        (0, 1),
+        "{long_binh}"
+    );
+    assert_eq!(
+        store.offsets().await.unwrap(),
+        offsets,
+        "nothing read again"
+    );
+    pipeline.assert_running();
 }
