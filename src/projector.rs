@@ -7,8 +7,10 @@
 //! 3. [`commit`]: one transaction, in this order for both stores: guard
 //!    (owner generation, offset, clock) → event ids → counters → cases →
 //!    documents → dead letters → the communes the partition carries → breach
-//!    evaluation, unless the batch is not the caught-up state (window sums
-//!    of the communes concerned, one grouped query per window; the pure
+//!    evaluation, unless the batch is not the caught-up state (the units
+//!    valid today that the communes concerned count in, locked when other
+//!    partitions feed them too; their window sums, one grouped query per
+//!    window; the pure
 //!    rules of `domain::breach`; breach states and outbox) → the partition's
 //!    next position → commit;
 //! 4. [`Projector::committed`]: what follows a commit: the outcome's metrics
@@ -32,7 +34,7 @@ use tracing::{debug, instrument};
 use crate::domain::time::local_date;
 use crate::domain::{
     decode, Alert, Applied, BatchPosition, CaseEvent, CaseKey, CaseState, DayCounters, Deferral,
-    DocumentKey, Evaluator, EventKind, Fold, Units,
+    DocumentKey, Evaluator, EventKind, Fold, UnitCode, Units,
 };
 use crate::internal_events::{
     BatchCommitted, BatchRefolded, BreachesDeferred, DeadLettersKept, InternalEvent,
@@ -460,7 +462,8 @@ async fn transaction<T: BatchTx>(
         }
         _ => Vec::new(),
     };
-    tx.move_position(w).await?;
+    tx.move_position(w, evaluator.is_some() && w.clock.is_some())
+        .await?;
     tx.commit().await?;
     Ok(alerts)
 }
@@ -503,10 +506,15 @@ async fn check_expected<T: BatchTx>(tx: &mut T, w: &PartitionWrite) -> Result<()
     Ok(())
 }
 
-/// Re-evaluates the communes the batch changed (and, when the local date
-/// moved, every commune of the partition) against their targets, inside the
-/// batch's transaction: breach states and the outbox change with the
-/// counters.
+/// Re-evaluates, against their targets, the units valid today that the
+/// communes the batch changed count in (and, when the local date moved, those
+/// of every commune of the partition), inside the batch's transaction: breach
+/// states and the outbox change with the counters. A unit's counters are
+/// those of every code that counts in it (an old commune's, after a merger:
+/// docs/UNITS.md), whatever partition carries them; such a unit is locked
+/// for the evaluation, and waits (is left to the partition that catches up
+/// last) while another partition that carries one of its codes is not
+/// caught up.
 async fn evaluate_breaches<T: BatchTx>(
     tx: &mut T,
     evaluator: &Evaluator,
@@ -514,24 +522,77 @@ async fn evaluate_breaches<T: BatchTx>(
     changed: Vec<String>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Alert>, StoreError> {
-    let mut communes: BTreeSet<String> = changed.into_iter().collect();
+    let mut named: BTreeSet<String> = changed.into_iter().collect();
     if w.clock_moved {
-        communes.extend(tx.communes_of(w.partition).await?);
+        named.extend(tx.communes_of(w.partition).await?);
     }
-    if communes.is_empty() {
+    let today = local_date(now);
+    let units = &evaluator.units;
+    let mut targets: BTreeSet<&str> = named
+        .iter()
+        .flat_map(|c| units.evaluated_as(c, today))
+        .map(UnitCode::as_str)
+        .collect();
+    if targets.is_empty() {
         return Ok(Vec::new());
     }
-    let communes: Vec<String> = communes.into_iter().collect();
-    let today = local_date(now);
+    let feeders: FxHashMap<&str, Vec<&UnitCode>> = targets
+        .iter()
+        .map(|&t| (t, units.feeders(t, today)))
+        .collect();
+    let shared: Vec<String> = targets
+        .iter()
+        .filter(|t| feeders[*t].len() > 1)
+        .map(|t| (*t).to_string())
+        .collect();
+    let mut partitions = vec![w.partition];
+    if !shared.is_empty() {
+        tx.lock_units(&shared).await?;
+        let codes: Vec<String> = shared
+            .iter()
+            .flat_map(|t| &feeders[t.as_str()])
+            .map(ToString::to_string)
+            .collect();
+        let carriers = tx.carriers(&codes).await?;
+        let behind: HashSet<&str> = carriers
+            .iter()
+            .filter(|c| c.partition != w.partition && !c.caught_up)
+            .map(|c| c.commune.as_str())
+            .collect();
+        targets.retain(|t| !feeders[t].iter().any(|f| behind.contains(f.as_str())));
+        partitions.extend(carriers.iter().map(|c| c.partition));
+        partitions.sort_unstable();
+        partitions.dedup();
+    }
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let communes: Vec<String> = targets.iter().map(|t| (*t).to_string()).collect();
+    let codes: Vec<String> = {
+        let all: BTreeSet<&str> = targets
+            .iter()
+            .flat_map(|t| feeders[t].iter().map(|f| f.as_str()))
+            .collect();
+        all.into_iter().map(str::to_string).collect()
+    };
     let mut sums: HashMap<(usize, String), DayCounters> = HashMap::new();
     for (n, window) in evaluator.windows.iter().enumerate() {
-        for (commune, c) in tx.window_sums(&communes, window.days(today)).await? {
-            sums.insert((n, commune), c);
+        let (from, to) = window.days(today);
+        for (lo, hi) in units.pieces(from, to) {
+            for (code, c) in tx.window_sums(&codes, (lo, hi)).await? {
+                // Within a piece a code names one unit: where it counts.
+                let Some(unit) = units.evaluated_in(&code, lo, today) else {
+                    continue;
+                };
+                if targets.contains(unit.code.as_str()) {
+                    *sums.entry((n, unit.code.to_string())).or_default() += c;
+                }
+            }
         }
     }
     let mut coming: HashMap<String, Vec<(chrono::NaiveDate, i64)>> = HashMap::new();
     if let Some(days) = evaluator.coming_due_days(today) {
-        for (commune, due, n) in tx.coming_due(w.partition, &communes, days).await? {
+        for (commune, due, n) in tx.coming_due(&partitions, &communes, days).await? {
             coming.entry(commune).or_default().push((due, n));
         }
     }

@@ -909,7 +909,11 @@ impl Evaluator {
         let mut alerts = Vec::new();
         let mut states = Vec::new();
         for code in communes {
-            let Some(unit) = self.units.get(code).filter(|u| u.kind.receives_cases()) else {
+            let Some(unit) = self
+                .units
+                .get_on(code, today)
+                .filter(|u| u.kind.receives_cases())
+            else {
                 continue;
             };
             for (w, window) in self.windows.iter().enumerate() {

@@ -537,6 +537,71 @@ impl Units {
         Some(&self.units[at].code)
     }
 
+    /// The unit valid on `today` that counters of `code` on `day` count in
+    /// when it is evaluated against its targets: the unit the code named
+    /// that day, or what it had become by `today` through merges (and a
+    /// split's `history_to`). `None` when they count in no unit valid
+    /// today (a split's history, a unit ended without a successor, a unit
+    /// not yet begun) or in one that receives no cases.
+    pub fn evaluated_in(&self, code: &str, day: NaiveDate, today: NaiveDate) -> Option<&Unit> {
+        let mut at = self.segment(code, day)?;
+        loop {
+            let unit = &self.units[at];
+            if unit.valid_on(today) {
+                return unit.kind.receives_cases().then_some(unit);
+            }
+            if !unit.ended_before(today) {
+                return None;
+            }
+            at = match self.successors[at].as_slice() {
+                [one] => *one,
+                many => {
+                    let to = unit.history_to.as_ref()?;
+                    many.iter().copied().find(|&s| self.units[s].code == *to)?
+                }
+            };
+        }
+    }
+
+    /// Every unit valid on `today` that some period of `code` counts in
+    /// ([`Units::evaluated_in`]), in code order, without repeats.
+    pub fn evaluated_as(&self, code: &str, today: NaiveDate) -> Vec<&UnitCode> {
+        let Some(versions) = self.by_code.get(code) else {
+            return Vec::new();
+        };
+        let mut found: Vec<&UnitCode> = versions
+            .iter()
+            .filter_map(|&v| {
+                let day = self.units[v].valid_from.unwrap_or(NaiveDate::MIN);
+                self.evaluated_in(code, day, today).map(|u| &u.code)
+            })
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// The codes whose counters may count in the unit `code` names on
+    /// `today`: its own and those of every unit it came from, at any
+    /// remove, in code order. One code alone: nothing else feeds it.
+    pub fn feeders(&self, code: &str, today: NaiveDate) -> Vec<&UnitCode> {
+        let Some(start) = self.version_on(code, today) else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        let mut stack = vec![start];
+        let mut codes = Vec::new();
+        while let Some(v) = stack.pop() {
+            if seen.insert(v) {
+                codes.push(&self.units[v].code);
+                stack.extend(&self.predecessors[v]);
+            }
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    }
+
     /// The code a case of the unit `code` (as named on `day`) is kept
     /// under: the unit's last successor, through merges (and through a
     /// split's `history_to`), so that a case received by a unit before a
@@ -1260,6 +1325,74 @@ pub(crate) mod tests {
                 .home("31477", day("2025-07-03"))
                 .map(|c| c.to_string()),
             Some("31477".into())
+        );
+    }
+
+    #[test]
+    fn breaches_are_evaluated_in_the_unit_valid_on_the_day_of_evaluation() {
+        let units = Units::parse(&long_my_history()).unwrap();
+        let in_unit = |code: &str, d: &str, today: &str| {
+            units
+                .evaluated_in(code, day(d), day(today))
+                .map(|u| u.code.to_string())
+        };
+        // Before the merger each unit stands for itself; after it, Long
+        // Trị's counters (of any day) count in Phường Long Mỹ.
+        assert_eq!(
+            in_unit("31477", "2025-06-28", "2025-06-30"),
+            Some("31477".into())
+        );
+        assert_eq!(
+            in_unit("31477", "2025-06-28", "2025-07-01"),
+            Some("31471".into())
+        );
+        assert_eq!(
+            in_unit("31477", "2025-08-01", "2026-12-01"),
+            Some("31471".into())
+        );
+        // A reused code: Xã Long Phú's days count in Long Phú 1, Thuận An's
+        // in Long Mỹ, whatever the code.
+        assert_eq!(
+            in_unit("31480", "2024-01-01", "2026-12-01"),
+            Some("31480".into())
+        );
+        assert_eq!(
+            in_unit("31471", "2024-01-01", "2026-12-01"),
+            Some("31471".into())
+        );
+        // A unit not begun on the day of evaluation, a town: none.
+        assert_eq!(in_unit("31473", "2025-07-02", "2025-06-01"), None);
+        assert_eq!(in_unit("937", "2024-01-01", "2024-01-01"), None);
+        let codes = |v: Vec<&UnitCode>| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            codes(units.evaluated_as("31478", day("2026-12-01"))),
+            ["31471"]
+        );
+        assert_eq!(
+            codes(units.evaluated_as("31478", day("2025-01-01"))),
+            ["31478"]
+        );
+        assert_eq!(
+            codes(units.feeders("31471", day("2026-12-01"))),
+            ["31471", "31477", "31478"]
+        );
+        assert_eq!(
+            codes(units.feeders("31480", day("2026-12-01"))),
+            ["31472", "31480", "31481"]
+        );
+        assert_eq!(codes(units.feeders("31477", day("2025-01-01"))), ["31477"]);
+        assert!(units.feeders("31477", day("2026-01-01")).is_empty());
+        // A split without `history_to` is evaluated in neither successor.
+        let mut specs = long_my_history();
+        let tan_phu = specs.iter().position(|s| s.code == "31481").unwrap();
+        specs[tan_phu].successors = vec!["31480".into(), "31471".into()];
+        let split = Units::parse(&specs).unwrap();
+        assert!(split.evaluated_as("31481", day("2026-12-01")).is_empty());
+        specs[tan_phu].history_to = Some("31471".into());
+        let split = Units::parse(&specs).unwrap();
+        assert_eq!(
+            codes(split.evaluated_as("31481", day("2026-12-01"))),
+            ["31471"]
         );
     }
 

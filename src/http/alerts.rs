@@ -92,6 +92,10 @@ pub(super) async fn breaches(
     let scope = unit.map(|u| s.units.scope(&[u.code.to_string()]));
     let covered =
         |commune: &crate::domain::Unit| scope.as_ref().is_none_or(|sc| sc.covers(&commune.code));
+    // Units valid today: breach evaluation moved on from a unit that has
+    // ended (its counters count in its successor's), and its last alert
+    // stands as the last word about it.
+    let today = s.today();
     let mut lists = Vec::new();
     for risk in [false, true] {
         let list: Vec<BreachView<'_>> = s
@@ -100,7 +104,7 @@ pub(super) async fn breaches(
             .await?
             .into_iter()
             .filter_map(|b| {
-                let commune = s.units.get(&b.commune).filter(|u| covered(u))?;
+                let commune = s.units.get_on(&b.commune, today).filter(|u| covered(u))?;
                 Some(BreachView {
                     commune: commune.into(),
                     indicator: b.indicator,

@@ -143,11 +143,27 @@ pub trait BatchTx: Send {
         days: (NaiveDate, NaiveDate),
     ) -> impl Future<Output = Result<Vec<(String, DayCounters)>, StoreError>> + Send;
 
-    /// The open cases of `communes` on `partition` due from `days.0` to
+    /// The partitions that carry `communes` ([`BatchTx::note_communes`]),
+    /// and whether each one's last batch was evaluated for breaches (the
+    /// caught-up state; [`BatchTx::move_position`]).
+    fn carriers(
+        &mut self,
+        communes: &[String],
+    ) -> impl Future<Output = Result<Vec<Carrier>, StoreError>> + Send;
+
+    /// Locks the breach evaluation of `units` (sorted) until the commit:
+    /// a unit fed from several partitions is evaluated by one batch at a
+    /// time, each reading what the one before committed.
+    fn lock_units(
+        &mut self,
+        units: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The open cases of `communes` on `partitions` due from `days.0` to
     /// `days.1` (both included): (commune, due date, how many).
     fn coming_due(
         &mut self,
-        partition: i32,
+        partitions: &[i32],
         communes: &[String],
         days: (NaiveDate, NaiveDate),
     ) -> impl Future<Output = Result<Vec<(String, NaiveDate, i64)>, StoreError>> + Send;
@@ -172,13 +188,25 @@ pub trait BatchTx: Send {
         alerts: &[Alert],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Moves the partition's position past the batch.
+    /// Moves the partition's position past the batch, noting whether the
+    /// batch was evaluated for breaches (`evaluated`: the partition is
+    /// caught up).
     fn move_position(
         &mut self,
         w: &PartitionWrite,
+        evaluated: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A partition that carries a commune, as [`BatchTx::carriers`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Carrier {
+    pub commune: String,
+    pub partition: i32,
+    /// Its last batch was evaluated for breaches.
+    pub caught_up: bool,
 }
 
 /// What a batch names: the working set to load for it.

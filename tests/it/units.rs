@@ -352,3 +352,159 @@ async fn a_split_units_late_event_is_kept_aside_and_a_new_unit_file_needs_no_rep
     );
     pipeline.assert_running();
 }
+
+/// docs/UNITS.md, "Targets and alerts": breaches are evaluated for the unit
+/// valid at evaluation time, on everything that counts in it. Phường Long Mỹ
+/// (31471) today is fed by its own events (here on partition 1) and by
+/// producers still sending Xã Long Trị's code (31477, on partition 0);
+/// neither alone reaches the online rate's minimum sample, both together
+/// breach it, and the ward's alert carries both; nothing is said of 31477,
+/// which no longer exists. Then an outage: partition 0's small backlog would
+/// breach the ward again if evaluated beside partition 1's unread one, so
+/// the ward waits until every partition that carries its codes is caught
+/// up, and no false alarm goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_ward_is_evaluated_whole_across_partitions_and_waits_for_all_of_them() {
+    use crate::alerts::{local, AlertReader};
+    use crate::support::{spawn_app, unique_name};
+    use cchc_pipeline::domain::Window;
+
+    let (setup, store) = setup(2, None).await;
+    let mut settings = setup.settings(None);
+    settings.alert_windows = vec![Window::YearToDate];
+    settings.batch.max_records = 20;
+    settings.alerts.catch_up_after_seconds = 2;
+    settings.alerts.history_after_hours = 24 * 365;
+    let mut reader = AlertReader::new(&setup.alerts_topic);
+    let mut app = spawn_app(settings.clone()).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let now = chrono::Utc::now().with_timezone(&local()) - chrono::Duration::minutes(30);
+    let due = (now + chrono::Duration::days(5)).to_rfc3339();
+    let run = unique_name("w");
+    let mut n = 0;
+    let mut received = |commune: &str, online: bool| {
+        n += 1;
+        let (channel, level) = if online {
+            ("online", "full")
+        } else {
+            ("in_person", "none")
+        };
+        json!({"event_id": format!("{run}-r-{n}"), "event_type": "case.received",
+               "schema_version": 1, "occurred_at": now.to_rfc3339(), "commune_code": commune,
+               "case_id": format!("{run}-{n}"),
+               "data": {"procedure_code": "1.0001", "channel": channel, "online_level": level,
+                        "due_at": due, "registered_electronically": true, "digitized": true}})
+    };
+    let send_all = |partition: i32, values: Vec<Value>| {
+        let (producer, topic) = (&producer, &setup.topic);
+        async move {
+            for chunk in values.chunks(500) {
+                futures_util::future::join_all(
+                    chunk.iter().map(|v| send_to(producer, topic, partition, v)),
+                )
+                .await;
+            }
+        }
+    };
+    let online_of = |alert: &Value| {
+        (
+            alert["numerator"].as_i64().unwrap(),
+            alert["denominator"].as_i64().unwrap(),
+        )
+    };
+
+    // 12 in-person receipts under each code: 0 of 24 online, one breach.
+    send_all(0, (0..12).map(|_| received("31477", false)).collect()).await;
+    send_all(1, (0..12).map(|_| received("31471", false)).collect()).await;
+    let got = reader.until(1, Duration::from_secs(60)).await;
+    assert_eq!(
+        got,
+        [(
+            "31471.online_rate.ytd.1".to_string(),
+            "indicator.breached".to_string()
+        )],
+        "{:?}",
+        reader.seen
+    );
+    assert_eq!(online_of(&reader.seen[0]), (0, 24), "both codes counted");
+    assert_eq!(reader.seen[0]["commune_name"], "Phường Long Mỹ");
+    let breaches = get_json(&format!("http://{}/api/v1/breaches", app.http)).await;
+    assert_eq!(
+        breaches["breaches"][0]["commune"]["code"], "31471",
+        "{breaches}"
+    );
+    // 60 online under the ward's own code: 60 of 84, recovered.
+    send_all(1, (0..60).map(|_| received("31471", true)).collect()).await;
+    let got = reader.until(2, Duration::from_secs(60)).await;
+    assert_eq!(got[1].0, "31471.online_rate.ytd.2", "{:?}", reader.seen);
+    assert_eq!(online_of(&reader.seen[1]), (60, 84));
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        2,
+        &mut [&mut app],
+        Duration::from_secs(60),
+    )
+    .await;
+    app.stop().await;
+
+    // The outage: 100 in-person receipts under the old code on partition 0
+    // (60 of 184 online, were partition 1's backlog not counted yet);
+    // partition 1 holds 5,000 signatures, then 1,000 online receipts.
+    send_all(0, (0..100).map(|_| received("31477", false)).collect()).await;
+    let signatures = (0..20_000)
+        .map(|d| {
+            json!({"event_id": format!("{run}-d-{d}"), "event_type": "document.signed",
+                   "schema_version": 1, "occurred_at": now.to_rfc3339(), "commune_code": "31471",
+                   "data": {"document_id": format!("{run}-doc-{d}"), "signature": "digital",
+                            "document_kind": "outgoing"}})
+        })
+        .collect();
+    send_all(1, signatures).await;
+    send_all(1, (0..1_000).map(|_| received("31471", true)).collect()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut app = spawn_app(settings).await;
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        2,
+        &mut [&mut app],
+        Duration::from_secs(120),
+    )
+    .await;
+    app.wait_evaluated("the catch-up").await;
+    let got = reader.until(2, Duration::from_secs(5)).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "no false alarm after the outage: {:?}",
+        reader.seen
+    );
+    let deferred = app
+        .metrics
+        .breaches_deferred
+        .get_or_create(&vec![("why", "backlog")])
+        .get();
+    assert!(deferred > 0, "partition 1's backlog waited");
+    let ward = get_json(&format!(
+        "http://{}/api/v1/communes/31471/indicators",
+        app.http
+    ))
+    .await;
+    let online = ward["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["indicator"] == "online_rate")
+        .unwrap();
+    assert_eq!(
+        (online["numerator"].as_i64(), online["denominator"].as_i64()),
+        (Some(1_060), Some(1_184)),
+        "{ward}"
+    );
+    app.stop().await;
+}

@@ -14,7 +14,9 @@ use super::super::codec::{
     encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS, SUMS,
 };
 use super::super::copy::CopyRows;
-use super::super::{stored_already, BatchTx, DeadLetter, PartitionWrite, Position, StoreError};
+use super::super::{
+    stored_already, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
+};
 use super::id_digest;
 use crate::domain::{
     Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState,
@@ -246,19 +248,48 @@ impl BatchTx for PgBatch {
         Ok(rows.into_iter().map(SumRow::into_pair).collect())
     }
 
+    async fn carriers(&mut self, communes: &[String]) -> Result<Vec<Carrier>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT c.commune, c.partition, COALESCE(o.caught_up, true) AS caught_up
+             FROM commune_partitions c
+             LEFT JOIN partition_offsets o ON o.topic = $1 AND o.partition = c.partition
+             WHERE c.commune = ANY($2)",
+        )
+        .bind(&self.topic)
+        .bind(communes)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    async fn lock_units(&mut self, units: &[String]) -> Result<(), StoreError> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        // Transaction-scoped advisory locks, taken in the order given
+        // (sorted by every caller): no two batches wait on each other.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('cchc.breach.' || u, 0))
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(u, n) ORDER BY n",
+        )
+        .bind(units)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     async fn coming_due(
         &mut self,
-        partition: i32,
+        partitions: &[i32],
         communes: &[String],
         (from, to): (NaiveDate, NaiveDate),
     ) -> Result<Vec<(String, NaiveDate, i64)>, StoreError> {
-        // The partition's open cases by due date (index cases_open_due).
+        // The partitions' open cases by due date (index cases_open_due).
         Ok(sqlx::query_as(
             "SELECT commune, open_due, count(*) FROM cases
-             WHERE partition = $1 AND open_due >= $2 AND open_due <= $3 AND commune = ANY($4)
+             WHERE partition = ANY($1) AND open_due >= $2 AND open_due <= $3 AND commune = ANY($4)
              GROUP BY commune, open_due",
         )
-        .bind(partition)
+        .bind(partitions)
         .bind(from)
         .bind(to)
         .bind(communes)
@@ -354,11 +385,15 @@ impl BatchTx for PgBatch {
         Ok(())
     }
 
-    async fn move_position(&mut self, w: &PartitionWrite) -> Result<(), StoreError> {
+    async fn move_position(
+        &mut self,
+        w: &PartitionWrite,
+        evaluated: bool,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE partition_offsets SET next_offset = COALESCE($3, next_offset),
                     clock = COALESCE($4, clock), event_time = GREATEST(event_time, $5),
-                    updated_at = now()
+                    updated_at = now(), caught_up = $6
              WHERE topic = $1 AND partition = $2",
         )
         .bind(&self.topic)
@@ -366,6 +401,7 @@ impl BatchTx for PgBatch {
         .bind(w.next_offset)
         .bind(w.clock)
         .bind(w.event_time)
+        .bind(evaluated)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -132,13 +132,15 @@ impl PgStore {
 
     /// Takes ownership of a partition: bumps its generation, so that any
     /// earlier owner's commits are refused from now on, and returns where
-    /// the partition's projections stand.
+    /// the partition's projections stand. The partition counts as not
+    /// caught up until its new owner's first evaluated batch.
     #[instrument(name = "store.claim", skip(self), err)]
     pub async fn claim(&self, partition: i32) -> Result<Claim, StoreError> {
         let (generation, next_offset, clock): (i64, Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
-            "INSERT INTO partition_offsets (topic, partition, next_offset, generation) VALUES ($1, $2, NULL, 1)
+            "INSERT INTO partition_offsets (topic, partition, next_offset, generation, caught_up)
+             VALUES ($1, $2, NULL, 1, false)
              ON CONFLICT (topic, partition) DO UPDATE
-               SET generation = partition_offsets.generation + 1, updated_at = now()
+               SET generation = partition_offsets.generation + 1, updated_at = now(), caught_up = false
              RETURNING generation, next_offset, clock",
         )
         .bind(&self.topic)

@@ -11,7 +11,9 @@ use sqlx::{Sqlite, Transaction};
 use super::super::codec::{
     encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS, SUMS,
 };
-use super::super::{stored_already, BatchTx, DeadLetter, PartitionWrite, Position, StoreError};
+use super::super::{
+    stored_already, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
+};
 use crate::domain::{
     Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState,
     StateKey,
@@ -242,19 +244,40 @@ impl BatchTx for SqliteBatch {
         Ok(rows.into_iter().map(SumRow::into_pair).collect())
     }
 
+    async fn carriers(&mut self, communes: &[String]) -> Result<Vec<Carrier>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT c.commune, c.partition, COALESCE(o.caught_up, 1) AS caught_up
+             FROM commune_partitions c
+             LEFT JOIN partition_offsets o ON o.topic = ?1 AND o.partition = c.partition
+             WHERE c.commune IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(&self.topic)
+        .bind(json_list(communes))
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    async fn lock_units(&mut self, _units: &[String]) -> Result<(), StoreError> {
+        // One writer at a time: the batch took the database's write lock
+        // with its first write, so what it reads now is what others
+        // committed.
+        Ok(())
+    }
+
     async fn coming_due(
         &mut self,
-        partition: i32,
+        partitions: &[i32],
         communes: &[String],
         (from, to): (NaiveDate, NaiveDate),
     ) -> Result<Vec<(String, NaiveDate, i64)>, StoreError> {
+        let partitions = serde_json::to_string(partitions).expect("a list of numbers");
         Ok(sqlx::query_as(
             "SELECT commune, open_due, count(*) FROM cases
-             WHERE partition = ?1 AND open_due >= ?2 AND open_due <= ?3
+             WHERE partition IN (SELECT value FROM json_each(?1)) AND open_due >= ?2 AND open_due <= ?3
                AND commune IN (SELECT value FROM json_each(?4))
              GROUP BY commune, open_due",
         )
-        .bind(partition)
+        .bind(partitions)
         .bind(from)
         .bind(to)
         .bind(json_list(communes))
@@ -318,11 +341,16 @@ impl BatchTx for SqliteBatch {
         Ok(())
     }
 
-    async fn move_position(&mut self, w: &PartitionWrite) -> Result<(), StoreError> {
+    async fn move_position(
+        &mut self,
+        w: &PartitionWrite,
+        evaluated: bool,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE partition_offsets SET next_offset = COALESCE(?3, next_offset),
                     clock = COALESCE(?4, clock),
-                    event_time = COALESCE(max(event_time, ?5), ?5, event_time), updated_at = ?6
+                    event_time = COALESCE(max(event_time, ?5), ?5, event_time), updated_at = ?6,
+                    caught_up = ?7
              WHERE topic = ?1 AND partition = ?2",
         )
         .bind(&self.topic)
@@ -331,6 +359,7 @@ impl BatchTx for SqliteBatch {
         .bind(w.clock)
         .bind(w.event_time)
         .bind(Utc::now())
+        .bind(evaluated)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -74,9 +74,10 @@ impl SqliteStore {
 
     pub async fn claim(&self, partition: i32) -> Result<Claim, StoreError> {
         let (generation, next_offset, clock): (i64, Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(
-            "INSERT INTO partition_offsets (topic, partition, next_offset, generation, updated_at) VALUES (?1, ?2, NULL, 1, ?3)
+            "INSERT INTO partition_offsets (topic, partition, next_offset, generation, updated_at, caught_up)
+             VALUES (?1, ?2, NULL, 1, ?3, 0)
              ON CONFLICT (topic, partition) DO UPDATE
-               SET generation = partition_offsets.generation + 1, updated_at = ?3
+               SET generation = partition_offsets.generation + 1, updated_at = ?3, caught_up = 0
              RETURNING generation, next_offset, clock",
         )
         .bind(&self.topic)
