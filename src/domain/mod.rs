@@ -22,6 +22,6 @@ pub use indicator::{
     Comparator, Definition, Indicator, Ratio, Rule, Standing, Target, Targets, Window,
 };
 pub use units::{
-    Attribution, Problem, Refusal, Scope, Segment, Structure, Unit, UnitCode, UnitKind, UnitSpec,
-    Units, UnitsError,
+    Problem, Refusal, Scope, Segment, Structure, Unit, UnitCode, UnitKind, UnitSpec, Units,
+    UnitsError,
 };

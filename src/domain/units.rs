@@ -753,7 +753,7 @@ fn check_code(code: &str) -> Result<(), Problem> {
 
 /// Where a unit's counters count in a structure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attribution {
+enum Attribution {
     /// In this unit, valid on the structure's date.
     To(usize),
     /// Nowhere in it: a split's history (not attributable), a merge's

@@ -508,3 +508,103 @@ async fn a_merged_ward_is_evaluated_whole_across_partitions_and_waits_for_all_of
     );
     app.stop().await;
 }
+
+/// A database upgraded past migrations 0007 and 0008 holds case rows whose
+/// new columns are NULL (`received_procedure`, `late`). Every case of a ward
+/// that others merged into is checked at the commit against its row as
+/// loaded: such a row must read as unchanged, or every batch touching the
+/// case would be refused and folded again, forever. Here the rows are made
+/// as an older version left them, between the receipts and the resolutions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cases_stored_before_the_reporter_columns_are_resolved_after_the_upgrade() {
+    let (setup, store) = setup(1, None).await;
+    let mut pipeline = Pipeline::start(&setup, "upgraded");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let event = |id: String, kind: &str, case: usize, data: Value| {
+        json!({"event_id": id, "event_type": kind, "schema_version": 1,
+               "occurred_at": "2026-03-02T09:00:00+07:00", "commune_code": "31471",
+               "case_id": format!("000.00.71.H37-260302-{case:05}"), "data": data})
+    };
+    let due = json!("2026-03-09T17:00:00+07:00");
+    let receipts: Vec<Value> = (0..50)
+        .map(|n| {
+            event(
+                format!("upgraded-r-{n}"),
+                "case.received",
+                n,
+                json!({"procedure_code": "1.001234", "channel": "online", "online_level": "full",
+                         "due_at": due, "registered_electronically": true}),
+            )
+        })
+        .collect();
+    futures_util::future::join_all(
+        receipts
+            .iter()
+            .map(|v| send_to(&producer, &setup.topic, 0, v)),
+    )
+    .await;
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        1,
+        &mut [&mut pipeline],
+        Duration::from_secs(60),
+    )
+    .await;
+    pipeline.kill();
+    let pool = sqlx::PgPool::connect(&setup.database_url).await.unwrap();
+    let rows = sqlx::query(
+        "UPDATE cases SET received_procedure = NULL, late = NULL WHERE commune = '31471'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(rows, 50);
+
+    let mut pipeline = Pipeline::start(&setup, "upgraded-restarted");
+    let resolutions: Vec<Value> = (0..50)
+        .map(|n| {
+            event(
+                format!("upgraded-s-{n}"),
+                "case.resolved",
+                n,
+                json!({"due_at": due, "outcome": "completed"}),
+            )
+        })
+        .collect();
+    futures_util::future::join_all(
+        resolutions
+            .iter()
+            .map(|v| send_to(&producer, &setup.topic, 0, v)),
+    )
+    .await;
+    wait_caught_up(
+        &store,
+        &setup.topic,
+        1,
+        &mut [&mut pipeline],
+        Duration::from_secs(60),
+    )
+    .await;
+    let table = stored(&store).await;
+    let on = table
+        .get(&("31471".to_string(), day("2026-03-02")))
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(
+        (on[RECEIVED], on[DUE], on[ON_TIME]),
+        (50, 50, 50),
+        "{table:?}"
+    );
+    let late: i64 = sqlx::query_scalar("SELECT count(*) FROM cases WHERE late IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(late, 0, "every row written since sets the columns");
+    pipeline.kill();
+}
