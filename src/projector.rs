@@ -34,7 +34,7 @@ use tracing::{debug, instrument};
 use crate::domain::time::local_date;
 use crate::domain::{
     decode, Alert, Applied, BatchPosition, CaseEvent, CaseKey, CaseState, DayCounters, Deferral,
-    DocumentKey, Evaluator, EventKind, Fold, UnitCode, Units,
+    DocumentKey, Evaluator, EventKey, Fold, UnitCode, Units,
 };
 use crate::internal_events::{
     BatchCommitted, BatchRefolded, BreachesDeferred, DeadLettersKept, InternalEvent,
@@ -180,14 +180,15 @@ impl Projector {
     /// Projects one partition's batch with the clock at `now`, in one
     /// transaction.
     ///
-    /// Event ids and documents are not looked up before folding while the
-    /// partition's recent batches repeated none: the commit inserts them, and
-    /// their unique keys decide. Should one of them turn out stored already,
-    /// that transaction is rolled back and the batch folded again with its
-    /// stored ids and documents loaded, and the partition stays careful until
-    /// a batch comes that repeats neither (a stream that re-signs documents
-    /// often thus keeps looking them up). Cases are always looked up: a case
-    /// usually has several events, in different batches.
+    /// Cases are always looked up (a case usually has several events, in
+    /// different batches), and a repeated event id is recognised by the
+    /// case it belongs to, which keeps the ids applied to it. Documents are
+    /// not looked up while the partition's recent batches repeated none:
+    /// the commit inserts them, and their unique key decides. Should one
+    /// turn out stored already, that transaction is rolled back and the
+    /// batch folded again with its stored documents loaded, and the
+    /// partition stays careful until a batch comes that repeats none (a
+    /// stream that re-signs documents often thus keeps looking them up).
     #[instrument(name = "projector.batch", skip_all, fields(partition = batch.partition, records = batch.records.len()), err(level = "debug"))]
     pub async fn project_partition(
         &self,
@@ -258,8 +259,8 @@ impl Projector {
         (events, dead_letters)
     }
 
-    /// Loads the working set (with the batch's stored event ids and
-    /// documents when `careful`), moves its clock to `now`, folds the
+    /// Loads the working set (with the batch's stored documents when
+    /// `careful`), moves its clock to `now`, folds the
     /// events, and says what the commit writes.
     async fn fold(
         &self,
@@ -270,15 +271,10 @@ impl Projector {
         careful: bool,
     ) -> Result<Folded, StoreError> {
         let (cases, documents) = keys(events);
-        let ids: Vec<String> = if careful {
-            events.iter().map(|e| e.event_id.clone()).collect()
-        } else {
-            Vec::new()
-        };
         let keys = BatchKeys {
             cases: &cases,
             documents: if careful { &documents } else { &[] },
-            event_ids: &ids,
+            events,
         };
         let mut fold = self
             .store
@@ -303,23 +299,20 @@ impl Projector {
         };
         let mut changed_cases = FxHashSet::default();
         let mut changed_documents = FxHashSet::default();
-        let mut seen = Vec::new();
         for e in events {
             match fold.apply(e) {
-                Applied::Duplicate => report.duplicates += 1,
-                Applied::Superseded => {
-                    report.superseded += 1;
-                    seen.push(e.event_id.clone());
+                Applied::Duplicate => {
+                    report.duplicates += 1;
+                    continue;
                 }
-                Applied::Changed => {
-                    report.applied += 1;
-                    seen.push(e.event_id.clone());
-                    match key_of(e) {
-                        Key::Case(k) => changed_cases.insert(k),
-                        Key::Document(k) => changed_documents.insert(k),
-                    };
-                }
+                Applied::Superseded => report.superseded += 1,
+                Applied::Changed => report.applied += 1,
             }
+            // Superseded too: the case or document keeps the event's id.
+            match e.key() {
+                EventKey::Case(k) => changed_cases.insert(k),
+                EventKey::Document(k) => changed_documents.insert(k),
+            };
         }
         // The cases the clock made late changed too (stored: the clock
         // only moves cases it loaded).
@@ -342,8 +335,8 @@ impl Projector {
             .filter_map(|(k, _)| loaded_shared.remove(k).map(|s| (k.clone(), s)))
             .collect();
         let (documents, new_documents) = split_stored(changed_documents, &stored_documents, |k| {
-            *fold
-                .document(k)
+            fold.document(k)
+                .cloned()
                 .expect("a changed document is in the working set")
         });
         let repeated = report.duplicates > 0 || !stored_documents.is_empty();
@@ -362,7 +355,6 @@ impl Projector {
             new_cases,
             documents,
             new_documents,
-            seen,
             dead_letters: dead_letters.to_vec(),
         };
         Ok(Folded {
@@ -440,9 +432,6 @@ async fn transaction<T: BatchTx>(
     if let Some(refused) = w.refusal(tx.position(w.partition).await?) {
         return Err(refused);
     }
-    // The ids first: a batch folded without looking them up fails here,
-    // before the heavier statements, if one of them was applied already.
-    tx.insert_event_ids(w.partition, &w.seen).await?;
     check_expected(&mut tx, w).await?;
     tx.add_counters(&w.deltas).await?;
     tx.write_cases(w.partition, &w.cases, &w.new_cases).await?;
@@ -494,6 +483,9 @@ async fn check_expected<T: BatchTx>(tx: &mut T, w: &PartitionWrite) -> Result<()
             }
             if now.late.is_none() {
                 want.late = None;
+            }
+            if now.applied.is_none() {
+                want.applied = None;
             }
         }
         if now != Some(&want) {
@@ -668,33 +660,14 @@ fn shared_as_loaded(units: &Units, fold: &Fold) -> FxHashMap<CaseKey, CaseState>
         .collect()
 }
 
-enum Key {
-    Case(CaseKey),
-    Document(DocumentKey),
-}
-
-fn key_of(e: &CaseEvent) -> Key {
-    match &e.kind {
-        EventKind::DocumentSigned(d) => Key::Document(DocumentKey {
-            commune: e.commune.clone(),
-            document_id: d.document_id.clone(),
-        }),
-        // A case is kept under its home (the unit its commune became).
-        _ => Key::Case(CaseKey {
-            commune: e.home.clone(),
-            case_id: e.case_id.clone().unwrap_or_default(),
-        }),
-    }
-}
-
 /// The distinct cases and documents a batch names.
 fn keys(events: &[CaseEvent]) -> (Vec<CaseKey>, Vec<DocumentKey>) {
     let mut cases = FxHashSet::default();
     let mut documents = FxHashSet::default();
     for e in events {
-        match key_of(e) {
-            Key::Case(k) => cases.insert(k),
-            Key::Document(k) => documents.insert(k),
+        match e.key() {
+            EventKey::Case(k) => cases.insert(k),
+            EventKey::Document(k) => documents.insert(k),
         };
     }
     (cases.into_iter().collect(), documents.into_iter().collect())

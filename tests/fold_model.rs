@@ -105,6 +105,20 @@ struct Ev {
     extra: bool,
 }
 
+impl Ev {
+    /// The case or document the event is about, as a name.
+    fn owner(&self) -> String {
+        let commune = self.commune;
+        match &self.kind {
+            Kind::Received { case, .. }
+            | Kind::Resolved { case, .. }
+            | Kind::Withdrawn { case }
+            | Kind::Rated { case, .. } => format!("{commune}-case-{case}"),
+            Kind::Signed { doc, .. } => format!("{commune}-doc-{doc}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 enum Kind {
     Received {
@@ -728,7 +742,10 @@ proptest! {
     }
 
     /// Event ids drawn from a small space, so the same id comes back with
-    /// other content: the first arrival wins, the later ones change nothing.
+    /// other content (other facts, times, outcomes) within its case or
+    /// document, where a repeat is recognised (DOMAIN.md: the same id on two
+    /// cases is a producer's error the pipeline need not detect): the first
+    /// arrival wins, the later ones change nothing.
     #[test]
     fn a_repeated_event_id_with_other_content_keeps_the_first_arrival(
         (s, ids) in scenario(30).prop_flat_map(|s| {
@@ -738,7 +755,7 @@ proptest! {
     ) {
         let mut arrivals = s.events.clone();
         for (e, id) in arrivals.iter_mut().zip(&ids) {
-            e.id = event_id(*id);
+            e.id = format!("{}/{}", e.owner(), event_id(*id));
         }
         let mut items: Vec<Item> = arrivals.iter().cloned().map(Item::Event).collect();
         items.extend(s.clock_end.map(Item::Tick));
@@ -956,7 +973,6 @@ struct Store {
     clock: Option<i64>,
     cases: HashMap<CaseKey, CaseState>,
     documents: HashMap<DocumentKey, DocumentState>,
-    seen: HashSet<String>,
     totals: HashMap<(cchc_pipeline::domain::UnitCode, NaiveDate), DayCounters>,
 }
 
@@ -965,7 +981,6 @@ fn run_batches(clock0: Option<i64>, items: &[Item], bounds: &[usize]) -> Store {
         clock: clock0,
         cases: HashMap::new(),
         documents: HashMap::new(),
-        seen: HashSet::new(),
         totals: HashMap::new(),
     };
     for w in bounds.windows(2) {
@@ -975,10 +990,8 @@ fn run_batches(clock0: Option<i64>, items: &[Item], bounds: &[usize]) -> Store {
         let mut part = Fold::new(store.clock.map(utc));
         let old_today = store.clock.map(local_day);
         let new_clock = final_clock(store.clock, batch);
+        // A store keeps each case's and document's ids with it.
         for e in &batch_events {
-            if store.seen.contains(&e.event_id) {
-                part.load_seen(e.event_id.clone());
-            }
             if let Some(k) = case_key(e) {
                 if let Some(state) = store.cases.get(&k) {
                     part.load_case(k, state.clone());
@@ -986,7 +999,7 @@ fn run_batches(clock0: Option<i64>, items: &[Item], bounds: &[usize]) -> Store {
             }
             if let Some(k) = document_key(e) {
                 if let Some(state) = store.documents.get(&k) {
-                    part.load_document(k, *state);
+                    part.load_document(k, state.clone());
                 }
             }
         }
@@ -1017,10 +1030,9 @@ fn run_batches(clock0: Option<i64>, items: &[Item], bounds: &[usize]) -> Store {
         for e in &batch_events {
             if let Some(k) = document_key(e) {
                 if let Some(state) = part.document(&k) {
-                    store.documents.insert(k, *state);
+                    store.documents.insert(k, state.clone());
                 }
             }
-            store.seen.insert(e.event_id.clone());
         }
         for (k, c) in part.deltas() {
             *store.totals.entry(k.clone()).or_default() += *c;

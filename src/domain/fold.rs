@@ -75,6 +75,25 @@ pub struct CaseState {
     /// new one) takes back exactly what was counted, whatever the two
     /// partitions' clocks say.
     pub late: bool,
+    /// The events applied to the case (whether they changed it or a newer
+    /// fact superseded them), by [`id_digest`], sorted (a set: the same
+    /// whatever order they came in): a repeat is recognised within its case
+    /// (DOMAIN.md, event contract).
+    pub applied: Vec<IdDigest>,
+}
+
+/// An event id as the case or document it was applied to keeps it: the
+/// first 8 bytes of the SHA-256 of its UTF-8 bytes. Ids are compared only
+/// within one case (or document), a handful of them, so 64 bits are ample.
+pub type IdDigest = u64;
+
+/// The [`IdDigest`] of `event_id`.
+pub fn id_digest(event_id: &str) -> IdDigest {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(event_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// The units that reported a case's facts, each `None` when it is the
@@ -193,9 +212,11 @@ pub fn first_overdue_day(due: NaiveDate) -> NaiveDate {
 }
 
 /// The winning signature of one document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentState {
     pub signed: Fact<Signature>,
+    /// The events applied to the document, as [`CaseState::applied`].
+    pub applied: Vec<IdDigest>,
 }
 
 impl DocumentState {
@@ -209,6 +230,30 @@ impl DocumentState {
                 ..DayCounters::default()
             },
         )
+    }
+}
+
+/// What an event is about: a case, or a document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventKey {
+    Case(CaseKey),
+    Document(DocumentKey),
+}
+
+impl CaseEvent {
+    /// The case (kept under its home, the unit its commune became) or the
+    /// document the event is about.
+    pub fn key(&self) -> EventKey {
+        match &self.kind {
+            EventKind::DocumentSigned(d) => EventKey::Document(DocumentKey {
+                commune: self.commune.clone(),
+                document_id: d.document_id.clone(),
+            }),
+            _ => EventKey::Case(CaseKey {
+                commune: self.home.clone(),
+                case_id: self.case_id.clone().unwrap_or_default(),
+            }),
+        }
     }
 }
 
@@ -227,13 +272,15 @@ pub enum Applied {
 /// A commune and a local day: the unit every counter is kept in.
 pub type DayKey = (UnitCode, NaiveDate);
 
-/// A working set of case and document facts, the ids seen, and the counter
-/// changes made so far.
+/// A working set of case and document facts (each with the ids applied to
+/// it), and the counter changes made so far.
 #[derive(Debug, Default, Clone)]
 pub struct Fold {
     today: Option<NaiveDate>,
     cases: FxHashMap<CaseKey, CaseState>,
     documents: FxHashMap<DocumentKey, DocumentState>,
+    /// Ids known applied that their case or document does not list (kept
+    /// apart by an earlier version of the store).
     seen: FxHashSet<String>,
     deltas: FxHashMap<DayKey, DayCounters>,
     /// Cases the clock made late (their `late` changed without an event).
@@ -266,7 +313,8 @@ impl Fold {
         self.documents.insert(key, state);
     }
 
-    /// Records that an `event_id` was already applied.
+    /// Records that an `event_id` was already applied, for a case or
+    /// document stored before ids were kept with it.
     pub fn load_seen(&mut self, event_id: String) {
         self.seen.insert(event_id);
     }
@@ -289,10 +337,6 @@ impl Fold {
         self.documents.get(key)
     }
 
-    pub fn is_seen(&self, event_id: &str) -> bool {
-        self.seen.contains(event_id)
-    }
-
     /// Counter changes since this working set was created (for an in-memory
     /// fold started empty: the counters themselves). Entries may be zero.
     pub fn deltas(&self) -> &FxHashMap<DayKey, DayCounters> {
@@ -304,12 +348,13 @@ impl Fold {
         self.deltas
     }
 
-    /// Applies one valid event.
+    /// Applies one valid event. An id the event's case (or document)
+    /// already lists is a repeat: the first arrival wins.
     pub fn apply(&mut self, event: &CaseEvent) -> Applied {
-        if self.seen.contains(&event.event_id) {
+        if !self.seen.is_empty() && self.seen.contains(&event.event_id) {
             return Applied::Duplicate;
         }
-        self.seen.insert(event.event_id.clone());
+        let digest = id_digest(&event.event_id);
         let at = event.occurred_at;
         match &event.kind {
             EventKind::DocumentSigned(signed) => {
@@ -317,19 +362,30 @@ impl Fold {
                     commune: event.commune.clone(),
                     document_id: signed.document_id.clone(),
                 };
-                let new = DocumentState {
-                    signed: Fact {
-                        at,
-                        value: signed.signature,
-                    },
+                let signed = Fact {
+                    at,
+                    value: signed.signature,
                 };
-                match self.documents.get(&key) {
-                    Some(old) if old.signed.at > at => Applied::Superseded,
+                let old = self.documents.get_mut(&key);
+                if let Some(old) = &old {
+                    if old.applied.binary_search(&digest).is_ok() {
+                        return Applied::Duplicate;
+                    }
+                }
+                match old {
+                    Some(old) if old.signed.at > at => {
+                        note_applied(&mut old.applied, digest);
+                        Applied::Superseded
+                    }
                     old => {
+                        let mut applied = Vec::new();
                         if let Some(old) = old {
                             let (day, c) = old.contribution();
-                            self.add(&key.commune, day, c.scaled(-1));
+                            applied = std::mem::take(&mut old.applied);
+                            add(&mut self.deltas, &key.commune, day, c.scaled(-1));
                         }
+                        note_applied(&mut applied, digest);
+                        let new = DocumentState { signed, applied };
                         let (day, c) = new.contribution();
                         self.add(&key.commune, day, c);
                         self.documents.insert(key, new);
@@ -355,6 +411,9 @@ impl Fold {
                 let today = *today;
                 let home = key.commune.clone();
                 let case = cases.entry(key).or_default();
+                if !note_applied(&mut case.applied, digest) {
+                    return Applied::Duplicate;
+                }
                 let changed = match kind {
                     EventKind::Received(r) => would_replace(&case.received, at, r.clone()),
                     EventKind::Resolved(r) => {
@@ -422,6 +481,17 @@ impl Fold {
 }
 
 /// Takes a case's contribution back, changes its facts, adds the new one.
+/// Adds `digest` to the sorted `applied`; false if it was there (a repeat).
+fn note_applied(applied: &mut Vec<IdDigest>, digest: IdDigest) -> bool {
+    match applied.binary_search(&digest) {
+        Ok(_) => false,
+        Err(at) => {
+            applied.insert(at, digest);
+            true
+        }
+    }
+}
+
 fn update(
     deltas: &mut FxHashMap<DayKey, DayCounters>,
     today: Option<NaiveDate>,

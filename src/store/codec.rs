@@ -15,8 +15,8 @@ use crate::domain::event::{
 use crate::domain::fold::{Closing, Fact};
 use crate::domain::time::local_date;
 use crate::domain::{
-    BreachState, CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, Fold, Indicator,
-    StateKey, Units,
+    BreachState, CaseEvent, CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, EventKey,
+    Fold, IdDigest, Indicator, StateKey, Units,
 };
 
 /// One row of `cases`, without its key.
@@ -46,6 +46,29 @@ pub struct CaseRow {
     /// [`CaseState::late`]; `None` for a case stored before it was kept
     /// (derived then from the loading partition's clock, as it was counted).
     pub late: Option<bool>,
+    /// [`CaseState::applied`], 8 bytes per id; `None` for a case stored
+    /// before ids were kept with it (its earlier ids are in
+    /// `seen_event_digests`: [`KeyedCaseRow::older_ids`]).
+    pub applied: Option<Vec<u8>>,
+}
+
+/// [`CaseState::applied`] as stored: each digest's 8 bytes, big-endian.
+pub fn encode_applied(applied: &[IdDigest]) -> Vec<u8> {
+    applied.iter().flat_map(|d| d.to_be_bytes()).collect()
+}
+
+fn decode_applied(bytes: Option<&[u8]>) -> Result<Vec<IdDigest>, String> {
+    let bytes = bytes.unwrap_or_default();
+    if bytes.len() % 8 != 0 {
+        return Err(format!(
+            "stored event ids are {} bytes, not 8 each",
+            bytes.len()
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 const RESOLVED: i16 = 1;
@@ -97,6 +120,7 @@ impl CaseRow {
         row.closing_by = s.by.closing.as_ref().map(|c| c.to_string());
         row.rating_by = s.by.rating.as_ref().map(|c| c.to_string());
         row.late = Some(s.late);
+        row.applied = Some(encode_applied(&s.applied));
         row
     }
 
@@ -193,29 +217,56 @@ impl CaseRow {
                 rating: by(&self.rating_by)?,
             },
             late: self.late.unwrap_or(false),
+            applied: decode_applied(self.applied.as_deref())?,
         })
     }
 }
 
-pub fn encode_document(d: &DocumentState) -> (DateTime<Utc>, bool) {
-    (d.signed.at, d.signed.value == Signature::Digital)
+/// A document's signature as stored: when, whether digital, its ids.
+pub fn encode_document(d: &DocumentState) -> (DateTime<Utc>, bool, Vec<u8>) {
+    (
+        d.signed.at,
+        d.signed.value == Signature::Digital,
+        encode_applied(&d.applied),
+    )
 }
 
-pub fn decode_document(at: DateTime<Utc>, digital: bool) -> DocumentState {
-    let value = if digital {
-        Signature::Digital
-    } else {
-        Signature::Handwritten
-    };
-    DocumentState {
-        signed: Fact { at, value },
+/// One row of `documents`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DocumentRow {
+    pub commune: String,
+    pub document_id: String,
+    pub signed_at: DateTime<Utc>,
+    pub digital: bool,
+    pub applied: Option<Vec<u8>>,
+    /// As [`KeyedCaseRow::older_ids`].
+    pub older_ids: bool,
+}
+
+impl DocumentRow {
+    pub fn decode(&self) -> Result<DocumentState, String> {
+        let value = if self.digital {
+            Signature::Digital
+        } else {
+            Signature::Handwritten
+        };
+        Ok(DocumentState {
+            signed: Fact {
+                at: self.signed_at,
+                value,
+            },
+            applied: decode_applied(self.applied.as_deref())?,
+        })
     }
 }
+
+pub const DOCUMENT_COLUMNS: &str = "commune, document_id, signed_at, digital, applied, older_ids";
 
 pub const CASE_COLUMNS: &str =
     "commune, case_id, received_at, received_channel, received_level, received_electronic,
     received_digitized, received_due, received_procedure, closing_at, closing_kind, closing_due,
-    closing_outcome, rating_at, rating, rating_score, received_by, closing_by, rating_by, late";
+    closing_outcome, rating_at, rating, rating_score, received_by, closing_by, rating_by, late,
+    applied, older_ids";
 
 #[derive(sqlx::FromRow)]
 pub struct KeyedCaseRow {
@@ -223,6 +274,10 @@ pub struct KeyedCaseRow {
     pub case_id: String,
     #[sqlx(flatten)]
     pub row: CaseRow,
+    /// Stored before ids were kept with the row (migration 0010): the ids
+    /// applied before then are in the older table of ids, to look up
+    /// for the batch's events of this case.
+    pub older_ids: bool,
 }
 
 /// The counter columns, comma-separated, in declaration order.
@@ -328,10 +383,40 @@ pub struct LoadedRows {
     pub cases: Vec<KeyedCaseRow>,
     /// Open cases that the clock makes overdue (may repeat `cases`).
     pub overdue: Vec<KeyedCaseRow>,
-    pub documents: Vec<(String, String, DateTime<Utc>, bool)>,
+    pub documents: Vec<DocumentRow>,
 }
 
 impl LoadedRows {
+    /// The ids of `events` whose case or document was stored before ids
+    /// were kept with it: to look up among the ids applied before then.
+    pub fn older_ids<'e>(&self, events: &'e [CaseEvent]) -> Vec<&'e str> {
+        let cases: std::collections::HashSet<(&str, &str)> = self
+            .cases
+            .iter()
+            .filter(|r| r.older_ids)
+            .map(|r| (r.commune.as_str(), r.case_id.as_str()))
+            .collect();
+        let documents: std::collections::HashSet<(&str, &str)> = self
+            .documents
+            .iter()
+            .filter(|r| r.older_ids)
+            .map(|r| (r.commune.as_str(), r.document_id.as_str()))
+            .collect();
+        if cases.is_empty() && documents.is_empty() {
+            return Vec::new();
+        }
+        events
+            .iter()
+            .filter(|e| match e.key() {
+                EventKey::Case(k) => cases.contains(&(k.commune.as_str(), k.case_id.as_str())),
+                EventKey::Document(k) => {
+                    documents.contains(&(k.commune.as_str(), k.document_id.as_str()))
+                }
+            })
+            .map(|e| e.event_id.as_str())
+            .collect()
+    }
+
     /// The working set, with the clock where the stored projections left it.
     pub fn into_fold(
         self,
@@ -362,13 +447,14 @@ impl LoadedRows {
                 fold.load_case(key, state);
             }
         }
-        for (commune, document_id, at, digital) in self.documents {
+        for row in self.documents {
+            let state = row.decode().map_err(StoreError::Corrupt)?;
             fold.load_document(
                 DocumentKey {
-                    commune: intern(&commune)?,
-                    document_id,
+                    commune: intern(&row.commune)?,
+                    document_id: row.document_id,
                 },
-                decode_document(at, digital),
+                state,
             );
         }
         Ok(fold)

@@ -103,6 +103,21 @@ impl CopyValue for Uuid {
     }
 }
 
+/// A `bytea` value, written in hex (`\\x…`: the backslash escaped for
+/// the text format).
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl CopyValue for Bytes<'_> {
+    fn write_to(&self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.push_str("\\\\x");
+        for b in self.0 {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+}
+
 impl<T: CopyValue> CopyValue for Option<T> {
     fn write_to(&self, out: &mut String) {
         match self {

@@ -45,8 +45,8 @@ pub use codec::{CaseRow, KeyedCaseRow};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::domain::{
-    Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
-    StateKey, Units,
+    Alert, BreachState, CaseEvent, CaseKey, CaseState, DayCounters, DayKey, DocumentKey,
+    DocumentState, Fold, StateKey, Units,
 };
 
 pub use outbox::{Delivery, OutboxAlert};
@@ -73,14 +73,6 @@ pub trait BatchTx: Send {
         &mut self,
         partition: i32,
     ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
-
-    /// Stores the ids of the events the batch applied. One stored already
-    /// is [`StoreError::StoredAlready`].
-    fn insert_event_ids(
-        &mut self,
-        partition: i32,
-        ids: &[String],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The stored rows of `keys` (in key order), locked until the
     /// transaction ends: a case that other partitions may also write (kept
@@ -214,7 +206,9 @@ pub struct Carrier {
 pub struct BatchKeys<'a> {
     pub cases: &'a [CaseKey],
     pub documents: &'a [DocumentKey],
-    pub event_ids: &'a [String],
+    /// The batch's events: those of a case or document stored before ids
+    /// were kept with it are looked up among the ids applied before then.
+    pub events: &'a [CaseEvent],
 }
 
 impl Store {
@@ -387,7 +381,6 @@ pub struct PartitionWrite {
     /// Changed documents, likewise.
     pub documents: Vec<(DocumentKey, DocumentState)>,
     pub new_documents: Vec<(DocumentKey, DocumentState)>,
-    pub seen: Vec<String>,
     pub dead_letters: Vec<DeadLetter>,
 }
 

@@ -836,7 +836,6 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
                 ..DayCounters::default()
             },
         )],
-        seen: vec!["e1".into()],
         ..PartitionWrite::default()
     };
     match commit(&store, &write(old.generation), None).await {
@@ -874,7 +873,6 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     tick.next_offset = None;
     tick.clock = Some(t1);
     tick.cases.clear();
-    tick.seen.clear();
     commit(&store, &tick, None).await.unwrap();
     let after_tick = store.day_counters().await.unwrap();
     match commit(&store, &tick, None).await {
@@ -887,25 +885,13 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
     }
     assert_eq!(store.day_counters().await.unwrap(), after_tick);
 
-    // An event id stored since the batch was loaded (by another
-    // partition's transaction) makes the batch fail, to be tried again.
+    // A case written as new (it was not stored when the batch was loaded)
+    // that is stored by now (by another partition's transaction) makes the
+    // batch fail, to be tried again.
     let mut next = write(new.generation);
     next.start_offset = Some(10);
     next.start_clock = Some(t1);
     next.next_offset = Some(11);
-    next.seen = vec!["e2".into(), "e1".into()];
-    match commit(&store, &next, None).await {
-        Err(
-            e @ StoreError::StoredAlready {
-                partition: 0,
-                what: "an event id",
-            },
-        ) => assert!(e.is_transient()),
-        other => panic!("expected a concurrent duplicate, got {other:?}"),
-    }
-    // Likewise a case written as new (it was not stored when the batch was
-    // loaded) that is stored by now.
-    next.seen = vec!["e3".into()];
     next.new_cases = vec![(key.clone(), CaseState::default())];
     match commit(&store, &next, None).await {
         Err(
@@ -929,9 +915,9 @@ async fn both_stores(name: &str) -> [String; 2] {
     [url, format!("sqlite://{}", sqlite.display())]
 }
 
-/// Batches are folded without looking their event ids up first; an id
-/// stored by an earlier batch is caught by the commit and the batch folded
-/// again as a duplicate, in both stores.
+/// Event ids are not looked up in a table of their own: an id applied by
+/// an earlier batch comes back with its case (or document), which keeps the
+/// ids applied to it, and is a repeat, in both stores.
 #[tokio::test]
 async fn an_event_id_of_an_earlier_batch_counts_once_though_ids_are_not_looked_up_first() {
     for url in both_stores("repeated-ids").await {
@@ -1117,13 +1103,18 @@ async fn escaped_keys_and_signed_again(url: &str) {
     assert_projections(&store, &produced).await;
 }
 
-/// Migration 0004 turns the stored event ids into digests, in SQL; the
-/// pipeline computes them in Rust. An id applied before the upgrade must
-/// still be a duplicate after it.
+/// An upgrade from a schema before migration 0004 (ids kept as text, in a
+/// table of their own): 0004 turns them into digests, in SQL; 0010 keeps
+/// the ids applied since with their case or document, and marks the rows
+/// stored before it, whose earlier ids stay in that table. An id applied
+/// before the upgrade must still be a repeat after it, for a case and for a
+/// document; a new id on the same case is not.
 #[tokio::test]
-async fn event_ids_stored_before_the_digest_migration_are_still_duplicates_after_it() {
+async fn event_ids_applied_before_the_upgrade_are_still_repeats_after_it() {
+    use cchc_pipeline::domain::{decode, Applied, DocumentKey};
+    use cchc_pipeline::store::BatchKeys;
+
     let (_, url) = fresh_database().await;
-    // The schema as it stood before 0004, with ids stored as text.
     let before = repo().join("var/test-logs/migrations-before-0004");
     let _ = std::fs::remove_dir_all(&before);
     std::fs::create_dir_all(&before).unwrap();
@@ -1147,35 +1138,72 @@ async fn event_ids_stored_before_the_digest_migration_are_still_duplicates_after
             .run(&pool)
             .await
             .unwrap();
-        for id in ids {
+        for id in ids.iter().copied().chain(["doc-signed"]) {
             sqlx::query("INSERT INTO seen_events (event_id) VALUES ($1)")
                 .bind(id)
                 .execute(&pool)
                 .await
                 .unwrap();
         }
-    }
-    let store = Store::connect(&url, 2, "t").await.unwrap();
-    let claim = store.claim(0).await.unwrap();
-    let write = |seen: &str| PartitionWrite {
-        partition: 0,
-        generation: claim.generation,
-        next_offset: Some(1),
-        seen: vec!["new-id".into(), seen.into()],
-        ..PartitionWrite::default()
-    };
-    for id in ids {
-        match commit(&store, &write(id), None).await {
-            Err(StoreError::StoredAlready {
-                what: "an event id",
-                ..
-            }) => {}
-            other => {
-                panic!("{id:?} stored before the upgrade: expected a duplicate, got {other:?}")
-            }
-        }
-    }
-    commit(&store, &write("another-new-id"), None)
+        sqlx::query(
+            "INSERT INTO cases (commune, case_id, partition, rating_at, rating)
+             VALUES ('31471', 'c', 0, '2026-03-02T02:00:00Z', 1)",
+        )
+        .execute(&pool)
         .await
         .unwrap();
+        sqlx::query(
+            "INSERT INTO documents (commune, document_id, signed_at, digital)
+             VALUES ('31471', 'd', '2026-03-02T02:00:00Z', true)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let store = Store::connect(&url, 2, "t").await.unwrap();
+    let units = units();
+    let rated = |id: &str| {
+        let v = serde_json::json!({"event_id": id, "event_type": "case.rated", "schema_version": 1,
+            "occurred_at": "2026-03-02T10:00:00+07:00", "commune_code": "31471", "case_id": "c",
+            "data": {"rating": "dissatisfied"}});
+        decode(Some(v.to_string().as_bytes()), &units).unwrap()
+    };
+    let signed = {
+        let v = serde_json::json!({"event_id": "doc-signed", "event_type": "document.signed",
+            "schema_version": 1, "occurred_at": "2026-03-02T09:00:00+07:00", "commune_code": "31471",
+            "data": {"document_id": "d", "signature": "handwritten"}});
+        decode(Some(v.to_string().as_bytes()), &units).unwrap()
+    };
+    let mut events: Vec<_> = ids.iter().map(|id| rated(id)).collect();
+    events.push(signed);
+    events.push(rated("new-id"));
+    let case = CaseKey {
+        commune: units.commune("31471").unwrap().clone(),
+        case_id: "c".into(),
+    };
+    let document = DocumentKey {
+        commune: case.commune.clone(),
+        document_id: "d".into(),
+    };
+    let keys = BatchKeys {
+        cases: std::slice::from_ref(&case),
+        documents: std::slice::from_ref(&document),
+        events: &events,
+    };
+    let mut fold = store
+        .load(&units, 0, None, Utc::now(), &keys)
+        .await
+        .unwrap();
+    let applied: Vec<Applied> = events.iter().map(|e| fold.apply(e)).collect();
+    assert_eq!(
+        applied,
+        [
+            Applied::Duplicate,
+            Applied::Duplicate,
+            Applied::Duplicate,
+            Applied::Duplicate,
+            Applied::Changed
+        ],
+        "the ids stored before the upgrade are repeats; a new one is not"
+    );
 }

@@ -8,16 +8,14 @@ use std::sync::LazyLock;
 
 use chrono::NaiveDate;
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
 use super::super::codec::{
     encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS, SUMS,
 };
-use super::super::copy::CopyRows;
+use super::super::copy::{Bytes, CopyRows};
 use super::super::{
     stored_already, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
 };
-use super::id_digest;
 use crate::domain::{
     Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState,
     StateKey,
@@ -63,25 +61,6 @@ impl BatchTx for PgBatch {
 
     /// A plain `COPY` of the ids' digests in key order (no `ON CONFLICT`,
     /// whose speculative insertion costs a second index descent per row).
-    async fn insert_event_ids(&mut self, partition: i32, ids: &[String]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut digests: Vec<Uuid> = ids.iter().map(|id| id_digest(id)).collect();
-        digests.sort_unstable();
-        let mut rows = CopyRows::with_capacity(digests.len() * 37);
-        for d in digests {
-            rows.col(d).end_row();
-        }
-        copy_in(
-            &mut self.tx,
-            "COPY seen_event_digests (digest) FROM STDIN",
-            rows,
-        )
-        .await
-        .map_err(|e| stored_already(e, partition, "an event id"))
-    }
-
     async fn lock_cases(&mut self, keys: &[CaseKey]) -> Result<Vec<KeyedCaseRow>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -147,16 +126,17 @@ impl BatchTx for PgBatch {
         if !new.is_empty() {
             let mut rows = CopyRows::with_capacity(new.len() * 64);
             for (k, d) in new {
-                let (at, digital) = encode_document(d);
+                let (at, digital, applied) = encode_document(d);
                 rows.col(k.commune.as_str())
                     .col(k.document_id.as_str())
                     .col(at)
                     .col(digital)
+                    .col(Bytes(&applied))
                     .end_row();
             }
             copy_in(
                 &mut self.tx,
-                "COPY documents (commune, document_id, signed_at, digital) FROM STDIN",
+                "COPY documents (commune, document_id, signed_at, digital, applied) FROM STDIN",
                 rows,
             )
             .await
@@ -167,14 +147,16 @@ impl BatchTx for PgBatch {
         }
         let encoded: Vec<_> = stored.iter().map(|(_, d)| encode_document(d)).collect();
         sqlx::query(
-            "INSERT INTO documents AS d (commune, document_id, signed_at, digital)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::bool[])
-             ON CONFLICT (commune, document_id) DO UPDATE SET signed_at = EXCLUDED.signed_at, digital = EXCLUDED.digital",
+            "INSERT INTO documents AS d (commune, document_id, signed_at, digital, applied)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::bool[], $5::bytea[])
+             ON CONFLICT (commune, document_id) DO UPDATE
+               SET signed_at = EXCLUDED.signed_at, digital = EXCLUDED.digital, applied = EXCLUDED.applied",
         )
         .bind(stored.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
         .bind(stored.iter().map(|(k, _)| k.document_id.as_str()).collect::<Vec<_>>())
         .bind(encoded.iter().map(|e| e.0).collect::<Vec<_>>())
         .bind(encoded.iter().map(|e| e.1).collect::<Vec<_>>())
+        .bind(encoded.iter().map(|e| e.2.as_slice()).collect::<Vec<_>>())
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -454,6 +436,7 @@ async fn copy_new_cases(
             .col(r.closing_by.as_deref())
             .col(r.rating_by.as_deref())
             .col(r.late)
+            .col(Bytes(r.applied.as_deref().unwrap_or_default()))
             .end_row();
     }
     copy_in(
@@ -461,7 +444,7 @@ async fn copy_new_cases(
         "COPY cases (commune, case_id, partition, received_at, received_channel, received_level,
                      received_electronic, received_digitized, received_due, received_procedure, closing_at,
                      closing_kind, closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                     received_by, closing_by, rating_by, late) FROM STDIN",
+                     received_by, closing_by, rating_by, late, applied) FROM STDIN",
         rows,
     )
     .await
@@ -483,18 +466,19 @@ async fn upsert_cases(
         "INSERT INTO cases AS c (commune, case_id, partition, received_at, received_channel, received_level,
                                  received_electronic, received_digitized, received_due, closing_at, closing_kind,
                                  closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                                 received_procedure, received_by, closing_by, rating_by, late)
+                                 received_procedure, received_by, closing_by, rating_by, late, applied)
          SELECT u.commune, u.case_id, $3, u.received_at, u.received_channel, u.received_level,
                 u.received_electronic, u.received_digitized, u.received_due, u.closing_at, u.closing_kind,
                 u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due,
-                u.received_procedure, u.received_by, u.closing_by, u.rating_by, u.late
+                u.received_procedure, u.received_by, u.closing_by, u.rating_by, u.late, u.applied
          FROM UNNEST($1::text[], $2::text[], $4::timestamptz[], $5::int2[], $6::int2[], $7::bool[], $8::bool[],
                      $9::date[], $10::timestamptz[], $11::int2[], $12::date[], $13::int2[], $14::timestamptz[],
-                     $15::int2[], $16::int2[], $17::date[], $18::text[], $19::text[], $20::text[], $21::text[], $22::bool[])
+                     $15::int2[], $16::int2[], $17::date[], $18::text[], $19::text[], $20::text[], $21::text[], $22::bool[],
+                     $23::bytea[])
               AS u(commune, case_id, received_at, received_channel, received_level, received_electronic,
                    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
                    rating_at, rating, rating_score, open_due, received_procedure, received_by, closing_by,
-                   rating_by, late)
+                   rating_by, late, applied)
          ON CONFLICT (commune, case_id) DO UPDATE SET
             partition = EXCLUDED.partition,
             received_at = EXCLUDED.received_at, received_channel = EXCLUDED.received_channel,
@@ -505,7 +489,7 @@ async fn upsert_cases(
             rating_at = EXCLUDED.rating_at, rating = EXCLUDED.rating, rating_score = EXCLUDED.rating_score,
             open_due = EXCLUDED.open_due, received_procedure = EXCLUDED.received_procedure,
             received_by = EXCLUDED.received_by, closing_by = EXCLUDED.closing_by,
-            rating_by = EXCLUDED.rating_by, late = EXCLUDED.late",
+            rating_by = EXCLUDED.rating_by, late = EXCLUDED.late, applied = EXCLUDED.applied",
     )
     .bind(cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
     .bind(cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
@@ -534,6 +518,11 @@ async fn upsert_cases(
     .bind(rows.iter().map(|r| r.closing_by.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.rating_by.as_deref()).collect::<Vec<_>>())
     .bind(col!(late))
+    .bind(
+        rows.iter()
+            .map(|r| r.applied.as_deref().unwrap_or_default())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -16,7 +16,9 @@ use sqlx::{ConnectOptions, PgPool};
 use tracing::{info, instrument};
 use uuid::Uuid;
 
-use super::codec::{overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS};
+use super::codec::{
+    overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS, DOCUMENT_COLUMNS,
+};
 use super::{BatchKeys, Claim, StoreError};
 use crate::domain::{DayCounters, Fold, Units};
 use schemas::{ensure_control, ident, CONTROL_SCHEMA};
@@ -179,26 +181,10 @@ impl PgStore {
         let BatchKeys {
             cases,
             documents,
-            event_ids,
+            events,
         } = *keys;
         let mut conn = self.pool().acquire().await?;
         let mut rows = LoadedRows::default();
-        if !event_ids.is_empty() {
-            let digests: Vec<Uuid> = event_ids.iter().map(|id| id_digest(id)).collect();
-            let stored: HashSet<Uuid> =
-                sqlx::query_scalar("SELECT digest FROM seen_event_digests WHERE digest = ANY($1)")
-                    .bind(&digests)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .into_iter()
-                    .collect();
-            rows.seen = event_ids
-                .iter()
-                .zip(&digests)
-                .filter(|(_, d)| stored.contains(d))
-                .map(|(id, _)| id.clone())
-                .collect();
-        }
         if !cases.is_empty() {
             let communes: Vec<&str> = cases.iter().map(|k| k.commune.as_str()).collect();
             let ids: Vec<&str> = cases.iter().map(|k| k.case_id.as_str()).collect();
@@ -225,14 +211,31 @@ impl PgStore {
         if !documents.is_empty() {
             let communes: Vec<&str> = documents.iter().map(|k| k.commune.as_str()).collect();
             let ids: Vec<&str> = documents.iter().map(|k| k.document_id.as_str()).collect();
-            rows.documents = sqlx::query_as(
-                "SELECT commune, document_id, signed_at, digital FROM documents
-                 WHERE (commune, document_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-            )
+            rows.documents = sqlx::query_as(&format!(
+                "SELECT {DOCUMENT_COLUMNS} FROM documents
+                 WHERE (commune, document_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+            ))
             .bind(&communes)
             .bind(&ids)
             .fetch_all(&mut *conn)
             .await?;
+        }
+        let older = rows.older_ids(events);
+        if !older.is_empty() {
+            let digests: Vec<Uuid> = older.iter().map(|id| id_digest(id)).collect();
+            let stored: HashSet<Uuid> =
+                sqlx::query_scalar("SELECT digest FROM seen_event_digests WHERE digest = ANY($1)")
+                    .bind(&digests)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .collect();
+            rows.seen = older
+                .iter()
+                .zip(&digests)
+                .filter(|(_, d)| stored.contains(d))
+                .map(|(id, _)| (*id).to_string())
+                .collect();
         }
         rows.into_fold(units, claim_clock)
     }
@@ -256,9 +259,10 @@ impl PgStore {
     }
 }
 
-/// The key an event id is kept under in `seen_event_digests`: the first 16
-/// bytes of the SHA-256 of its UTF-8 bytes (migration 0004 computes the same
-/// in SQL).
+/// The key an event id applied before migration 0010 is kept under in
+/// `seen_event_digests`: the first 16 bytes of the SHA-256 of its UTF-8
+/// bytes (migration 0004 computes the same in SQL). Ids applied since are
+/// kept with their case or document ([`crate::domain::id_digest`]).
 pub fn id_digest(event_id: &str) -> Uuid {
     let hash = Sha256::digest(event_id.as_bytes());
     let mut digest = [0u8; 16];

@@ -61,24 +61,6 @@ impl BatchTx for SqliteBatch {
         .await?)
     }
 
-    async fn insert_event_ids(&mut self, partition: i32, ids: &[String]) -> Result<(), StoreError> {
-        let mut stored = 0;
-        for id in ids {
-            stored += sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES (?1)")
-                .bind(id)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected();
-        }
-        if stored != ids.len() as u64 {
-            return Err(StoreError::StoredAlready {
-                partition,
-                what: "an event id",
-            });
-        }
-        Ok(())
-    }
-
     async fn lock_cases(&mut self, keys: &[CaseKey]) -> Result<Vec<KeyedCaseRow>, StoreError> {
         // The transaction holds SQLite's one write lock: nothing else
         // writes until it ends.
@@ -115,42 +97,58 @@ impl BatchTx for SqliteBatch {
         stored: &[(CaseKey, CaseState)],
         new: &[(CaseKey, CaseState)],
     ) -> Result<(), StoreError> {
-        let stored = stored.iter().map(|c| (c, "INSERT OR REPLACE"));
-        for ((key, state), verb) in stored.chain(new.iter().map(|c| (c, "INSERT"))) {
-            let r = CaseRow::encode(state);
-            sqlx::query(&format!(
-                "{verb} INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
+        // A stored row is updated in place, so that what the row alone
+        // knows (`older_ids`) stays.
+        let insert = "INSERT INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
                                     received_electronic, received_digitized, received_due, closing_at, closing_kind,
                                     closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                                    received_procedure, received_by, closing_by, rating_by, late)
+                                    received_procedure, received_by, closing_by, rating_by, late, applied)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                         ?19, ?20, ?21, ?22)"
-            ))
-            .bind(key.commune.as_str())
-            .bind(&key.case_id)
-            .bind(partition)
-            .bind(r.received_at)
-            .bind(r.received_channel)
-            .bind(r.received_level)
-            .bind(r.received_electronic)
-            .bind(r.received_digitized)
-            .bind(r.received_due)
-            .bind(r.closing_at)
-            .bind(r.closing_kind)
-            .bind(r.closing_due)
-            .bind(r.closing_outcome)
-            .bind(r.rating_at)
-            .bind(r.rating)
-            .bind(r.rating_score)
-            .bind(state.open_due_date())
-            .bind(state.procedure_code())
-            .bind(r.received_by.as_deref())
-            .bind(r.closing_by.as_deref())
-            .bind(r.rating_by.as_deref())
-            .bind(r.late)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(|e| stored_already(e, partition, "a case"))?;
+                         ?19, ?20, ?21, ?22, ?23)";
+        let upsert = format!(
+            "{insert} ON CONFLICT (commune, case_id) DO UPDATE SET
+               partition = excluded.partition, received_at = excluded.received_at,
+               received_channel = excluded.received_channel, received_level = excluded.received_level,
+               received_electronic = excluded.received_electronic,
+               received_digitized = excluded.received_digitized, received_due = excluded.received_due,
+               closing_at = excluded.closing_at, closing_kind = excluded.closing_kind,
+               closing_due = excluded.closing_due, closing_outcome = excluded.closing_outcome,
+               rating_at = excluded.rating_at, rating = excluded.rating,
+               rating_score = excluded.rating_score, open_due = excluded.open_due,
+               received_procedure = excluded.received_procedure, received_by = excluded.received_by,
+               closing_by = excluded.closing_by, rating_by = excluded.rating_by, late = excluded.late,
+               applied = excluded.applied"
+        );
+        let stored = stored.iter().map(|c| (c, upsert.as_str()));
+        for ((key, state), sql) in stored.chain(new.iter().map(|c| (c, insert))) {
+            let r = CaseRow::encode(state);
+            sqlx::query(sql)
+                .bind(key.commune.as_str())
+                .bind(&key.case_id)
+                .bind(partition)
+                .bind(r.received_at)
+                .bind(r.received_channel)
+                .bind(r.received_level)
+                .bind(r.received_electronic)
+                .bind(r.received_digitized)
+                .bind(r.received_due)
+                .bind(r.closing_at)
+                .bind(r.closing_kind)
+                .bind(r.closing_due)
+                .bind(r.closing_outcome)
+                .bind(r.rating_at)
+                .bind(r.rating)
+                .bind(r.rating_score)
+                .bind(state.open_due_date())
+                .bind(state.procedure_code())
+                .bind(r.received_by.as_deref())
+                .bind(r.closing_by.as_deref())
+                .bind(r.rating_by.as_deref())
+                .bind(r.late)
+                .bind(r.applied)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| stored_already(e, partition, "a case"))?;
         }
         Ok(())
     }
@@ -161,19 +159,24 @@ impl BatchTx for SqliteBatch {
         stored: &[(DocumentKey, DocumentState)],
         new: &[(DocumentKey, DocumentState)],
     ) -> Result<(), StoreError> {
-        let stored = stored.iter().map(|d| (d, "INSERT OR REPLACE"));
-        for ((key, doc), verb) in stored.chain(new.iter().map(|d| (d, "INSERT"))) {
-            let (at, digital) = encode_document(doc);
-            sqlx::query(&format!(
-                "{verb} INTO documents (commune, document_id, signed_at, digital) VALUES (?1, ?2, ?3, ?4)"
-            ))
-            .bind(key.commune.as_str())
-            .bind(&key.document_id)
-            .bind(at)
-            .bind(digital)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(|e| stored_already(e, partition, "a document"))?;
+        let insert = "INSERT INTO documents (commune, document_id, signed_at, digital, applied)
+                      VALUES (?1, ?2, ?3, ?4, ?5)";
+        let upsert = format!(
+            "{insert} ON CONFLICT (commune, document_id) DO UPDATE SET
+               signed_at = excluded.signed_at, digital = excluded.digital, applied = excluded.applied"
+        );
+        let stored = stored.iter().map(|d| (d, upsert.as_str()));
+        for ((key, doc), sql) in stored.chain(new.iter().map(|d| (d, insert))) {
+            let (at, digital, applied) = encode_document(doc);
+            sqlx::query(sql)
+                .bind(key.commune.as_str())
+                .bind(&key.document_id)
+                .bind(at)
+                .bind(digital)
+                .bind(applied)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| stored_already(e, partition, "a document"))?;
         }
         Ok(())
     }

@@ -12,7 +12,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::codec::{overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS};
+use super::codec::{
+    overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS, DOCUMENT_COLUMNS,
+};
 use super::{BatchKeys, Claim, StoreError};
 use crate::domain::{DayCounters, Fold, Units};
 
@@ -110,14 +112,6 @@ impl SqliteStore {
     ) -> Result<Fold, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let mut rows = LoadedRows::default();
-        for id in keys.event_ids {
-            let seen: Option<String> =
-                sqlx::query_scalar("SELECT event_id FROM seen_events WHERE event_id = ?1")
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            rows.seen.extend(seen);
-        }
         let by_key =
             format!("SELECT {CASE_COLUMNS} FROM cases WHERE commune = ?1 AND case_id = ?2");
         for key in keys.cases {
@@ -139,15 +133,25 @@ impl SqliteStore {
             .fetch_all(&mut *conn)
             .await?;
         }
+        let by_key = format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE commune = ?1 AND document_id = ?2"
+        );
         for key in keys.documents {
-            let row = sqlx::query_as(
-                "SELECT commune, document_id, signed_at, digital FROM documents WHERE commune = ?1 AND document_id = ?2",
-            )
-            .bind(key.commune.as_str())
-            .bind(&key.document_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+            let row = sqlx::query_as(&by_key)
+                .bind(key.commune.as_str())
+                .bind(&key.document_id)
+                .fetch_optional(&mut *conn)
+                .await?;
             rows.documents.extend(row);
+        }
+        // Ids applied before they were kept with their case or document.
+        for id in rows.older_ids(keys.events) {
+            let seen: Option<String> =
+                sqlx::query_scalar("SELECT event_id FROM seen_events WHERE event_id = ?1")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            rows.seen.extend(seen);
         }
         rows.into_fold(units, claim_clock)
     }
