@@ -35,6 +35,16 @@ async fn send_to(producer: &FutureProducer, topic: &str, partition: i32, value: 
         .expect("delivery");
 }
 
+/// `values` written to `partition` (at once, 500 at a time).
+async fn send_all(producer: &FutureProducer, topic: &str, partition: i32, values: &[Value]) {
+    for chunk in values.chunks(500) {
+        futures_util::future::join_all(
+            chunk.iter().map(|v| send_to(producer, topic, partition, v)),
+        )
+        .await;
+    }
+}
+
 /// DOMAIN.md and docs/UNITS.md: a case received on 28 June 2025 by Xã Long
 /// Trị (31477, ended 30 June, merged into Phường Long Mỹ 31471) and resolved
 /// on 3 July 2025 by Phường Long Mỹ is one case, on whichever partitions its
@@ -399,17 +409,6 @@ async fn a_merged_ward_is_evaluated_whole_across_partitions_and_waits_for_all_of
                "data": {"procedure_code": "1.0001", "channel": channel, "online_level": level,
                         "due_at": due, "registered_electronically": true, "digitized": true}})
     };
-    let send_all = |partition: i32, values: Vec<Value>| {
-        let (producer, topic) = (&producer, &setup.topic);
-        async move {
-            for chunk in values.chunks(500) {
-                futures_util::future::join_all(
-                    chunk.iter().map(|v| send_to(producer, topic, partition, v)),
-                )
-                .await;
-            }
-        }
-    };
     let online_of = |alert: &Value| {
         (
             alert["numerator"].as_i64().unwrap(),
@@ -418,8 +417,24 @@ async fn a_merged_ward_is_evaluated_whole_across_partitions_and_waits_for_all_of
     };
 
     // 12 in-person receipts under each code: 0 of 24 online, one breach.
-    send_all(0, (0..12).map(|_| received("31477", false)).collect()).await;
-    send_all(1, (0..12).map(|_| received("31471", false)).collect()).await;
+    send_all(
+        &producer,
+        &setup.topic,
+        0,
+        &(0..12)
+            .map(|_| received("31477", false))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    send_all(
+        &producer,
+        &setup.topic,
+        1,
+        &(0..12)
+            .map(|_| received("31471", false))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     let got = reader.until(1, Duration::from_secs(60)).await;
     assert_eq!(
         got,
@@ -438,7 +453,13 @@ async fn a_merged_ward_is_evaluated_whole_across_partitions_and_waits_for_all_of
         "{breaches}"
     );
     // 60 online under the ward's own code: 60 of 84, recovered.
-    send_all(1, (0..60).map(|_| received("31471", true)).collect()).await;
+    send_all(
+        &producer,
+        &setup.topic,
+        1,
+        &(0..60).map(|_| received("31471", true)).collect::<Vec<_>>(),
+    )
+    .await;
     let got = reader.until(2, Duration::from_secs(60)).await;
     assert_eq!(got[1].0, "31471.online_rate.ytd.2", "{:?}", reader.seen);
     assert_eq!(online_of(&reader.seen[1]), (60, 84));
@@ -455,8 +476,16 @@ async fn a_merged_ward_is_evaluated_whole_across_partitions_and_waits_for_all_of
     // The outage: 100 in-person receipts under the old code on partition 0
     // (60 of 184 online, were partition 1's backlog not counted yet);
     // partition 1 holds 5,000 signatures, then 1,000 online receipts.
-    send_all(0, (0..100).map(|_| received("31477", false)).collect()).await;
-    let signatures = (0..20_000)
+    send_all(
+        &producer,
+        &setup.topic,
+        0,
+        &(0..100)
+            .map(|_| received("31477", false))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let signatures: Vec<Value> = (0..20_000)
         .map(|d| {
             json!({"event_id": format!("{run}-d-{d}"), "event_type": "document.signed",
                    "schema_version": 1, "occurred_at": now.to_rfc3339(), "commune_code": "31471",
@@ -464,8 +493,16 @@ async fn a_merged_ward_is_evaluated_whole_across_partitions_and_waits_for_all_of
                             "document_kind": "outgoing"}})
         })
         .collect();
-    send_all(1, signatures).await;
-    send_all(1, (0..1_000).map(|_| received("31471", true)).collect()).await;
+    send_all(&producer, &setup.topic, 1, &signatures).await;
+    send_all(
+        &producer,
+        &setup.topic,
+        1,
+        &(0..1_000)
+            .map(|_| received("31471", true))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut app = spawn_app(settings).await;
     wait_caught_up(
@@ -509,8 +546,9 @@ async fn a_merged_ward_is_evaluated_whole_across_partitions_and_waits_for_all_of
     app.stop().await;
 }
 
-/// A database upgraded past migrations 0007 and 0008 holds case rows whose
-/// new columns are NULL (`received_procedure`, `late`). Every case of a ward
+/// A database upgraded past migrations 0007, 0008 and 0010 holds case rows
+/// whose new columns are NULL (`received_procedure`, `late`, `applied`, the
+/// ids of such a row being in the older table). Every case of a ward
 /// that others merged into is checked at the commit against its row as
 /// loaded: such a row must read as unchanged, or every batch touching the
 /// case would be refused and folded again, forever. Here the rows are made
@@ -541,12 +579,7 @@ async fn cases_stored_before_the_reporter_columns_are_resolved_after_the_upgrade
             )
         })
         .collect();
-    futures_util::future::join_all(
-        receipts
-            .iter()
-            .map(|v| send_to(&producer, &setup.topic, 0, v)),
-    )
-    .await;
+    send_all(&producer, &setup.topic, 0, &receipts).await;
     wait_caught_up(
         &store,
         &setup.topic,
@@ -558,7 +591,8 @@ async fn cases_stored_before_the_reporter_columns_are_resolved_after_the_upgrade
     pipeline.kill();
     let pool = sqlx::PgPool::connect(&setup.database_url).await.unwrap();
     let rows = sqlx::query(
-        "UPDATE cases SET received_procedure = NULL, late = NULL WHERE commune = '31471'",
+        "UPDATE cases SET received_procedure = NULL, late = NULL, applied = NULL, older_ids = true
+         WHERE commune = '31471'",
     )
     .execute(&pool)
     .await
@@ -577,12 +611,7 @@ async fn cases_stored_before_the_reporter_columns_are_resolved_after_the_upgrade
             )
         })
         .collect();
-    futures_util::future::join_all(
-        resolutions
-            .iter()
-            .map(|v| send_to(&producer, &setup.topic, 0, v)),
-    )
-    .await;
+    send_all(&producer, &setup.topic, 0, &resolutions).await;
     wait_caught_up(
         &store,
         &setup.topic,
