@@ -6,9 +6,10 @@
 //!
 //! The mock keeps only the last few megabytes of each partition, so the
 //! feed waits whenever the pipeline falls more than [`MAX_LAG`] events
-//! behind, and the run checks at the end that every event produced was
-//! projected.
+//! behind on a partition, and the run checks at the end that every event
+//! produced was projected.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -26,8 +27,13 @@ use crate::shutdown::CancellationToken;
 use crate::simulator::Simulator;
 use crate::store::Store;
 
-/// How far the feed may run ahead of the committed offsets.
-pub const MAX_LAG: i64 = 6_000;
+/// How far the feed may run ahead of a partition's committed offset. The
+/// mock keeps the last 5 MB of each partition (librdkafka's
+/// `rdkafka_mock.c`), some 15,000 of these records, so 10,000 (3 MB) stay
+/// in it. It is also a full batch (`batch.max_records` of the default
+/// configuration), so batches close full rather than after waiting
+/// `batch.max_wait_ms`.
+pub const MAX_LAG: i64 = 10_000;
 /// Events sent at a time.
 const CHUNK: usize = 2_000;
 
@@ -126,18 +132,30 @@ async fn feed(
     stop: &CancellationToken,
 ) -> anyhow::Result<usize> {
     let sim = &options.simulate;
-    let records: Vec<_> = Simulator::new(&settings.units, sim.seed, sim.start, sim.cases_per_day)
-        .take(sim.events)
-        .collect();
+    // Simulated on a thread of its own, a few chunks ahead of the feed.
+    let (chunks, mut next_chunk) = tokio::sync::mpsc::channel(4);
+    let simulator = Simulator::new(&settings.units, sim.seed, sim.start, sim.cases_per_day);
+    let events = sim.events;
+    tokio::task::spawn_blocking(move || {
+        let mut records = simulator.take(events);
+        loop {
+            let chunk: Vec<_> = records.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() || chunks.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
+    });
     let mut produced = 0usize;
+    // The next offset produced on each partition.
+    let mut heads: HashMap<i32, i64> = HashMap::new();
     let mut last_report = Instant::now();
-    for chunk in records.chunks(CHUNK) {
-        while produced as i64 - committed(store).await? > MAX_LAG && !stop.is_cancelled() {
+    while let Some(chunk) = next_chunk.recv().await {
+        while behind_most(&heads, store).await? > MAX_LAG && !stop.is_cancelled() {
             anyhow::ensure!(
                 !running.is_finished(),
                 "the pipeline stopped while the demo was producing"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if stop.is_cancelled() {
             return Ok(produced);
@@ -151,7 +169,9 @@ async fn feed(
             )
         });
         for result in futures_util::future::join_all(sends).await {
-            result.map_err(|(e, _)| e)?;
+            let delivered = result.map_err(|(e, _)| e)?;
+            let head = heads.entry(delivered.partition).or_default();
+            *head = (*head).max(delivered.offset + 1);
         }
         produced += chunk.len();
         if last_report.elapsed() >= Duration::from_secs(2) {
@@ -205,6 +225,22 @@ pub const MALFORMED: [(&str, &str); 3] = [
         r#"{"event_id":"demo-bad-2","event_type":"case.received","schema_version":1,"occurred_at":"2026-03-02T08:00:00+07:00","commune_code":"99999","case_id":"demo-bad-2","data":{"channel":"online","procedure_code":"1.001","due_at":"2026-03-05T17:00:00+07:00"}}"#,
     ),
 ];
+
+/// How far the most lagging partition's committed offset is behind what
+/// was produced on it (`heads`).
+async fn behind_most(heads: &HashMap<i32, i64>, store: &Store) -> anyhow::Result<i64> {
+    let committed: HashMap<i32, i64> = store
+        .offsets()
+        .await?
+        .into_iter()
+        .map(|(p, n)| (p, n.unwrap_or(0)))
+        .collect();
+    Ok(heads
+        .iter()
+        .map(|(p, head)| head - committed.get(p).copied().unwrap_or(0))
+        .max()
+        .unwrap_or(0))
+}
 
 /// The committed offsets, summed over partitions.
 async fn committed(store: &Store) -> anyhow::Result<i64> {

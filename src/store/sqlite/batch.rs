@@ -1,15 +1,17 @@
-//! One batch's transaction in SQLite ([`BatchTx`]): one prepared statement
-//! per row inside the transaction, which is how SQLite is fast; sets of
-//! communes are bound as one JSON array (`json_each`), so each read is still
-//! one statement.
-
-use std::sync::LazyLock;
+//! One batch's transaction in SQLite ([`BatchTx`]). Rows are written and
+//! read many to a statement ([`chunks`]): each statement is a trip to
+//! sqlx's SQLite worker thread, and one statement per row spent most of a
+//! batch's time on those trips. Sets of communes are bound as one JSON
+//! array (`json_each`).
 
 use chrono::{NaiveDate, Utc};
-use sqlx::{Sqlite, Transaction};
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::super::codec::{
-    encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS, SUMS,
+    encode_document, BreachRow, CaseRow, DocumentRow, KeyedCaseRow, SumRow, CASE_COLUMNS,
+    COUNTER_COLUMNS, DOCUMENT_COLUMNS, SUMS,
 };
 use super::super::{
     stored_already, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
@@ -25,23 +27,128 @@ pub struct SqliteBatch {
     pub(super) topic: String,
 }
 
-/// One day's counter changes, added to the stored row.
-static ADD_COUNTERS: LazyLock<String> = LazyLock::new(|| {
-    let values: Vec<String> = (0..DayCounters::COUNT)
-        .map(|i| format!("?{}", i + 3))
-        .collect();
+/// Rows per statement, largest first: a batch's rows take few statements,
+/// and only these few forms are prepared (sqlx caches each statement). 256
+/// rows of the widest table (cases, 23 columns) stay well under SQLite's
+/// 32,766 parameters.
+const STATEMENT_ROWS: [usize; 4] = [256, 32, 4, 1];
+
+/// `rows` split into runs of [`STATEMENT_ROWS`] sizes, largest first.
+pub(super) fn chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    for size in STATEMENT_ROWS {
+        while rest.len() >= size {
+            let (head, tail) = rest.split_at(size);
+            out.push(head);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// `(?, ?), (?, ?)`: `rows` tuples of `columns` parameters, bound in order.
+pub(super) fn tuples(rows: usize, columns: usize) -> String {
+    let one = format!("({})", vec!["?"; columns].join(", "));
+    vec![one; rows].join(", ")
+}
+
+/// The stored cases of `keys` (missing ones have no row), a statement per
+/// [`chunks`] run.
+pub(super) async fn cases_by_key(
+    conn: &mut SqliteConnection,
+    keys: &[CaseKey],
+) -> Result<Vec<KeyedCaseRow>, StoreError> {
+    let mut rows = Vec::with_capacity(keys.len());
+    for run in chunks(keys) {
+        // The keys first (`CROSS JOIN` keeps that order): one index probe
+        // each.
+        let sql = format!(
+            "SELECT {CASE_COLUMNS} FROM (VALUES {}) AS k
+             CROSS JOIN cases ON cases.commune = k.column1 AND cases.case_id = k.column2",
+            tuples(run.len(), 2)
+        );
+        let mut query = sqlx::query_as(&sql);
+        for k in run {
+            query = query.bind(k.commune.as_str()).bind(&k.case_id);
+        }
+        rows.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
+}
+
+/// The stored documents of `keys`, as [`cases_by_key`].
+pub(super) async fn documents_by_key(
+    conn: &mut SqliteConnection,
+    keys: &[DocumentKey],
+) -> Result<Vec<DocumentRow>, StoreError> {
+    let mut rows = Vec::with_capacity(keys.len());
+    for run in chunks(keys) {
+        let sql = format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM (VALUES {}) AS k
+             CROSS JOIN documents ON documents.commune = k.column1
+                                 AND documents.document_id = k.column2",
+            tuples(run.len(), 2)
+        );
+        let mut query = sqlx::query_as(&sql);
+        for k in run {
+            query = query.bind(k.commune.as_str()).bind(&k.document_id);
+        }
+        rows.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
+}
+
+/// Day counter changes, added to the stored rows.
+fn add_counters_sql(rows: usize) -> String {
     let sets: Vec<String> = DayCounters::NAMES
         .iter()
         .map(|c| format!("{c} = {c} + excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO day_counters (commune, day, {cols}) VALUES (?1, ?2, {values})
+        "INSERT INTO day_counters (commune, day, {cols}) VALUES {values}
          ON CONFLICT (commune, day) DO UPDATE SET {sets}",
         cols = *COUNTER_COLUMNS,
-        values = values.join(", "),
+        values = tuples(rows, 2 + DayCounters::COUNT),
         sets = sets.join(", "),
     )
-});
+}
+
+type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
+
+/// One case row's parameters, in `write_cases`' column order.
+fn bind_case<'q>(
+    query: SqliteQuery<'q>,
+    partition: i32,
+    key: &'q CaseKey,
+    state: &'q CaseState,
+) -> SqliteQuery<'q> {
+    let r = CaseRow::encode(state);
+    query
+        .bind(key.commune.as_str())
+        .bind(&key.case_id)
+        .bind(partition)
+        .bind(r.received_at)
+        .bind(r.received_channel)
+        .bind(r.received_level)
+        .bind(r.received_electronic)
+        .bind(r.received_digitized)
+        .bind(r.received_due)
+        .bind(r.closing_at)
+        .bind(r.closing_kind)
+        .bind(r.closing_due)
+        .bind(r.closing_outcome)
+        .bind(r.rating_at)
+        .bind(r.rating)
+        .bind(r.rating_score)
+        .bind(state.open_due_date())
+        .bind(state.procedure_code())
+        .bind(r.received_by)
+        .bind(r.closing_by)
+        .bind(r.rating_by)
+        .bind(r.late)
+        .bind(r.applied)
+}
 
 /// A set of codes as SQLite reads it with `json_each`.
 fn json_list(items: &[String]) -> String {
@@ -64,25 +171,19 @@ impl BatchTx for SqliteBatch {
     async fn lock_cases(&mut self, keys: &[CaseKey]) -> Result<Vec<KeyedCaseRow>, StoreError> {
         // The transaction holds SQLite's one write lock: nothing else
         // writes until it ends.
-        let mut rows = Vec::with_capacity(keys.len());
-        for k in keys {
-            let row: Option<KeyedCaseRow> = sqlx::query_as(&format!(
-                "SELECT {CASE_COLUMNS} FROM cases WHERE commune = ?1 AND case_id = ?2"
-            ))
-            .bind(k.commune.as_str())
-            .bind(&k.case_id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-            rows.extend(row);
-        }
-        Ok(rows)
+        cases_by_key(&mut self.tx, keys).await
     }
 
     async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {
-        for ((commune, day), c) in deltas.iter().filter(|(_, c)| !c.is_zero()) {
-            let mut query = sqlx::query(&ADD_COUNTERS).bind(commune.as_str()).bind(day);
-            for value in c.values() {
-                query = query.bind(value);
+        let deltas: Vec<_> = deltas.iter().filter(|(_, c)| !c.is_zero()).collect();
+        for run in chunks(&deltas) {
+            let sql = add_counters_sql(run.len());
+            let mut query = sqlx::query(&sql);
+            for ((commune, day), c) in run.iter().copied() {
+                query = query.bind(commune.as_str()).bind(day);
+                for value in c.values() {
+                    query = query.bind(value);
+                }
             }
             query.execute(&mut *self.tx).await?;
         }
@@ -103,10 +204,8 @@ impl BatchTx for SqliteBatch {
                                     received_electronic, received_digitized, received_due, closing_at, closing_kind,
                                     closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
                                     received_procedure, received_by, closing_by, rating_by, late, applied)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                         ?19, ?20, ?21, ?22, ?23)";
-        let upsert = format!(
-            "{insert} ON CONFLICT (commune, case_id) DO UPDATE SET
+                 VALUES";
+        let update = "ON CONFLICT (commune, case_id) DO UPDATE SET
                partition = excluded.partition, received_at = excluded.received_at,
                received_channel = excluded.received_channel, received_level = excluded.received_level,
                received_electronic = excluded.received_electronic,
@@ -117,38 +216,19 @@ impl BatchTx for SqliteBatch {
                rating_score = excluded.rating_score, open_due = excluded.open_due,
                received_procedure = excluded.received_procedure, received_by = excluded.received_by,
                closing_by = excluded.closing_by, rating_by = excluded.rating_by, late = excluded.late,
-               applied = excluded.applied"
-        );
-        let stored = stored.iter().map(|c| (c, upsert.as_str()));
-        for ((key, state), sql) in stored.chain(new.iter().map(|c| (c, insert))) {
-            let r = CaseRow::encode(state);
-            sqlx::query(sql)
-                .bind(key.commune.as_str())
-                .bind(&key.case_id)
-                .bind(partition)
-                .bind(r.received_at)
-                .bind(r.received_channel)
-                .bind(r.received_level)
-                .bind(r.received_electronic)
-                .bind(r.received_digitized)
-                .bind(r.received_due)
-                .bind(r.closing_at)
-                .bind(r.closing_kind)
-                .bind(r.closing_due)
-                .bind(r.closing_outcome)
-                .bind(r.rating_at)
-                .bind(r.rating)
-                .bind(r.rating_score)
-                .bind(state.open_due_date())
-                .bind(state.procedure_code())
-                .bind(r.received_by.as_deref())
-                .bind(r.closing_by.as_deref())
-                .bind(r.rating_by.as_deref())
-                .bind(r.late)
-                .bind(r.applied)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(|e| stored_already(e, partition, "a case"))?;
+               applied = excluded.applied";
+        for (rows, conflict) in [(stored, update), (new, "")] {
+            for run in chunks(rows) {
+                let sql = format!("{insert} {} {conflict}", tuples(run.len(), 23));
+                let mut query = sqlx::query(&sql);
+                for (key, state) in run {
+                    query = bind_case(query, partition, key, state);
+                }
+                query
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(|e| stored_already(e, partition, "a case"))?;
+            }
         }
         Ok(())
     }
@@ -159,24 +239,28 @@ impl BatchTx for SqliteBatch {
         stored: &[(DocumentKey, DocumentState)],
         new: &[(DocumentKey, DocumentState)],
     ) -> Result<(), StoreError> {
-        let insert = "INSERT INTO documents (commune, document_id, signed_at, digital, applied)
-                      VALUES (?1, ?2, ?3, ?4, ?5)";
-        let upsert = format!(
-            "{insert} ON CONFLICT (commune, document_id) DO UPDATE SET
-               signed_at = excluded.signed_at, digital = excluded.digital, applied = excluded.applied"
-        );
-        let stored = stored.iter().map(|d| (d, upsert.as_str()));
-        for ((key, doc), sql) in stored.chain(new.iter().map(|d| (d, insert))) {
-            let (at, digital, applied) = encode_document(doc);
-            sqlx::query(sql)
-                .bind(key.commune.as_str())
-                .bind(&key.document_id)
-                .bind(at)
-                .bind(digital)
-                .bind(applied)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(|e| stored_already(e, partition, "a document"))?;
+        let insert =
+            "INSERT INTO documents (commune, document_id, signed_at, digital, applied) VALUES";
+        let update = "ON CONFLICT (commune, document_id) DO UPDATE SET
+               signed_at = excluded.signed_at, digital = excluded.digital, applied = excluded.applied";
+        for (rows, conflict) in [(stored, update), (new, "")] {
+            for run in chunks(rows) {
+                let sql = format!("{insert} {} {conflict}", tuples(run.len(), 5));
+                let mut query = sqlx::query(&sql);
+                for (key, doc) in run {
+                    let (at, digital, applied) = encode_document(doc);
+                    query = query
+                        .bind(key.commune.as_str())
+                        .bind(&key.document_id)
+                        .bind(at)
+                        .bind(digital)
+                        .bind(applied);
+                }
+                query
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(|e| stored_already(e, partition, "a document"))?;
+            }
         }
         Ok(())
     }
@@ -205,15 +289,17 @@ impl BatchTx for SqliteBatch {
         partition: i32,
         communes: &[String],
     ) -> Result<(), StoreError> {
-        for commune in communes {
-            sqlx::query(
-                "INSERT INTO commune_partitions (commune, partition) VALUES (?1, ?2)
+        for run in chunks(communes) {
+            let sql = format!(
+                "INSERT INTO commune_partitions (commune, partition) VALUES {}
                  ON CONFLICT (commune) DO UPDATE SET partition = excluded.partition",
-            )
-            .bind(commune)
-            .bind(partition)
-            .execute(&mut *self.tx)
-            .await?;
+                tuples(run.len(), 2)
+            );
+            let mut query = sqlx::query(&sql);
+            for commune in run {
+                query = query.bind(commune).bind(partition);
+            }
+            query.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -306,23 +392,27 @@ impl BatchTx for SqliteBatch {
         &mut self,
         states: &[(StateKey, BreachState)],
     ) -> Result<(), StoreError> {
-        for ((commune, indicator, window), state) in states {
-            sqlx::query(
+        for run in chunks(states) {
+            let sql = format!(
                 "INSERT INTO breach_states (commune, indicator, \"window\", in_breach, transitions, at_risk, risk_transitions)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 VALUES {}
                  ON CONFLICT (commune, indicator, \"window\") DO UPDATE
                    SET in_breach = excluded.in_breach, transitions = excluded.transitions,
                        at_risk = excluded.at_risk, risk_transitions = excluded.risk_transitions",
-            )
-            .bind(commune)
-            .bind(indicator.id())
-            .bind(window)
-            .bind(state.in_breach)
-            .bind(state.transitions)
-            .bind(state.at_risk)
-            .bind(state.risk_transitions)
-            .execute(&mut *self.tx)
-            .await?;
+                tuples(run.len(), 7)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((commune, indicator, window), state) in run {
+                query = query
+                    .bind(commune)
+                    .bind(indicator.id())
+                    .bind(window)
+                    .bind(state.in_breach)
+                    .bind(state.transitions)
+                    .bind(state.at_risk)
+                    .bind(state.risk_transitions);
+            }
+            query.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -370,5 +460,27 @@ impl BatchTx for SqliteBatch {
 
     async fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunks, tuples, STATEMENT_ROWS};
+
+    #[test]
+    fn rows_go_in_few_statements_of_few_sizes_and_in_order() {
+        for n in [0, 1, 3, 4, 31, 32, 255, 256, 257, 300, 1_000, 10_000] {
+            let rows: Vec<usize> = (0..n).collect();
+            let runs = chunks(&rows);
+            assert_eq!(runs.concat(), rows, "{n} rows");
+            assert!(runs.iter().all(|r| STATEMENT_ROWS.contains(&r.len())));
+            // At most 7 statements of each smaller size.
+            assert!(
+                runs.len() <= n / 256 + 7 * 3,
+                "{n} rows: {} runs",
+                runs.len()
+            );
+        }
+        assert_eq!(tuples(2, 3), "(?, ?, ?), (?, ?, ?)");
     }
 }

@@ -12,9 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::codec::{
-    overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS, DOCUMENT_COLUMNS,
-};
+use super::codec::{overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS};
 use super::{BatchKeys, Claim, StoreError};
 use crate::domain::{DayCounters, Fold, Units};
 
@@ -95,10 +93,12 @@ impl SqliteStore {
         })
     }
 
+    /// The committed offsets (read beside the writer, which a batch may be
+    /// holding).
     pub async fn offsets(&self) -> Result<Vec<(i32, Option<i64>)>, StoreError> {
         Ok(sqlx::query_as("SELECT partition, next_offset FROM partition_offsets WHERE topic = ?1 ORDER BY partition")
             .bind(&self.topic)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read_pool)
             .await?)
     }
 
@@ -111,17 +111,10 @@ impl SqliteStore {
         keys: &BatchKeys<'_>,
     ) -> Result<Fold, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let mut rows = LoadedRows::default();
-        let by_key =
-            format!("SELECT {CASE_COLUMNS} FROM cases WHERE commune = ?1 AND case_id = ?2");
-        for key in keys.cases {
-            let row = sqlx::query_as(&by_key)
-                .bind(key.commune.as_str())
-                .bind(&key.case_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            rows.cases.extend(row);
-        }
+        let mut rows = LoadedRows {
+            cases: batch::cases_by_key(&mut conn, keys.cases).await?,
+            ..LoadedRows::default()
+        };
         if let Some((from, to)) = overdue_range(claim_clock, now) {
             rows.overdue = sqlx::query_as(&format!(
                 "SELECT {CASE_COLUMNS} FROM cases
@@ -133,17 +126,7 @@ impl SqliteStore {
             .fetch_all(&mut *conn)
             .await?;
         }
-        let by_key = format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE commune = ?1 AND document_id = ?2"
-        );
-        for key in keys.documents {
-            let row = sqlx::query_as(&by_key)
-                .bind(key.commune.as_str())
-                .bind(&key.document_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            rows.documents.extend(row);
-        }
+        rows.documents = batch::documents_by_key(&mut conn, keys.documents).await?;
         // Ids applied before they were kept with their case or document.
         for id in rows.older_ids(keys.events) {
             let seen: Option<String> =
