@@ -33,7 +33,11 @@ use cchc_pipeline::kafka::ensure_topic;
 use cchc_pipeline::shutdown::CancellationToken;
 use cchc_pipeline::simulator::Simulator;
 
-const PROBE: &str = "31481";
+/// The probe: a unit valid today (Phường Long Phú 1, which Xã Long Phú, Xã
+/// Tân Phú and Phường Trà Lồng became on 1 July 2025). Alerts are for the
+/// units valid when they are evaluated, so an ended commune would never
+/// breach.
+const PROBE: &str = "31480";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -105,7 +109,21 @@ async fn run() -> anyhow::Result<()> {
     // Background: simulated events of the other communes at `rate` per second.
     let topic = settings.kafka.topic.clone();
     let start = chrono::NaiveDate::from_ymd_opt(Utc::now().year(), 1, 1).expect("1 January");
-    let sim = Simulator::new(&settings.units, 7, start, 20.0).filter(|r| r.key != PROBE);
+    // None of the codes whose events count in the probe's unit today (the
+    // communes merged into it): its rate moves with the probe's events only.
+    let today = cchc_pipeline::domain::time::local_date(Utc::now());
+    let probed: Vec<String> = settings
+        .units
+        .feeders(PROBE, today)
+        .into_iter()
+        .map(ToString::to_string)
+        .collect();
+    anyhow::ensure!(
+        !probed.is_empty(),
+        "the probe unit {PROBE} is not valid today"
+    );
+    let sim =
+        Simulator::new(&settings.units, 7, start, 20.0).filter(move |r| !probed.contains(&r.key));
     let bg_producer = producer.clone();
     let stop_bg = CancellationToken::new();
     let stop = stop_bg.clone();
