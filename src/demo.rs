@@ -29,8 +29,8 @@ use crate::store::Store;
 
 /// How far the feed may run ahead of a partition's committed offset. The
 /// mock keeps the last 5 MB of each partition (librdkafka's
-/// `rdkafka_mock.c`), some 15,000 of these records, so 10,000 (3 MB) stay
-/// in it. It is also a full batch (`batch.max_records` of the default
+/// `rdkafka_mock.c`), some 15,000 of these records, so 10,000 and a
+/// [`CHUNK`] (under 4 MB) stay in it. It is also a full batch (`batch.max_records` of the default
 /// configuration), so batches close full rather than after waiting
 /// `batch.max_wait_ms`.
 pub const MAX_LAG: i64 = 10_000;

@@ -268,6 +268,53 @@ pub const CASE_COLUMNS: &str =
     closing_outcome, rating_at, rating, rating_score, received_by, closing_by, rating_by, late,
     applied, older_ids";
 
+/// The columns a case write sets after its key (`commune, case_id`), in the
+/// order the upserts of both stores bind them.
+pub const CASE_WRITTEN: [&str; 21] = [
+    "partition",
+    "received_at",
+    "received_channel",
+    "received_level",
+    "received_electronic",
+    "received_digitized",
+    "received_due",
+    "closing_at",
+    "closing_kind",
+    "closing_due",
+    "closing_outcome",
+    "rating_at",
+    "rating",
+    "rating_score",
+    "open_due",
+    "received_procedure",
+    "received_by",
+    "closing_by",
+    "rating_by",
+    "late",
+    "applied",
+];
+
+/// `INSERT INTO cases (…)` of every column a case write sets, key first.
+pub static INSERT_CASES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO cases (commune, case_id, {})",
+        CASE_WRITTEN.join(", ")
+    )
+});
+
+/// What a stored case's upsert replaces: every column but its key (and
+/// `older_ids`, which only the row knows).
+pub static REPLACE_CASE: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = CASE_WRITTEN
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "ON CONFLICT (commune, case_id) DO UPDATE SET {}",
+        sets.join(", ")
+    )
+});
+
 #[derive(sqlx::FromRow)]
 pub struct KeyedCaseRow {
     pub commune: String,

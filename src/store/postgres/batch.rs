@@ -10,7 +10,8 @@ use chrono::NaiveDate;
 use sqlx::{Postgres, Transaction};
 
 use super::super::codec::{
-    encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS, SUMS,
+    encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS,
+    INSERT_CASES, REPLACE_CASE, SUMS,
 };
 use super::super::copy::{Bytes, CopyRows};
 use super::super::{
@@ -462,11 +463,8 @@ async fn upsert_cases(
             rows.iter().map(|r| r.$f).collect::<Vec<_>>()
         };
     }
-    sqlx::query(
-        "INSERT INTO cases AS c (commune, case_id, partition, received_at, received_channel, received_level,
-                                 received_electronic, received_digitized, received_due, closing_at, closing_kind,
-                                 closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                                 received_procedure, received_by, closing_by, rating_by, late, applied)
+    let sql = format!(
+        "{insert}
          SELECT u.commune, u.case_id, $3, u.received_at, u.received_channel, u.received_level,
                 u.received_electronic, u.received_digitized, u.received_due, u.closing_at, u.closing_kind,
                 u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due,
@@ -479,51 +477,66 @@ async fn upsert_cases(
                    received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
                    rating_at, rating, rating_score, open_due, received_procedure, received_by, closing_by,
                    rating_by, late, applied)
-         ON CONFLICT (commune, case_id) DO UPDATE SET
-            partition = EXCLUDED.partition,
-            received_at = EXCLUDED.received_at, received_channel = EXCLUDED.received_channel,
-            received_level = EXCLUDED.received_level, received_electronic = EXCLUDED.received_electronic,
-            received_digitized = EXCLUDED.received_digitized, received_due = EXCLUDED.received_due,
-            closing_at = EXCLUDED.closing_at, closing_kind = EXCLUDED.closing_kind,
-            closing_due = EXCLUDED.closing_due, closing_outcome = EXCLUDED.closing_outcome,
-            rating_at = EXCLUDED.rating_at, rating = EXCLUDED.rating, rating_score = EXCLUDED.rating_score,
-            open_due = EXCLUDED.open_due, received_procedure = EXCLUDED.received_procedure,
-            received_by = EXCLUDED.received_by, closing_by = EXCLUDED.closing_by,
-            rating_by = EXCLUDED.rating_by, late = EXCLUDED.late, applied = EXCLUDED.applied",
-    )
-    .bind(cases.iter().map(|(k, _)| k.commune.as_str()).collect::<Vec<_>>())
-    .bind(cases.iter().map(|(k, _)| k.case_id.as_str()).collect::<Vec<_>>())
-    .bind(partition)
-    .bind(col!(received_at))
-    .bind(col!(received_channel))
-    .bind(col!(received_level))
-    .bind(col!(received_electronic))
-    .bind(col!(received_digitized))
-    .bind(col!(received_due))
-    .bind(col!(closing_at))
-    .bind(col!(closing_kind))
-    .bind(col!(closing_due))
-    .bind(col!(closing_outcome))
-    .bind(col!(rating_at))
-    .bind(col!(rating))
-    .bind(col!(rating_score))
-    .bind(open_due)
-    .bind(
-        cases
-            .iter()
-            .map(|(_, s)| s.procedure_code())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.received_by.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.closing_by.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.rating_by.as_deref()).collect::<Vec<_>>())
-    .bind(col!(late))
-    .bind(
-        rows.iter()
-            .map(|r| r.applied.as_deref().unwrap_or_default())
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut **tx)
-    .await?;
+         {replace}",
+        insert = *INSERT_CASES,
+        replace = *REPLACE_CASE,
+    );
+    sqlx::query(&sql)
+        .bind(
+            cases
+                .iter()
+                .map(|(k, _)| k.commune.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            cases
+                .iter()
+                .map(|(k, _)| k.case_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(partition)
+        .bind(col!(received_at))
+        .bind(col!(received_channel))
+        .bind(col!(received_level))
+        .bind(col!(received_electronic))
+        .bind(col!(received_digitized))
+        .bind(col!(received_due))
+        .bind(col!(closing_at))
+        .bind(col!(closing_kind))
+        .bind(col!(closing_due))
+        .bind(col!(closing_outcome))
+        .bind(col!(rating_at))
+        .bind(col!(rating))
+        .bind(col!(rating_score))
+        .bind(open_due)
+        .bind(
+            cases
+                .iter()
+                .map(|(_, s)| s.procedure_code())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.received_by.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.closing_by.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.rating_by.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(col!(late))
+        .bind(
+            rows.iter()
+                .map(|r| r.applied.as_deref().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::super::codec::{
     encode_document, BreachRow, CaseRow, DocumentRow, KeyedCaseRow, SumRow, CASE_COLUMNS,
-    COUNTER_COLUMNS, DOCUMENT_COLUMNS, SUMS,
+    CASE_WRITTEN, COUNTER_COLUMNS, DOCUMENT_COLUMNS, INSERT_CASES, REPLACE_CASE, SUMS,
 };
 use super::super::{
     stored_already, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
@@ -53,50 +53,58 @@ pub(super) fn tuples(rows: usize, columns: usize) -> String {
     vec![one; rows].join(", ")
 }
 
-/// The stored cases of `keys` (missing ones have no row), a statement per
-/// [`chunks`] run.
-pub(super) async fn cases_by_key(
+/// The stored rows of `keys` in `table` (the missing have none), keyed by
+/// `commune` and `id`, a statement per [`chunks`] run. The keys come first
+/// (`CROSS JOIN` keeps that order): one index probe each.
+async fn by_key<'k, K, R>(
     conn: &mut SqliteConnection,
-    keys: &[CaseKey],
-) -> Result<Vec<KeyedCaseRow>, StoreError> {
+    keys: &'k [K],
+    (columns, table, id): (&str, &str, &str),
+    key: impl Fn(&'k K) -> (&'k str, &'k str),
+) -> Result<Vec<R>, StoreError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
     let mut rows = Vec::with_capacity(keys.len());
     for run in chunks(keys) {
-        // The keys first (`CROSS JOIN` keeps that order): one index probe
-        // each.
         let sql = format!(
-            "SELECT {CASE_COLUMNS} FROM (VALUES {}) AS k
-             CROSS JOIN cases ON cases.commune = k.column1 AND cases.case_id = k.column2",
+            "SELECT {columns} FROM (VALUES {}) AS k
+             CROSS JOIN {table} ON {table}.commune = k.column1 AND {table}.{id} = k.column2",
             tuples(run.len(), 2)
         );
         let mut query = sqlx::query_as(&sql);
         for k in run {
-            query = query.bind(k.commune.as_str()).bind(&k.case_id);
+            let (commune, id) = key(k);
+            query = query.bind(commune).bind(id);
         }
         rows.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(rows)
 }
 
-/// The stored documents of `keys`, as [`cases_by_key`].
+/// The stored cases of `keys`.
+pub(super) async fn cases_by_key(
+    conn: &mut SqliteConnection,
+    keys: &[CaseKey],
+) -> Result<Vec<KeyedCaseRow>, StoreError> {
+    by_key(conn, keys, (CASE_COLUMNS, "cases", "case_id"), |k| {
+        (k.commune.as_str(), k.case_id.as_str())
+    })
+    .await
+}
+
+/// The stored documents of `keys`.
 pub(super) async fn documents_by_key(
     conn: &mut SqliteConnection,
     keys: &[DocumentKey],
 ) -> Result<Vec<DocumentRow>, StoreError> {
-    let mut rows = Vec::with_capacity(keys.len());
-    for run in chunks(keys) {
-        let sql = format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM (VALUES {}) AS k
-             CROSS JOIN documents ON documents.commune = k.column1
-                                 AND documents.document_id = k.column2",
-            tuples(run.len(), 2)
-        );
-        let mut query = sqlx::query_as(&sql);
-        for k in run {
-            query = query.bind(k.commune.as_str()).bind(&k.document_id);
-        }
-        rows.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(rows)
+    by_key(
+        conn,
+        keys,
+        (DOCUMENT_COLUMNS, "documents", "document_id"),
+        |k| (k.commune.as_str(), k.document_id.as_str()),
+    )
+    .await
 }
 
 /// Day counter changes, added to the stored rows.
@@ -200,26 +208,13 @@ impl BatchTx for SqliteBatch {
     ) -> Result<(), StoreError> {
         // A stored row is updated in place, so that what the row alone
         // knows (`older_ids`) stays.
-        let insert = "INSERT INTO cases (commune, case_id, partition, received_at, received_channel, received_level,
-                                    received_electronic, received_digitized, received_due, closing_at, closing_kind,
-                                    closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                                    received_procedure, received_by, closing_by, rating_by, late, applied)
-                 VALUES";
-        let update = "ON CONFLICT (commune, case_id) DO UPDATE SET
-               partition = excluded.partition, received_at = excluded.received_at,
-               received_channel = excluded.received_channel, received_level = excluded.received_level,
-               received_electronic = excluded.received_electronic,
-               received_digitized = excluded.received_digitized, received_due = excluded.received_due,
-               closing_at = excluded.closing_at, closing_kind = excluded.closing_kind,
-               closing_due = excluded.closing_due, closing_outcome = excluded.closing_outcome,
-               rating_at = excluded.rating_at, rating = excluded.rating,
-               rating_score = excluded.rating_score, open_due = excluded.open_due,
-               received_procedure = excluded.received_procedure, received_by = excluded.received_by,
-               closing_by = excluded.closing_by, rating_by = excluded.rating_by, late = excluded.late,
-               applied = excluded.applied";
+        let (insert, update) = (INSERT_CASES.as_str(), REPLACE_CASE.as_str());
         for (rows, conflict) in [(stored, update), (new, "")] {
             for run in chunks(rows) {
-                let sql = format!("{insert} {} {conflict}", tuples(run.len(), 23));
+                let sql = format!(
+                    "{insert} VALUES {} {conflict}",
+                    tuples(run.len(), 2 + CASE_WRITTEN.len())
+                );
                 let mut query = sqlx::query(&sql);
                 for (key, state) in run {
                     query = bind_case(query, partition, key, state);
