@@ -147,6 +147,26 @@ impl InternalEvent for BatchFenced {
     }
 }
 
+/// A batch whose commit failed after its partition was revoked (or claimed
+/// again): nothing of it was written, and whoever owns the partition now
+/// reads it again. A member frozen inside a batch's transaction sees this
+/// when it wakes: the server ended its idle transaction meanwhile.
+pub struct BatchLetGo<'a> {
+    pub partition: i32,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl InternalEvent for BatchLetGo<'_> {
+    fn emit(self, m: &Metrics) {
+        m.let_go.inc();
+        warn!(
+            partition = self.partition,
+            error = %self.error,
+            "partition let go while its batch was committing; batch abandoned unwritten"
+        );
+    }
+}
+
 /// A batch refused because an earlier commit of this member, whose outcome
 /// was lost with its connection, went through.
 pub struct BatchResynced {

@@ -9,10 +9,11 @@
 //!               them), batcher (pure: when a partition's batch goes),
 //!               worker (one batch in flight per partition, outcomes booked)
 //!   ──► projector: domain::decode ──► dead letters
-//!                  store load ──► domain::Fold (pure) ──► PartitionWrite
-//!                  commit: ONE transaction through store::BatchTx
-//!                    guard → event ids → counters → cases → documents →
-//!                    dead letters → breaches (domain::Evaluator) → position
+//!                  ONE transaction through store::BatchTx:
+//!                    guard → load (shared cases locked) ──► domain::Fold
+//!                    (pure) ──► PartitionWrite → counters → cases →
+//!                    documents → dead letters → breaches
+//!                    (domain::Evaluator) → position
 //!                  after the commit: internal_events, relay woken, ChangeNote
 //!   ──► alerts: outbox relay ──► Kafka cchc.indicator-alerts.v1, SSE, webhooks
 //!   ──► http: query API (read cache fed by ChangeNotes), dashboard, probes

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     pub refolded: Counter,
     pub fenced: Counter,
+    pub let_go: Counter,
     pub resynced: Counter,
     pub commit_retries: Counter,
     pub consumer_errors: Counter,
@@ -85,18 +86,79 @@ fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge<i64, AtomicI6
     g
 }
 
+/// A histogram of durations from 1 ms to about 33 s.
+fn seconds(registry: &mut Registry, name: &str, help: &str) -> Histogram {
+    let h = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+    registry.register(name, help, h.clone());
+    h
+}
+
+/// The counters of batches that did not commit as they were: refolded,
+/// fenced, let go, resynced, retried.
+fn batch_refusals(r: &mut Registry) -> [Counter; 5] {
+    [
+        counter(
+            r,
+            "batches_refolded",
+            "Batches folded again after an event id, case or document turned out stored already",
+        ),
+        counter(
+            r,
+            "batches_fenced",
+            "Batches refused because another member owns the partition",
+        ),
+        counter(
+            r,
+            "batches_let_go",
+            "Batches given up unwritten because their partition was revoked while they were committing",
+        ),
+        counter(
+            r,
+            "batches_resynced",
+            "Batches refused because an earlier commit whose outcome was lost went through",
+        ),
+        counter(
+            r,
+            "commit_retries",
+            "Batches abandoned on a transient store error, to be read and tried again",
+        ),
+    ]
+}
+
+/// The gauges of the consumer's state: lag, partitions, awaiting_evaluation.
+fn consumer_gauges(r: &mut Registry) -> [Gauge; 3] {
+    [
+        gauge(
+            r,
+            "consumer_lag_records",
+            "Records behind the partitions' ends",
+        ),
+        gauge(r, "owned_partitions", "Partitions owned by this instance"),
+        gauge(
+            r,
+            "partitions_awaiting_evaluation",
+            "Owned partitions whose breaches are not evaluated on their caught-up state yet",
+        ),
+    ]
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut r = Registry::with_prefix("cchc");
-        let batch_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        r.register(
+        let batch_seconds = seconds(
+            &mut r,
             "batch_seconds",
             "Time to project and commit one batch",
-            batch_seconds.clone(),
         );
+        let [refolded, fenced, let_go, resynced, commit_retries] = batch_refusals(&mut r);
+        let [lag, partitions, awaiting_evaluation] = consumer_gauges(&mut r);
         Metrics {
             records: counter(&mut r, "records", "Kafka records consumed and committed"),
-            applied: counter(&mut r, "events_applied", "Events that changed the projections"),
+            applied: counter(
+                &mut r,
+                "events_applied",
+                "Events that changed the projections",
+            ),
             superseded: counter(
                 &mut r,
                 "events_superseded",
@@ -112,7 +174,11 @@ impl Default for Metrics {
                 "dead_letters",
                 "Records kept aside as not valid events, by reason",
             ),
-            alerts: labelled(&mut r, "alerts", "Alerts written to the outbox, by event type"),
+            alerts: labelled(
+                &mut r,
+                "alerts",
+                "Alerts written to the outbox, by event type",
+            ),
             breaches_deferred: labelled(
                 &mut r,
                 "breaches_deferred",
@@ -120,28 +186,21 @@ impl Default for Metrics {
             ),
             batches: counter(&mut r, "batches", "Batches committed"),
             batch_seconds,
-            refolded: counter(
+            refolded,
+            fenced,
+            let_go,
+            resynced,
+            commit_retries,
+            consumer_errors: counter(
                 &mut r,
-                "batches_refolded",
-                "Batches folded again after an event id, case or document turned out stored already",
+                "consumer_errors",
+                "Errors reported by the Kafka consumer",
             ),
-            fenced: counter(
+            rebalances: counter(
                 &mut r,
-                "batches_fenced",
-                "Batches refused because another member owns the partition",
+                "rebalances",
+                "Partition assignments and revocations",
             ),
-            resynced: counter(
-                &mut r,
-                "batches_resynced",
-                "Batches refused because an earlier commit whose outcome was lost went through",
-            ),
-            commit_retries: counter(
-                &mut r,
-                "commit_retries",
-                "Batches abandoned on a transient store error, to be read and tried again",
-            ),
-            consumer_errors: counter(&mut r, "consumer_errors", "Errors reported by the Kafka consumer"),
-            rebalances: counter(&mut r, "rebalances", "Partition assignments and revocations"),
             partitions_assigned: counter(
                 &mut r,
                 "partitions_assigned",
@@ -177,13 +236,9 @@ impl Default for Metrics {
                 "http_events",
                 "Events sent to POST /api/v1/events, by producer and outcome",
             ),
-            lag: gauge(&mut r, "consumer_lag_records", "Records behind the partitions' ends"),
-            partitions: gauge(&mut r, "owned_partitions", "Partitions owned by this instance"),
-            awaiting_evaluation: gauge(
-                &mut r,
-                "partitions_awaiting_evaluation",
-                "Owned partitions whose breaches are not evaluated on their caught-up state yet",
-            ),
+            lag,
+            partitions,
+            awaiting_evaluation,
             registry: r,
         }
     }
@@ -220,6 +275,7 @@ mod tests {
             "cchc_records_total 1",
             "cchc_dead_letters_total{reason=\"not_json\"} 3",
             "cchc_batches_fenced_total 0",
+            "cchc_batches_let_go_total 0",
             "cchc_commit_retries_total 0",
             "cchc_consumer_errors_total 0",
             "cchc_consumer_lag_records 0",

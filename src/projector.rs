@@ -33,16 +33,14 @@ use tracing::{debug, instrument};
 
 use crate::domain::time::local_date;
 use crate::domain::{
-    decode, Alert, Applied, BatchPosition, CaseEvent, CaseKey, CaseState, DayCounters, Deferral,
-    DocumentKey, Evaluator, EventKey, Fold, UnitCode, Units,
+    decode, Alert, Applied, BatchPosition, CaseEvent, CaseKey, DayCounters, Deferral, DocumentKey,
+    Evaluator, EventKey, UnitCode, Units,
 };
 use crate::internal_events::{
     BatchCommitted, BatchRefolded, BreachesDeferred, DeadLettersKept, InternalEvent,
 };
 use crate::metrics::Metrics;
-use crate::store::{
-    BatchKeys, BatchTx, CaseRow, Claim, DeadLetter, PartitionWrite, Store, StoreError,
-};
+use crate::store::{BatchKeys, BatchTx, Claim, DeadLetter, PartitionWrite, Store, StoreError};
 
 /// One Kafka record, copied out of the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +129,17 @@ pub struct Projector {
     careful: Arc<Mutex<HashSet<i32>>>,
 }
 
+/// One try at a batch: what [`Projector::attempt`] folds and writes.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    batch: &'a PartitionBatch,
+    now: DateTime<Utc>,
+    events: &'a [CaseEvent],
+    dead_letters: &'a [DeadLetter],
+    /// The batch's stored documents are loaded too.
+    careful: bool,
+}
+
 /// A batch folded and ready to commit, and whether it repeated an event id
 /// or a document stored before it.
 struct Folded {
@@ -204,11 +213,25 @@ impl Projector {
         let evaluator = self.evaluator.as_ref().filter(|_| deferred.is_none());
         let mut careful = self.careful_set().contains(&batch.partition);
         let (folded, alerts) = loop {
-            let folded = self
-                .fold(batch, now, &events, &dead_letters, careful)
-                .await?;
-            match commit(&self.store, &folded.write, evaluator).await {
-                Ok(alerts) => break (folded, alerts),
+            let attempt = Attempt {
+                batch,
+                now,
+                events: &events,
+                dead_letters: &dead_letters,
+                careful,
+            };
+            let outcome = match &self.store {
+                Store::Postgres(s) => {
+                    self.attempt(s.begin_batch().await?, &attempt, evaluator)
+                        .await
+                }
+                Store::Sqlite(s) => {
+                    self.attempt(s.begin_batch().await?, &attempt, evaluator)
+                        .await
+                }
+            };
+            match outcome {
+                Ok(done) => break done,
                 Err(StoreError::StoredAlready { what, .. }) if !careful => {
                     BatchRefolded {
                         partition: batch.partition,
@@ -259,25 +282,46 @@ impl Projector {
         (events, dead_letters)
     }
 
-    /// Loads the working set (with the batch's stored documents when
-    /// `careful`), moves its clock to `now`, folds the
-    /// events, and says what the commit writes.
-    async fn fold(
+    /// One try at the batch, in the transaction `tx`: the partition's
+    /// position checked against the claim, the batch folded from what is
+    /// stored, and written (see [`write`]).
+    async fn attempt<T: BatchTx>(
         &self,
-        batch: &PartitionBatch,
-        now: DateTime<Utc>,
-        events: &[CaseEvent],
-        dead_letters: &[DeadLetter],
-        careful: bool,
-    ) -> Result<Folded, StoreError> {
+        mut tx: T,
+        a: &Attempt<'_>,
+        evaluator: Option<&Evaluator>,
+    ) -> Result<(Folded, Vec<Alert>), StoreError> {
+        let partition = a.batch.partition;
+        if let Some(refused) = a
+            .batch
+            .claim
+            .refusal(partition, tx.position(partition).await?)
+        {
+            return Err(refused);
+        }
+        let folded = self.fold(&mut tx, a).await?;
+        let alerts = write(tx, &folded.write, evaluator).await?;
+        Ok((folded, alerts))
+    }
+
+    /// Loads the working set inside the batch's transaction (with the
+    /// batch's stored documents when `careful`), moves its clock to `now`,
+    /// folds the events, and says what the commit writes.
+    async fn fold<T: BatchTx>(&self, tx: &mut T, a: &Attempt<'_>) -> Result<Folded, StoreError> {
+        let Attempt {
+            batch,
+            now,
+            events,
+            dead_letters,
+            careful,
+        } = *a;
         let (cases, documents) = keys(events);
         let keys = BatchKeys {
             cases: &cases,
             documents: if careful { &documents } else { &[] },
             events,
         };
-        let mut fold = self
-            .store
+        let mut fold = tx
             .load(&self.units, batch.partition, batch.claim.clock, now, &keys)
             .await?;
         // Which of the batch's cases and documents the store has: those are
@@ -290,7 +334,6 @@ impl Projector {
             .into_iter()
             .filter(|k| fold.document(k).is_some())
             .collect();
-        let mut loaded_shared = shared_as_loaded(&self.units, &fold);
         fold.advance_clock(now);
         let mut report = BatchReport {
             records: batch.records.len(),
@@ -330,10 +373,6 @@ impl Projector {
                 .cloned()
                 .expect("a changed case is in the working set")
         });
-        let expected: Vec<(CaseKey, CaseState)> = cases
-            .iter()
-            .filter_map(|(k, _)| loaded_shared.remove(k).map(|s| (k.clone(), s)))
-            .collect();
         let (documents, new_documents) = split_stored(changed_documents, &stored_documents, |k| {
             fold.document(k)
                 .cloned()
@@ -351,7 +390,6 @@ impl Projector {
             event_time: events.iter().map(|e| e.occurred_at).max(),
             deltas: fold.into_deltas().into_iter().collect(),
             cases,
-            expected,
             new_cases,
             documents,
             new_documents,
@@ -409,22 +447,20 @@ impl Projector {
 /// [`StoreError::Fenced`] if another member claimed the partition since the
 /// batch's claim, [`StoreError::Resync`] if the partition does not stand
 /// where the batch starts (offset and clock), [`StoreError::StoredAlready`]
-/// if an event id, or a case or document it takes as new, is stored already.
+/// if a case or document it takes as new is stored already.
 pub async fn commit(
     store: &Store,
     write: &PartitionWrite,
     evaluator: Option<&Evaluator>,
 ) -> Result<Vec<Alert>, StoreError> {
     match store {
-        Store::Postgres(s) => transaction(s.begin_batch().await?, write, evaluator).await,
-        Store::Sqlite(s) => transaction(s.begin_batch().await?, write, evaluator).await,
+        Store::Postgres(s) => guarded(s.begin_batch().await?, write, evaluator).await,
+        Store::Sqlite(s) => guarded(s.begin_batch().await?, write, evaluator).await,
     }
 }
 
-/// The batch transaction (see [`commit`]); dropping `tx` on an error rolls
-/// it back.
-#[instrument(name = "store.commit", skip_all, fields(partition = w.partition), err(level = "debug"))]
-async fn transaction<T: BatchTx>(
+/// [`write`], once the partition's position is checked.
+async fn guarded<T: BatchTx>(
     mut tx: T,
     w: &PartitionWrite,
     evaluator: Option<&Evaluator>,
@@ -432,7 +468,17 @@ async fn transaction<T: BatchTx>(
     if let Some(refused) = w.refusal(tx.position(w.partition).await?) {
         return Err(refused);
     }
-    check_expected(&mut tx, w).await?;
+    write(tx, w, evaluator).await
+}
+
+/// The batch's writes, after its position was checked (see [`commit`]);
+/// dropping `tx` on an error rolls it back.
+#[instrument(name = "store.commit", skip_all, fields(partition = w.partition), err(level = "debug"))]
+async fn write<T: BatchTx>(
+    mut tx: T,
+    w: &PartitionWrite,
+    evaluator: Option<&Evaluator>,
+) -> Result<Vec<Alert>, StoreError> {
     tx.add_counters(&w.deltas).await?;
     tx.write_cases(w.partition, &w.cases, &w.new_cases).await?;
     tx.write_documents(w.partition, &w.documents, &w.new_documents)
@@ -455,47 +501,6 @@ async fn transaction<T: BatchTx>(
         .await?;
     tx.commit().await?;
     Ok(alerts)
-}
-
-/// Refuses the batch ([`StoreError::StoredAlready`]: it is folded again)
-/// if a case that other partitions may write changed since it was loaded;
-/// locks those cases until the commit otherwise.
-async fn check_expected<T: BatchTx>(tx: &mut T, w: &PartitionWrite) -> Result<(), StoreError> {
-    if w.expected.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<CaseKey> = w.expected.iter().map(|(k, _)| k.clone()).collect();
-    let stored: HashMap<(String, String), CaseRow> = tx
-        .lock_cases(&keys)
-        .await?
-        .into_iter()
-        .map(|r| ((r.commune, r.case_id), r.row))
-        .collect();
-    for (key, loaded) in &w.expected {
-        let now = stored.get(&(key.commune.to_string(), key.case_id.clone()));
-        let mut want = CaseRow::encode_whole(loaded);
-        if let Some(now) = now {
-            // A row not written since the columns were added has them NULL
-            // (and was loaded with what they mean then): every write since
-            // sets them, so NULL still means unchanged.
-            if now.received_procedure.is_none() {
-                want.received_procedure = None;
-            }
-            if now.late.is_none() {
-                want.late = None;
-            }
-            if now.applied.is_none() {
-                want.applied = None;
-            }
-        }
-        if now != Some(&want) {
-            return Err(StoreError::StoredAlready {
-                partition: w.partition,
-                what: "a change to a case another partition also writes",
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Re-evaluates, against their targets, the units valid today that the
@@ -648,16 +653,6 @@ fn split_stored<K: Eq + std::hash::Hash, S>(
             (k, s)
         })
         .partition(|(k, _)| stored.contains(k))
-}
-
-/// What an event is about: a case, or a document.
-/// As loaded: the cases other partitions may write too (kept under a unit
-/// that others merged into), to check at the commit.
-fn shared_as_loaded(units: &Units, fold: &Fold) -> FxHashMap<CaseKey, CaseState> {
-    fold.cases()
-        .filter(|(k, _)| units.is_shared_home(&k.commune))
-        .map(|(k, c)| (k.clone(), c.clone()))
-        .collect()
 }
 
 /// The distinct cases and documents a batch names.

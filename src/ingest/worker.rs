@@ -18,7 +18,7 @@ use super::consumer::{lock, resume_at, IngestContext, Owned};
 use super::{Backoff, Batcher};
 use crate::clock::Clock;
 use crate::internal_events::{
-    BatchFenced, BatchResynced, CommitRetried, ConsumerErrored, InternalEvent,
+    BatchFenced, BatchLetGo, BatchResynced, CommitRetried, ConsumerErrored, InternalEvent,
 };
 use crate::projector::{BatchReport, PartitionBatch, Projector, Record};
 use crate::shutdown::CancellationToken;
@@ -239,8 +239,10 @@ impl Worker {
         if current != Some(batch.claim.generation) {
             // Revoked or claimed again while committing: a commit that got
             // through was fenced by nothing and stands; anything else is moot.
-            if let Ok(report) = &outcome {
-                self.progress.add(report);
+            match &outcome {
+                Ok(report) => self.progress.add(report),
+                Err(StoreError::Fenced { .. }) => {}
+                Err(error) => BatchLetGo { partition, error }.emit(&metrics),
             }
             batcher.settled(partition, None);
             return Ok(());

@@ -74,14 +74,21 @@ pub trait BatchTx: Send {
         partition: i32,
     ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
 
-    /// The stored rows of `keys` (in key order), locked until the
-    /// transaction ends: a case that other partitions may also write (kept
-    /// under a unit that others merged into) is checked to be as the batch
-    /// loaded it.
-    fn lock_cases(
+    /// The working set of the batch, read inside its transaction: the
+    /// stored facts of the cases and documents it names, which of its event
+    /// ids were already applied, and the open cases that become overdue when
+    /// the clock moves from `claim_clock` to `now`. The cases that other
+    /// partitions may also write (kept under a unit that others merged into)
+    /// are locked until the transaction ends, so the batch folds them as
+    /// they stay until its commit.
+    fn load(
         &mut self,
-        keys: &[CaseKey],
-    ) -> impl Future<Output = Result<Vec<KeyedCaseRow>, StoreError>> + Send;
+        units: &Units,
+        partition: i32,
+        claim_clock: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        keys: &BatchKeys<'_>,
+    ) -> impl Future<Output = Result<Fold, StoreError>> + Send;
 
     /// Adds the batch's counter changes to the stored day counters.
     fn add_counters(
@@ -266,24 +273,6 @@ impl Store {
         }
     }
 
-    /// A working set for one partition's batch: the stored facts of the
-    /// cases and documents the batch names, which of its event ids were
-    /// already applied, and the open cases that become overdue when the clock
-    /// moves from `claim_clock` to `now`.
-    pub async fn load(
-        &self,
-        units: &Units,
-        partition: i32,
-        claim_clock: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        keys: &BatchKeys<'_>,
-    ) -> Result<Fold, StoreError> {
-        match self {
-            Store::Postgres(s) => s.load(units, partition, claim_clock, now, keys).await,
-            Store::Sqlite(s) => s.load(units, partition, claim_clock, now, keys).await,
-        }
-    }
-
     /// Every stored day counter, by commune and day.
     pub async fn day_counters(&self) -> Result<Vec<(String, NaiveDate, DayCounters)>, StoreError> {
         match self {
@@ -326,6 +315,27 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// Why the partition's stored position refuses a batch read from this
+    /// claim, if it does: another owner's generation ([`StoreError::Fenced`]),
+    /// or this owner's but not where the claim stands
+    /// ([`StoreError::Resync`]).
+    pub fn refusal(&self, partition: i32, stored: Option<Position>) -> Option<StoreError> {
+        match stored {
+            Some(p) if p.generation == self.generation => {
+                let moved = p.next_offset != self.next_offset || p.clock != self.clock;
+                moved.then_some(StoreError::Resync {
+                    partition,
+                    next_offset: p.next_offset,
+                    clock: p.clock,
+                })
+            }
+            _ => Some(StoreError::Fenced {
+                partition,
+                generation: self.generation,
+            }),
+        }
+    }
+
     /// Whether a batch at `now` evaluates every commune of the partition for
     /// breaches: after a claim, and whenever the clock has passed a local
     /// midnight since the partition's last batch.
@@ -371,10 +381,6 @@ pub struct PartitionWrite {
     pub deltas: Vec<(DayKey, DayCounters)>,
     /// Changed cases that were stored when the batch was loaded (updated),
     pub cases: Vec<(CaseKey, CaseState)>,
-    /// Those of them that other partitions may write too, as loaded: the
-    /// commit is refused ([`StoreError::StoredAlready`], so the batch is
-    /// folded again) if one changed since.
-    pub expected: Vec<(CaseKey, CaseState)>,
     /// and those that were not (inserted: one stored since is a
     /// [`StoreError::StoredAlready`]). Each in key order.
     pub new_cases: Vec<(CaseKey, CaseState)>,
@@ -385,24 +391,16 @@ pub struct PartitionWrite {
 }
 
 impl PartitionWrite {
-    /// Why the partition's stored position refuses this batch, if it does:
-    /// another owner's generation ([`StoreError::Fenced`]), or this owner's
-    /// but not where the batch starts ([`StoreError::Resync`]).
+    /// Why the partition's stored position refuses this batch, if it does
+    /// (see [`Claim::refusal`]).
     pub fn refusal(&self, stored: Option<Position>) -> Option<StoreError> {
-        match stored {
-            Some(p) if p.generation == self.generation => {
-                let moved = p.next_offset != self.start_offset || p.clock != self.start_clock;
-                moved.then_some(StoreError::Resync {
-                    partition: self.partition,
-                    next_offset: p.next_offset,
-                    clock: p.clock,
-                })
-            }
-            _ => Some(StoreError::Fenced {
-                partition: self.partition,
-                generation: self.generation,
-            }),
+        Claim {
+            generation: self.generation,
+            next_offset: self.start_offset,
+            clock: self.start_clock,
+            reevaluate: false,
         }
+        .refusal(self.partition, stored)
     }
 
     /// The communes whose counters the batch changes, in code order.
@@ -483,9 +481,12 @@ impl StoreError {
                 sqlx::Error::Database(db) => {
                     // 08: connection exception; 40: transaction rollback
                     // (serialization, deadlock); 57P: operator intervention
-                    // (admin shutdown, cannot connect now); 53: resources.
+                    // (admin shutdown, cannot connect now); 53: resources;
+                    // 25P03: the session sat idle in a transaction too long.
                     let code = db.code().unwrap_or_default();
-                    ["08", "40", "57", "53"].iter().any(|c| code.starts_with(c))
+                    ["08", "40", "57", "53", "25P03"]
+                        .iter()
+                        .any(|c| code.starts_with(c))
                 }
                 _ => false,
             },

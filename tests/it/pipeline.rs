@@ -539,13 +539,19 @@ async fn watcher(setup: &Setup) -> sqlx::PgPool {
 /// when seen before `limit`. The caller acts at once: such a transaction
 /// lasts milliseconds.
 async fn open_write_transaction(db: &sqlx::PgPool, limit: Duration) -> bool {
+    open_write_transaction_of(db, "cchc", limit).await
+}
+
+/// As [`open_write_transaction`], for the connections named `application`.
+async fn open_write_transaction_of(db: &sqlx::PgPool, application: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'cchc' \
+             WHERE datname = current_database() AND application_name = $1 \
                AND backend_xid IS NOT NULL",
         )
+        .bind(application)
         .fetch_one(db)
         .await
         .expect("reading pg_stat_activity");
@@ -692,22 +698,45 @@ async fn a_database_down_at_start_and_restarted_mid_run_loses_and_doubles_nothin
 async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
     let (setup, store) = setup(4, None).await;
     let records = workload(13, env_number("SOAK_EVENTS", 200_000), 0.02);
-    let mut a = Pipeline::start(&setup, "a");
-    let producing = produce_in_background(&setup, records);
+    // A's connections name themselves, so that the test sees when A (not B)
+    // is inside a batch's transaction.
+    let url = &setup.database_url;
+    let a_url = format!(
+        "{url}{}application_name=cchc-a",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    let config = repo().join("config/default.toml");
+    let mut a = Pipeline::start_with(&setup, "a", &config, &[("CCHC_DATABASE__URL", &a_url)]);
+    // A feed that lasts past the freeze below, so that A is busy when frozen.
+    let producing = produce_paced_in_background(&setup, records, Duration::from_millis(300));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut b = Pipeline::start(&setup, "b"); // join: rebalance
     tokio::time::sleep(Duration::from_secs(4)).await;
-    // Stop A without telling anyone, long past its session timeout: the group
-    // expels it and B takes its partitions. A then wakes up as a zombie with
-    // whatever batch it was holding; its commit must be refused.
+    // Freeze A inside a batch's transaction (its partition's row locked),
+    // long past its session timeout: the group expels it and gives B its
+    // partitions. The server ends A's idle transaction, so B's claim does not
+    // wait on A's lock; A then wakes up as a zombie with the batch it was
+    // writing, and must not commit it: its transaction is gone, and a retry
+    // would be fenced.
+    let db = watcher(&setup).await;
+    assert!(
+        open_write_transaction_of(&db, "cchc-a", Duration::from_secs(20)).await,
+        "A never wrote a batch: {}",
+        a.log.display()
+    );
     a.signal("-STOP");
     tokio::time::sleep(Duration::from_secs(12)).await;
     a.signal("-CONT");
     tokio::time::sleep(Duration::from_secs(4)).await;
     b.kill(); // leave without a goodbye: A takes everything back
+    let refused = log_lines(&a, "fenced: another member owns the partition")
+        + log_lines(
+            &a,
+            "let go while its batch was committing; batch abandoned unwritten",
+        );
     assert!(
-        log_lines(&a, "fenced: another member owns the partition") > 0,
-        "the zombie never tried to commit a batch of a partition it had lost: {}",
+        refused > 0,
+        "the zombie's batch was not refused: {}",
         a.log.display()
     );
     caught_up_and_exact(&store, &setup, 4, producing, &mut [&mut a]).await;
@@ -910,7 +939,9 @@ async fn commit_from_an_older_generation_is_refused(url: &str) {
 /// (`var/test-logs/NAME.sqlite`), for tests that hold for both stores.
 async fn both_stores(name: &str) -> [String; 2] {
     let (_, url) = fresh_database().await;
-    let sqlite = repo().join(format!("var/test-logs/{name}.sqlite"));
+    let dir = repo().join("var/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = dir.join(format!("{name}.sqlite"));
     let _ = std::fs::remove_file(&sqlite);
     [url, format!("sqlite://{}", sqlite.display())]
 }
@@ -1112,7 +1143,7 @@ async fn escaped_keys_and_signed_again(url: &str) {
 #[tokio::test]
 async fn event_ids_applied_before_the_upgrade_are_still_repeats_after_it() {
     use cchc_pipeline::domain::{decode, Applied, DocumentKey};
-    use cchc_pipeline::store::BatchKeys;
+    use cchc_pipeline::store::{BatchKeys, BatchTx};
 
     let (_, url) = fresh_database().await;
     let before = repo().join("var/test-logs/migrations-before-0004");
@@ -1190,7 +1221,13 @@ async fn event_ids_applied_before_the_upgrade_are_still_repeats_after_it() {
         documents: std::slice::from_ref(&document),
         events: &events,
     };
-    let mut fold = store
+    let Store::Postgres(pg) = &store else {
+        unreachable!("a PostgreSQL store")
+    };
+    let mut fold = pg
+        .begin_batch()
+        .await
+        .unwrap()
         .load(&units, 0, None, Utc::now(), &keys)
         .await
         .unwrap();

@@ -4,28 +4,58 @@
 //! the transaction: [`StoreError::StoredAlready`]); updates bind whole
 //! columns as arrays (`UNNEST`), one statement per table.
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{Postgres, Transaction};
+use tracing::instrument;
+use uuid::Uuid;
 
 use super::super::codec::{
-    encode_document, BreachRow, CaseRow, KeyedCaseRow, SumRow, CASE_COLUMNS, COUNTER_COLUMNS,
-    INSERT_CASES, REPLACE_CASE, SUMS,
+    encode_document, overdue_range, BreachRow, CaseRow, KeyedCaseRow, LoadedRows, SumRow,
+    CASE_COLUMNS, COUNTER_COLUMNS, DOCUMENT_COLUMNS, INSERT_CASES, REPLACE_CASE, SUMS,
 };
 use super::super::copy::{Bytes, CopyRows};
 use super::super::{
-    stored_already, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
+    stored_already, BatchKeys, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
 };
+use super::id_digest;
 use crate::domain::{
-    Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState,
-    StateKey,
+    Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
+    StateKey, Units,
 };
 
 /// A batch transaction on a PostgreSQL store (see [`BatchTx`]).
 pub struct PgBatch {
     pub(super) tx: Transaction<'static, Postgres>,
     pub(super) topic: String,
+}
+
+/// A case's key as (commune, case id).
+type CaseRef<'a> = (&'a str, &'a str);
+
+impl PgBatch {
+    /// The stored rows of `keys` (commune, case id), the query ending with
+    /// `tail`.
+    async fn cases(
+        &mut self,
+        keys: &[CaseRef<'_>],
+        tail: &str,
+    ) -> Result<Vec<KeyedCaseRow>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (communes, ids): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        Ok(sqlx::query_as(&format!(
+            "SELECT {CASE_COLUMNS} FROM cases
+             WHERE (commune, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) {tail}"
+        ))
+        .bind(&communes)
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
 }
 
 /// The day counters' upsert: every counter column bound as an array, added
@@ -60,23 +90,89 @@ impl BatchTx for PgBatch {
         .await?)
     }
 
-    /// A plain `COPY` of the ids' digests in key order (no `ON CONFLICT`,
-    /// whose speculative insertion costs a second index descent per row).
-    async fn lock_cases(&mut self, keys: &[CaseKey]) -> Result<Vec<KeyedCaseRow>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
+    /// The batch's cases are read in two statements: those only this
+    /// partition writes plainly, and the shared ones (the batch's and the
+    /// overdue ones the clock moves) with `FOR UPDATE`, in key order (every
+    /// transaction takes its case locks in one ordered statement, so two
+    /// never wait on each other).
+    #[instrument(name = "store.load", skip_all, fields(partition, cases = keys.cases.len()), err)]
+    async fn load(
+        &mut self,
+        units: &Units,
+        partition: i32,
+        claim_clock: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        keys: &BatchKeys<'_>,
+    ) -> Result<Fold, StoreError> {
+        let BatchKeys {
+            cases,
+            documents,
+            events,
+        } = *keys;
+        let mut rows = LoadedRows::default();
+        if let Some((from, to)) = overdue_range(claim_clock, now) {
+            rows.overdue = sqlx::query_as(&format!(
+                "SELECT {CASE_COLUMNS} FROM cases
+                 WHERE partition = $1 AND ($2::date IS NULL OR open_due >= $2) AND open_due < $3"
+            ))
+            .bind(partition)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *self.tx)
+            .await?;
         }
-        let communes: Vec<&str> = keys.iter().map(|k| k.commune.as_str()).collect();
-        let ids: Vec<&str> = keys.iter().map(|k| k.case_id.as_str()).collect();
-        Ok(sqlx::query_as(&format!(
-            "SELECT {CASE_COLUMNS} FROM cases
-             WHERE (commune, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
-             ORDER BY commune, case_id FOR UPDATE"
-        ))
-        .bind(&communes)
-        .bind(&ids)
-        .fetch_all(&mut *self.tx)
-        .await?)
+        let shared = |commune: &str| {
+            units
+                .commune(commune)
+                .is_some_and(|c| units.is_shared_home(c))
+        };
+        let (mut locked, own): (Vec<CaseRef<'_>>, Vec<CaseRef<'_>>) = cases
+            .iter()
+            .map(|k| (k.commune.as_str(), k.case_id.as_str()))
+            .partition(|(commune, _)| shared(commune));
+        // An overdue shared case is read again, locked: its locked row comes
+        // first in the working set.
+        locked.extend(
+            rows.overdue
+                .iter()
+                .filter(|r| shared(&r.commune))
+                .map(|r| (r.commune.as_str(), r.case_id.as_str())),
+        );
+        let mut cases = self
+            .cases(&locked, "ORDER BY commune, case_id FOR UPDATE")
+            .await?;
+        cases.extend(self.cases(&own, "").await?);
+        rows.cases = cases;
+        if !documents.is_empty() {
+            let communes: Vec<&str> = documents.iter().map(|k| k.commune.as_str()).collect();
+            let ids: Vec<&str> = documents.iter().map(|k| k.document_id.as_str()).collect();
+            rows.documents = sqlx::query_as(&format!(
+                "SELECT {DOCUMENT_COLUMNS} FROM documents
+                 WHERE (commune, document_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+            ))
+            .bind(&communes)
+            .bind(&ids)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        }
+        let older = rows.older_ids(events);
+        if !older.is_empty() {
+            let digests: Vec<Uuid> = older.iter().map(|id| id_digest(id)).collect();
+            let stored: HashSet<Uuid> =
+                sqlx::query_scalar("SELECT digest FROM seen_event_digests WHERE digest = ANY($1)")
+                    .bind(&digests)
+                    .fetch_all(&mut *self.tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+            rows.seen = older
+                .iter()
+                .zip(&digests)
+                .filter(|(_, d)| stored.contains(d))
+                .map(|(id, _)| (*id).to_string())
+                .collect();
+        }
+        rows.into_fold(units, claim_clock)
     }
 
     async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {

@@ -5,7 +5,6 @@
 mod batch;
 mod schemas;
 
-use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,11 +15,9 @@ use sqlx::{ConnectOptions, PgPool};
 use tracing::{info, instrument};
 use uuid::Uuid;
 
-use super::codec::{
-    overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS, DOCUMENT_COLUMNS,
-};
-use super::{BatchKeys, Claim, StoreError};
-use crate::domain::{DayCounters, Fold, Units};
+use super::codec::{CounterRow, ALL_DAY_COUNTERS};
+use super::{Claim, StoreError};
+use crate::domain::DayCounters;
 use schemas::{ensure_control, ident, CONTROL_SCHEMA};
 
 pub use batch::PgBatch;
@@ -165,81 +162,6 @@ impl PgStore {
             .await?)
     }
 
-    /// A working set for one partition's batch: the stored facts of the
-    /// cases and documents the batch names, which of its event ids were
-    /// already applied, and the open cases that become overdue when the clock
-    /// moves from `claim_clock` to `now`.
-    #[instrument(name = "store.load", skip_all, fields(partition, cases = keys.cases.len()), err)]
-    pub async fn load(
-        &self,
-        units: &Units,
-        partition: i32,
-        claim_clock: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        keys: &BatchKeys<'_>,
-    ) -> Result<Fold, StoreError> {
-        let BatchKeys {
-            cases,
-            documents,
-            events,
-        } = *keys;
-        let mut conn = self.pool().acquire().await?;
-        let mut rows = LoadedRows::default();
-        if !cases.is_empty() {
-            let communes: Vec<&str> = cases.iter().map(|k| k.commune.as_str()).collect();
-            let ids: Vec<&str> = cases.iter().map(|k| k.case_id.as_str()).collect();
-            rows.cases = sqlx::query_as(&format!(
-                "SELECT {CASE_COLUMNS} FROM cases
-                 WHERE (commune, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
-            ))
-            .bind(&communes)
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?;
-        }
-        if let Some((from, to)) = overdue_range(claim_clock, now) {
-            rows.overdue = sqlx::query_as(&format!(
-                "SELECT {CASE_COLUMNS} FROM cases
-                 WHERE partition = $1 AND ($2::date IS NULL OR open_due >= $2) AND open_due < $3"
-            ))
-            .bind(partition)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *conn)
-            .await?;
-        }
-        if !documents.is_empty() {
-            let communes: Vec<&str> = documents.iter().map(|k| k.commune.as_str()).collect();
-            let ids: Vec<&str> = documents.iter().map(|k| k.document_id.as_str()).collect();
-            rows.documents = sqlx::query_as(&format!(
-                "SELECT {DOCUMENT_COLUMNS} FROM documents
-                 WHERE (commune, document_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
-            ))
-            .bind(&communes)
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?;
-        }
-        let older = rows.older_ids(events);
-        if !older.is_empty() {
-            let digests: Vec<Uuid> = older.iter().map(|id| id_digest(id)).collect();
-            let stored: HashSet<Uuid> =
-                sqlx::query_scalar("SELECT digest FROM seen_event_digests WHERE digest = ANY($1)")
-                    .bind(&digests)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .into_iter()
-                    .collect();
-            rows.seen = older
-                .iter()
-                .zip(&digests)
-                .filter(|(_, d)| stored.contains(d))
-                .map(|(id, _)| (*id).to_string())
-                .collect();
-        }
-        rows.into_fold(units, claim_clock)
-    }
-
     /// Every stored day counter, by commune and day.
     pub async fn day_counters(&self) -> Result<Vec<(String, NaiveDate, DayCounters)>, StoreError> {
         let rows: Vec<CounterRow> = sqlx::query_as(&ALL_DAY_COUNTERS)
@@ -282,6 +204,16 @@ pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError>
     })
 }
 
+/// How long a session may sit inside a transaction between statements
+/// before the server ends it. A batch's transaction is idle only while its
+/// fold runs (milliseconds); a member frozen mid-batch (SIGSTOP, a VM
+/// paused, a network partition) would otherwise keep its partition's row
+/// locked, and the member the group gave the partition to would wait on its
+/// claim until the frozen one woke up. Ended, its locks are released, the
+/// new owner claims, and the frozen member's batch is refused when it
+/// wakes (its retry is fenced).
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+
 /// A pool whose connections resolve table names in `schema` only, which is
 /// brought up to date by the migrations.
 pub(super) async fn schema_pool(
@@ -293,7 +225,13 @@ pub(super) async fn schema_pool(
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options.clone().options([("search_path", schema)]))
+        .connect_with(options.clone().options([
+            ("search_path", schema),
+            (
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            ),
+        ]))
         .await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
     Ok(pool)

@@ -4,21 +4,22 @@
 //! batch's time on those trips. Sets of communes are bound as one JSON
 //! array (`json_each`).
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::query::Query;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::super::codec::{
-    encode_document, BreachRow, CaseRow, DocumentRow, KeyedCaseRow, SumRow, CASE_COLUMNS,
-    CASE_WRITTEN, COUNTER_COLUMNS, DOCUMENT_COLUMNS, INSERT_CASES, REPLACE_CASE, SUMS,
+    encode_document, overdue_range, BreachRow, CaseRow, DocumentRow, KeyedCaseRow, LoadedRows,
+    SumRow, CASE_COLUMNS, CASE_WRITTEN, COUNTER_COLUMNS, DOCUMENT_COLUMNS, INSERT_CASES,
+    REPLACE_CASE, SUMS,
 };
 use super::super::{
-    stored_already, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
+    stored_already, BatchKeys, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
 };
 use crate::domain::{
-    Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState,
-    StateKey,
+    Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
+    StateKey, Units,
 };
 
 /// A batch transaction on a SQLite store (see [`BatchTx`]).
@@ -83,7 +84,7 @@ where
 }
 
 /// The stored cases of `keys`.
-pub(super) async fn cases_by_key(
+async fn cases_by_key(
     conn: &mut SqliteConnection,
     keys: &[CaseKey],
 ) -> Result<Vec<KeyedCaseRow>, StoreError> {
@@ -94,7 +95,7 @@ pub(super) async fn cases_by_key(
 }
 
 /// The stored documents of `keys`.
-pub(super) async fn documents_by_key(
+async fn documents_by_key(
     conn: &mut SqliteConnection,
     keys: &[DocumentKey],
 ) -> Result<Vec<DocumentRow>, StoreError> {
@@ -176,10 +177,43 @@ impl BatchTx for SqliteBatch {
         .await?)
     }
 
-    async fn lock_cases(&mut self, keys: &[CaseKey]) -> Result<Vec<KeyedCaseRow>, StoreError> {
-        // The transaction holds SQLite's one write lock: nothing else
-        // writes until it ends.
-        cases_by_key(&mut self.tx, keys).await
+    /// The transaction holds SQLite's one write lock (the one writing
+    /// connection): nothing else writes until it ends, so nothing needs
+    /// locking.
+    async fn load(
+        &mut self,
+        units: &Units,
+        partition: i32,
+        claim_clock: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        keys: &BatchKeys<'_>,
+    ) -> Result<Fold, StoreError> {
+        let mut rows = LoadedRows {
+            cases: cases_by_key(&mut self.tx, keys.cases).await?,
+            ..LoadedRows::default()
+        };
+        if let Some((from, to)) = overdue_range(claim_clock, now) {
+            rows.overdue = sqlx::query_as(&format!(
+                "SELECT {CASE_COLUMNS} FROM cases
+                 WHERE partition = ?1 AND (?2 IS NULL OR open_due >= ?2) AND open_due < ?3"
+            ))
+            .bind(partition)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        }
+        rows.documents = documents_by_key(&mut self.tx, keys.documents).await?;
+        // Ids applied before they were kept with their case or document.
+        for id in rows.older_ids(keys.events) {
+            let seen: Option<String> =
+                sqlx::query_scalar("SELECT event_id FROM seen_events WHERE event_id = ?1")
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+            rows.seen.extend(seen);
+        }
+        rows.into_fold(units, claim_clock)
     }
 
     async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {

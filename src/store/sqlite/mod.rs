@@ -12,9 +12,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::codec::{overdue_range, CounterRow, LoadedRows, ALL_DAY_COUNTERS, CASE_COLUMNS};
-use super::{BatchKeys, Claim, StoreError};
-use crate::domain::{DayCounters, Fold, Units};
+use super::codec::{CounterRow, ALL_DAY_COUNTERS};
+use super::{Claim, StoreError};
+use crate::domain::DayCounters;
 
 pub use batch::SqliteBatch;
 
@@ -100,43 +100,6 @@ impl SqliteStore {
             .bind(&self.topic)
             .fetch_all(&self.read_pool)
             .await?)
-    }
-
-    pub async fn load(
-        &self,
-        units: &Units,
-        partition: i32,
-        claim_clock: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        keys: &BatchKeys<'_>,
-    ) -> Result<Fold, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let mut rows = LoadedRows {
-            cases: batch::cases_by_key(&mut conn, keys.cases).await?,
-            ..LoadedRows::default()
-        };
-        if let Some((from, to)) = overdue_range(claim_clock, now) {
-            rows.overdue = sqlx::query_as(&format!(
-                "SELECT {CASE_COLUMNS} FROM cases
-                 WHERE partition = ?1 AND (?2 IS NULL OR open_due >= ?2) AND open_due < ?3"
-            ))
-            .bind(partition)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *conn)
-            .await?;
-        }
-        rows.documents = batch::documents_by_key(&mut conn, keys.documents).await?;
-        // Ids applied before they were kept with their case or document.
-        for id in rows.older_ids(keys.events) {
-            let seen: Option<String> =
-                sqlx::query_scalar("SELECT event_id FROM seen_events WHERE event_id = ?1")
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            rows.seen.extend(seen);
-        }
-        rows.into_fold(units, claim_clock)
     }
 
     /// Begins one batch's transaction.
