@@ -22,6 +22,19 @@ use crate::alerts::{caught_up, ids, local, repo_config, send, AlertReader, Event
 use crate::pipeline::{setup, Pipeline};
 use crate::support::{free_port, get_json, spawn_app};
 
+/// An hour ago, local time, but not before today's local midnight: the
+/// horizon counts calendar days after the pipeline's today, so the test's
+/// events must fall on today's date (in the first hour after midnight, an
+/// hour ago is yesterday, and "due in four days" would be three days after
+/// today).
+fn earlier_today() -> DateTime<FixedOffset> {
+    let now = Utc::now().with_timezone(&local());
+    let midnight = local()
+        .from_local_datetime(&now.date_naive().and_time(NaiveTime::MIN))
+        .unwrap();
+    (now - Span::hours(1)).max(midnight)
+}
+
 /// 30 cases received and resolved on time (due in a week), then
 /// nothing open.
 fn on_time_history(ev: &mut Events) -> Vec<Value> {
@@ -119,7 +132,7 @@ async fn a_case_coming_due_puts_the_commune_at_risk_once_and_its_resolution_clea
     settings.alert_windows = vec![Window::Rolling30Days];
     let mut pipeline = spawn_app(settings).await;
     let mut reader = AlertReader::new(&setup.alerts_topic);
-    let now = Utc::now().with_timezone(&local()) - Span::hours(1);
+    let now = earlier_today();
     let mut ev = Events::new(now);
     send(&setup.topic, on_time_history(&mut ev)).await;
     caught_up(&store, &setup, &mut pipeline).await;
@@ -238,7 +251,7 @@ async fn a_case_coming_due_puts_the_commune_at_risk_once_and_its_resolution_clea
 async fn an_at_risk_alert_committed_before_a_sigkill_is_published_once_and_not_repeated_after_restarts(
 ) {
     let (setup, store) = setup(1, None).await;
-    let now = Utc::now().with_timezone(&local()) - Span::hours(1);
+    let now = earlier_today();
     let mut ev = Events::new(now);
     const ROLLING: (&str, &str) = ("CCHC_ALERTS__WINDOWS", r#"["rolling_30d"]"#);
     let start = |name: &str, env: &[(&str, &str)]| {
