@@ -209,9 +209,10 @@ pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError>
 /// fold runs (milliseconds); a member frozen mid-batch (SIGSTOP, a VM
 /// paused, a network partition) would otherwise keep its partition's row
 /// locked, and the member the group gave the partition to would wait on its
-/// claim until the frozen one woke up. Ended, its locks are released, the
-/// new owner claims, and the frozen member's batch is refused when it
-/// wakes (its retry is fenced).
+/// claim until the frozen one woke up. Ended, its locks are released and
+/// the new owner claims; the frozen member's batch fails when it wakes, and
+/// is given up (`BatchLetGo`) once its partition is revoked, or fenced if
+/// retried first.
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 
 /// A pool whose connections resolve table names in `schema` only, which is
