@@ -1,28 +1,40 @@
 //! Decode + fold throughput against a baseline measured in the same run:
 //! `serde_json` parsing the same records into `serde_json::Value` and
 //! dropping them. Run with `cargo bench --bench fold`; prints events per
-//! second for both and their ratio (goal: ≥ 0.5× the baseline and ≥ 1M
-//! events/s on one core).
+//! second for both and their ratio (goal: decode + fold ≥ 1.0× the
+//! baseline).
 //!
 //! The records are the simulator's realistic mix with every tenth record
 //! made malformed (a different kind each time: not JSON, wrong type,
 //! unknown commune, missing field, bad timestamp, ...), and the fold's
 //! clock advances every 2,000 records, as the pipeline's batches do.
+//!
+//! Measured in paired rounds: each round times one pass of the baseline,
+//! of decode + fold and of decode alone, back to back, and the ratios are
+//! taken within a round. On a shared machine whose speed drifts by a third
+//! from one minute to the next, a ratio of two medians taken minutes apart
+//! measures the drift; a ratio within a round measures the code. The
+//! figures printed are the medians over the rounds.
 
+use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use criterion::{black_box, Criterion, Throughput};
 
 use cchc_pipeline::config::Settings;
-use cchc_pipeline::domain::{decode, Fold};
+use cchc_pipeline::domain::{decode, Fold, Units};
 use cchc_pipeline::simulator::Simulator;
 
 const EVENTS: usize = 100_000;
 
 /// A clock tick every this many records.
 const BATCH: usize = 2_000;
+
+/// Timed rounds (after [`WARM_UP`] untimed ones); `FOLD_BENCH_ROUNDS`
+/// overrides.
+const ROUNDS: usize = 21;
+const WARM_UP: usize = 2;
 
 /// The `n`-th kind of malformed record, made from a valid one.
 fn malformed(valid: &str, n: usize) -> String {
@@ -43,11 +55,7 @@ fn malformed(valid: &str, n: usize) -> String {
 }
 
 /// The records, and after each batch of [`BATCH`] the time of its last event.
-fn records() -> (
-    Vec<String>,
-    Vec<DateTime<Utc>>,
-    cchc_pipeline::domain::Units,
-) {
+fn records() -> (Vec<String>, Vec<DateTime<Utc>>, Units) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
     let units = Settings::load_file(&file).expect("config").units;
     let start = NaiveDate::from_ymd_opt(2023, 1, 1).expect("date");
@@ -69,84 +77,98 @@ fn records() -> (
     (values, ticks, units)
 }
 
+fn baseline(values: &[String]) {
+    for v in values {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(v.as_bytes());
+        black_box(parsed.is_ok());
+    }
+}
+
+fn decode_and_fold(values: &[String], ticks: &[DateTime<Utc>], units: &Units) {
+    let mut fold = Fold::new(None);
+    for (batch, tick) in values.chunks(BATCH).zip(ticks) {
+        for v in batch {
+            if let Ok(e) = decode(Some(v.as_bytes()), units) {
+                fold.apply(&e);
+            }
+        }
+        fold.advance_clock(*tick);
+    }
+    black_box(fold.deltas().len());
+}
+
+fn decode_only(values: &[String], units: &Units) {
+    for v in values {
+        black_box(decode(Some(v.as_bytes()), units).is_ok());
+    }
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 fn main() {
+    let rounds = std::env::var("FOLD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
     let (values, ticks, units) = records();
     let invalid = values
         .iter()
         .filter(|v| decode(Some(v.as_bytes()), &units).is_err())
         .count();
     let bytes: usize = values.iter().map(String::len).sum();
-    let mut c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(8))
-        .configure_from_args();
-    let mut group = c.benchmark_group("fold");
-    group.throughput(Throughput::Elements(EVENTS as u64));
-    group.bench_function("baseline_serde_json_value", |b| {
-        b.iter(|| {
-            for v in &values {
-                let parsed: Result<serde_json::Value, _> = serde_json::from_slice(v.as_bytes());
-                black_box(parsed.is_ok());
-            }
-        });
-    });
-    group.bench_function("decode_and_fold", |b| {
-        b.iter(|| {
-            let mut fold = Fold::new(None);
-            for (batch, tick) in values.chunks(BATCH).zip(&ticks) {
-                for v in batch {
-                    if let Ok(e) = decode(Some(v.as_bytes()), &units) {
-                        fold.apply(&e);
-                    }
-                }
-                fold.advance_clock(*tick);
-            }
-            black_box(fold.deltas().len())
-        });
-    });
-    group.bench_function("decode_only", |b| {
-        b.iter(|| {
-            for v in &values {
-                black_box(decode(Some(v.as_bytes()), &units).is_ok());
-            }
-        });
-    });
-    group.finish();
-    c.final_summary();
-
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let dir = target.join("criterion/fold");
-    let rate = |name: &str| -> Option<f64> {
-        let text = std::fs::read_to_string(dir.join(name).join("new/estimates.json")).ok()?;
-        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let nanos = json["median"]["point_estimate"].as_f64()?;
-        Some(EVENTS as f64 / (nanos / 1e9))
+    let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
+    let (mut base, mut fold, mut dec) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fold_ratio, mut dec_ratio) = (Vec::new(), Vec::new());
+    for round in 0..WARM_UP + rounds {
+        let b = rate(timed(|| baseline(&values)));
+        let f = rate(timed(|| decode_and_fold(&values, &ticks, &units)));
+        let d = rate(timed(|| decode_only(&values, &units)));
+        if round >= WARM_UP {
+            base.push(b);
+            fold.push(f);
+            dec.push(d);
+            fold_ratio.push(f / b);
+            dec_ratio.push(d / b);
+        }
+    }
+    let spread = |xs: &[f64]| {
+        let (lo, hi) = xs
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        format!("{lo:.2}–{hi:.2}")
     };
     println!(
-        "\n{} records, mean {} bytes each, {} of them malformed; a clock tick every {}",
+        "{} records, mean {} bytes each, {} of them malformed; a clock tick every {}; \
+         medians of {} paired rounds",
         EVENTS,
         bytes / EVENTS,
         invalid,
-        BATCH
+        BATCH,
+        rounds
     );
-    if let (Some(base), Some(fold), Some(dec)) = (
-        rate("baseline_serde_json_value"),
-        rate("decode_and_fold"),
-        rate("decode_only"),
-    ) {
-        println!("baseline serde_json::Value  {:>12.0} events/s  1.00x", base);
-        println!(
-            "decode only                 {:>12.0} events/s  {:.2}x",
-            dec,
-            dec / base
-        );
-        println!(
-            "decode + fold               {:>12.0} events/s  {:.2}x",
-            fold,
-            fold / base
-        );
-    }
+    println!(
+        "baseline serde_json::Value  {:>12.0} events/s  1.00x",
+        median(base)
+    );
+    println!(
+        "decode only                 {:>12.0} events/s  {:.2}x  (rounds {})",
+        median(dec),
+        median(dec_ratio.clone()),
+        spread(&dec_ratio)
+    );
+    println!(
+        "decode + fold               {:>12.0} events/s  {:.2}x  (rounds {})",
+        median(fold),
+        median(fold_ratio.clone()),
+        spread(&fold_ratio)
+    );
 }
