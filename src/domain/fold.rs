@@ -13,30 +13,96 @@
 //! the open cases the clock makes overdue), and persists what changed plus the
 //! counter deltas.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::{Hash, Hasher};
+
+use indexmap::Equivalent;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use super::counters::DayCounters;
-use super::event::{CaseEvent, EventKind, Rated, Received, Resolved, Signature};
+use super::event::{CaseEvent, DocumentSigned, EventKind, Rated, Received, Resolved, Signature};
 use super::time::local_date;
 use super::units::UnitCode;
 
 /// A case, identified within its commune (MaHoSo is unique per commune's
 /// software, not nationally): the case's home ([`CaseEvent::home`]), the
 /// commune itself but for a unit that merged into another.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CaseKey {
     pub commune: UnitCode,
     pub case_id: String,
 }
 
 /// A signed document, identified within its commune.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DocumentKey {
     pub commune: UnitCode,
     pub document_id: String,
 }
+
+/// A [`CaseKey`] or [`DocumentKey`] borrowed from an event: what the fold
+/// looks its working set up by, so that a case or document already held is
+/// found without allocating its key. Hashes as the owned keys do.
+#[derive(Clone, Copy)]
+struct KeyRef<'a> {
+    commune: &'a str,
+    id: &'a str,
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.commune.hash(state);
+        self.id.hash(state);
+    }
+}
+
+impl Hash for CaseKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        KeyRef::from(self).hash(state);
+    }
+}
+
+impl Hash for DocumentKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        KeyRef::from(self).hash(state);
+    }
+}
+
+impl<'a> From<&'a CaseKey> for KeyRef<'a> {
+    fn from(key: &'a CaseKey) -> Self {
+        KeyRef {
+            commune: key.commune.as_str(),
+            id: &key.case_id,
+        }
+    }
+}
+
+impl<'a> From<&'a DocumentKey> for KeyRef<'a> {
+    fn from(key: &'a DocumentKey) -> Self {
+        KeyRef {
+            commune: key.commune.as_str(),
+            id: &key.document_id,
+        }
+    }
+}
+
+impl Equivalent<CaseKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CaseKey) -> bool {
+        self.id == key.case_id && self.commune == key.commune.as_str()
+    }
+}
+
+impl Equivalent<DocumentKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &DocumentKey) -> bool {
+        self.id == key.document_id && self.commune == key.commune.as_str()
+    }
+}
+
+/// The fold's maps: FxHash, looked up by [`KeyRef`].
+type Map<K, V> = indexmap::IndexMap<K, V, FxBuildHasher>;
 
 /// A fact with the time of the event that established it: a later
 /// `occurred_at` replaces it; an equal one replaces it too, since it arrived
@@ -277,14 +343,20 @@ pub type DayKey = (UnitCode, NaiveDate);
 #[derive(Debug, Default, Clone)]
 pub struct Fold {
     today: Option<NaiveDate>,
-    cases: FxHashMap<CaseKey, CaseState>,
-    documents: FxHashMap<DocumentKey, DocumentState>,
+    cases: Map<CaseKey, CaseState>,
+    documents: Map<DocumentKey, DocumentState>,
     /// Ids known applied that their case or document does not list (kept
     /// apart by an earlier version of the store).
     seen: FxHashSet<String>,
     deltas: FxHashMap<DayKey, DayCounters>,
     /// Cases the clock made late (their `late` changed without an event).
     clocked: FxHashSet<CaseKey>,
+    /// Open cases not counted late, by the day they start counting late
+    /// and their index in `cases`: the clock visits only the cases whose
+    /// day has come, not every case held. An entry may be stale (the case
+    /// closed since, or its receipt moved its due date, which pushed a new
+    /// entry): the clock checks the case itself.
+    pending: BinaryHeap<Reverse<(NaiveDate, usize)>>,
 }
 
 impl Fold {
@@ -305,7 +377,11 @@ impl Fold {
     /// Adds a case as stored, without counting it (its contribution is
     /// already in the stored counters).
     pub fn load_case(&mut self, key: CaseKey, state: CaseState) {
-        self.cases.insert(key, state);
+        let pending = pending_day(&state);
+        let (index, _) = self.cases.insert_full(key, state);
+        if let Some(day) = pending {
+            self.pending.push(Reverse((day, index)));
+        }
     }
 
     /// Adds a document as stored, without counting it.
@@ -358,59 +434,36 @@ impl Fold {
         let at = event.occurred_at;
         match &event.kind {
             EventKind::DocumentSigned(signed) => {
-                let key = DocumentKey {
-                    commune: event.commune.clone(),
-                    document_id: signed.document_id.clone(),
-                };
-                let signed = Fact {
-                    at,
-                    value: signed.signature,
-                };
-                let old = self.documents.get_mut(&key);
-                if let Some(old) = &old {
-                    if old.applied.binary_search(&digest).is_ok() {
-                        return Applied::Duplicate;
-                    }
-                }
-                match old {
-                    Some(old) if old.signed.at > at => {
-                        note_applied(&mut old.applied, digest);
-                        Applied::Superseded
-                    }
-                    old => {
-                        let mut applied = Vec::new();
-                        if let Some(old) = old {
-                            let (day, c) = old.contribution();
-                            applied = std::mem::take(&mut old.applied);
-                            add(&mut self.deltas, &key.commune, day, c.scaled(-1));
-                        }
-                        note_applied(&mut applied, digest);
-                        let new = DocumentState { signed, applied };
-                        let (day, c) = new.contribution();
-                        self.add(&key.commune, day, c);
-                        self.documents.insert(key, new);
-                        Applied::Changed
-                    }
-                }
+                self.apply_document(&event.commune, signed, at, digest)
             }
             kind => {
                 let case_id = event
                     .case_id
                     .as_deref()
                     .expect("decode guarantees a case_id on case events");
-                let key = CaseKey {
-                    commune: event.home.clone(),
-                    case_id: case_id.to_string(),
-                };
                 let Fold {
                     today,
                     cases,
                     deltas,
+                    pending,
                     ..
                 } = self;
                 let today = *today;
-                let home = key.commune.clone();
-                let case = cases.entry(key).or_default();
+                let home = &event.home;
+                let key = KeyRef {
+                    commune: home.as_str(),
+                    id: case_id,
+                };
+                let (index, case) = match cases.get_full_mut(&key) {
+                    Some((index, _, case)) => (index, case),
+                    None => {
+                        let entry = cases.entry(CaseKey {
+                            commune: home.clone(),
+                            case_id: case_id.to_string(),
+                        });
+                        (entry.index(), entry.or_default())
+                    }
+                };
                 if !note_applied(&mut case.applied, digest) {
                     return Applied::Duplicate;
                 }
@@ -423,22 +476,83 @@ impl Fold {
                     EventKind::Rated(r) => would_replace(&case.rating, at, *r),
                     EventKind::DocumentSigned(_) => unreachable!("handled above"),
                 };
-                let by = reporter(&home, &event.commune);
+                let by = reporter(home, &event.commune);
                 match changed {
                     Change::None => Applied::Superseded,
-                    Change::Received(new) => update(deltas, today, &home, case, |c| {
-                        c.received = Some(new);
-                        c.by.received = by;
-                    }),
-                    Change::Closing(new) => update(deltas, today, &home, case, |c| {
+                    Change::Received(new) => {
+                        let applied = update(deltas, today, home, case, |c| {
+                            c.received = Some(new);
+                            c.by.received = by;
+                        });
+                        if let Some(day) = pending_day(case) {
+                            pending.push(Reverse((day, index)));
+                        }
+                        applied
+                    }
+                    Change::Closing(new) => update(deltas, today, home, case, |c| {
                         c.closing = Some(new);
                         c.by.closing = by;
                     }),
-                    Change::Rating(new) => update(deltas, today, &home, case, |c| {
+                    Change::Rating(new) => update(deltas, today, home, case, |c| {
                         c.rating = Some(new);
                         c.by.rating = by;
                     }),
                 }
+            }
+        }
+    }
+
+    /// Applies a `document.signed` event: the latest signature of a
+    /// document counts, on the day it was signed.
+    fn apply_document(
+        &mut self,
+        commune: &UnitCode,
+        signed: &DocumentSigned,
+        at: DateTime<Utc>,
+        digest: IdDigest,
+    ) -> Applied {
+        let key = KeyRef {
+            commune: commune.as_str(),
+            id: &signed.document_id,
+        };
+        let document_id = &signed.document_id;
+        let signed = Fact {
+            at,
+            value: signed.signature,
+        };
+        let old = self.documents.get_mut(&key);
+        if let Some(old) = &old {
+            if old.applied.binary_search(&digest).is_ok() {
+                return Applied::Duplicate;
+            }
+        }
+        match old {
+            Some(old) if old.signed.at > at => {
+                note_applied(&mut old.applied, digest);
+                Applied::Superseded
+            }
+            Some(old) => {
+                let (day, c) = old.contribution();
+                add(&mut self.deltas, commune, day, c.scaled(-1));
+                note_applied(&mut old.applied, digest);
+                old.signed = signed;
+                let (day, c) = old.contribution();
+                add(&mut self.deltas, commune, day, c);
+                Applied::Changed
+            }
+            None => {
+                let new = DocumentState {
+                    signed,
+                    applied: vec![digest],
+                };
+                let (day, c) = new.contribution();
+                self.add(commune, day, c);
+                let key = DocumentKey {
+                    commune: commune.clone(),
+                    document_id: document_id.clone(),
+                };
+                self.documents.insert(key, new);
+                Applied::Changed
             }
         }
     }
@@ -454,7 +568,15 @@ impl Fold {
         }
         self.today = Some(new_today);
         let mut changes = Vec::new();
-        for (key, case) in &mut self.cases {
+        while let Some(&Reverse((day, index))) = self.pending.peek() {
+            if day > new_today {
+                break;
+            }
+            self.pending.pop();
+            let (key, case) = self
+                .cases
+                .get_index_mut(index)
+                .expect("a pending case is held");
             if !case.late && case.is_overdue(Some(new_today)) {
                 case.late = true;
                 let due = case.open_due_date().expect("overdue implies a due date");
@@ -480,7 +602,14 @@ impl Fold {
     }
 }
 
-/// Takes a case's contribution back, changes its facts, adds the new one.
+/// The day an open case not yet counted late starts counting late.
+fn pending_day(case: &CaseState) -> Option<NaiveDate> {
+    match case.open_due_date() {
+        Some(due) if !case.late => Some(first_overdue_day(due)),
+        _ => None,
+    }
+}
+
 /// Adds `digest` to the sorted `applied`; false if it was there (a repeat).
 fn note_applied(applied: &mut Vec<IdDigest>, digest: IdDigest) -> bool {
     match applied.binary_search(&digest) {
@@ -492,6 +621,7 @@ fn note_applied(applied: &mut Vec<IdDigest>, digest: IdDigest) -> bool {
     }
 }
 
+/// Takes a case's contribution back, changes its facts, adds the new one.
 fn update(
     deltas: &mut FxHashMap<DayKey, DayCounters>,
     today: Option<NaiveDate>,
