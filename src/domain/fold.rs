@@ -520,21 +520,16 @@ impl Fold {
             at,
             value: signed.signature,
         };
-        let old = self.documents.get_mut(&key);
-        if let Some(old) = &old {
-            if old.applied.binary_search(&digest).is_ok() {
-                return Applied::Duplicate;
-            }
-        }
-        match old {
-            Some(old) if old.signed.at > at => {
-                note_applied(&mut old.applied, digest);
-                Applied::Superseded
-            }
+        match self.documents.get_mut(&key) {
             Some(old) => {
+                if !note_applied(&mut old.applied, digest) {
+                    return Applied::Duplicate;
+                }
+                if old.signed.at > at {
+                    return Applied::Superseded;
+                }
                 let (day, c) = old.contribution();
                 add(&mut self.deltas, commune, day, c.scaled(-1));
-                note_applied(&mut old.applied, digest);
                 old.signed = signed;
                 let (day, c) = old.contribution();
                 add(&mut self.deltas, commune, day, c);
