@@ -145,8 +145,13 @@ pub struct CaseState {
     /// fact superseded them), by [`id_digest`], sorted (a set: the same
     /// whatever order they came in): a repeat is recognised within its case
     /// (DOMAIN.md, event contract).
-    pub applied: Vec<IdDigest>,
+    pub applied: AppliedIds,
 }
+
+/// The ids applied to one case or document: a handful (a receipt, a
+/// closing, a rating, the odd correction or repeat), so kept inline, with
+/// no allocation of their own, up to four.
+pub type AppliedIds = smallvec::SmallVec<[IdDigest; 4]>;
 
 /// An event id as the case or document it was applied to keeps it: the
 /// first 8 bytes of the SHA-256 of its UTF-8 bytes. Ids are compared only
@@ -282,7 +287,7 @@ pub fn first_overdue_day(due: NaiveDate) -> NaiveDate {
 pub struct DocumentState {
     pub signed: Fact<Signature>,
     /// The events applied to the document, as [`CaseState::applied`].
-    pub applied: Vec<IdDigest>,
+    pub applied: AppliedIds,
 }
 
 impl DocumentState {
@@ -538,7 +543,7 @@ impl Fold {
             None => {
                 let new = DocumentState {
                     signed,
-                    applied: vec![digest],
+                    applied: smallvec::smallvec![digest],
                 };
                 let (day, c) = new.contribution();
                 self.add(commune, day, c);
@@ -606,7 +611,7 @@ fn pending_day(case: &CaseState) -> Option<NaiveDate> {
 }
 
 /// Adds `digest` to the sorted `applied`; false if it was there (a repeat).
-fn note_applied(applied: &mut Vec<IdDigest>, digest: IdDigest) -> bool {
+fn note_applied(applied: &mut AppliedIds, digest: IdDigest) -> bool {
     match applied.binary_search(&digest) {
         Ok(_) => false,
         Err(at) => {

@@ -18,8 +18,8 @@ pub use breach::{
 pub use counters::DayCounters;
 pub use event::{decode, CaseEvent, EventKind, Rejection};
 pub use fold::{
-    id_digest, Applied, CaseKey, CaseState, DayKey, DocumentKey, DocumentState, EventKey, Fold,
-    IdDigest,
+    id_digest, Applied, AppliedIds, CaseKey, CaseState, DayKey, DocumentKey, DocumentState,
+    EventKey, Fold, IdDigest,
 };
 pub use indicator::{
     Comparator, Definition, Indicator, Ratio, Rule, Standing, Target, Targets, Window,

@@ -15,8 +15,8 @@ use crate::domain::event::{
 use crate::domain::fold::{Closing, Fact};
 use crate::domain::time::local_date;
 use crate::domain::{
-    BreachState, CaseEvent, CaseKey, CaseState, DayCounters, DocumentKey, DocumentState, EventKey,
-    Fold, IdDigest, Indicator, StateKey, Units,
+    AppliedIds, BreachState, CaseEvent, CaseKey, CaseState, DayCounters, DocumentKey,
+    DocumentState, EventKey, Fold, IdDigest, Indicator, StateKey, Units,
 };
 
 /// One row of `cases`, without its key.
@@ -57,7 +57,7 @@ pub fn encode_applied(applied: &[IdDigest]) -> Vec<u8> {
     applied.iter().flat_map(|d| d.to_be_bytes()).collect()
 }
 
-fn decode_applied(bytes: Option<&[u8]>) -> Result<Vec<IdDigest>, String> {
+fn decode_applied(bytes: Option<&[u8]>) -> Result<AppliedIds, String> {
     let bytes = bytes.unwrap_or_default();
     if bytes.len() % 8 != 0 {
         return Err(format!(
