@@ -13,8 +13,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::bindings::{
+    rd_kafka_handle_mock_cluster, rd_kafka_mock_group_initial_rebalance_delay_ms,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::info;
 
@@ -37,6 +40,31 @@ pub const MAX_LAG: i64 = 10_000;
 /// Events sent at a time.
 const CHUNK: usize = 2_000;
 
+/// The client librdkafka's in-process mock cluster lives in
+/// (`test.mock.num.brokers`), with its coordinator's
+/// `group.initial.rebalance.delay.ms` set to zero. The delay is three
+/// seconds in the mock, as on a real broker, so that members starting
+/// together join one rebalance; the demo's one consumer would wait it out
+/// before its first record, a seventh of a million-event run. The `rdkafka`
+/// crate does not wrap the setting, so it is made through librdkafka's C
+/// API.
+fn mock_cluster_host() -> anyhow::Result<BaseProducer> {
+    let host: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .context("cannot start the in-process Kafka mock cluster")?;
+    #[allow(unsafe_code)]
+    // SAFETY: `host` is a live client handle for both calls. The cluster
+    // pointer, checked for null, is owned by that client and outlives the
+    // call; librdkafka takes the cluster's lock to change the setting.
+    unsafe {
+        let cluster = rd_kafka_handle_mock_cluster(host.client().native_ptr());
+        anyhow::ensure!(!cluster.is_null(), "librdkafka started no mock cluster");
+        rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
+    }
+    Ok(host)
+}
+
 /// Options of `cchc demo`.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -57,7 +85,11 @@ pub async fn run(
     options: &DemoOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<String> {
-    let mock = MockCluster::new(1).context("cannot start the in-process Kafka mock cluster")?;
+    let host = mock_cluster_host()?;
+    let mock = host
+        .client()
+        .mock_cluster()
+        .context("librdkafka started no mock cluster")?;
     mock.create_topic(&settings.kafka.topic, options.partitions, 1)
         .context("cannot create the demo topic")?;
     mock.create_topic(&settings.alerts.topic, 1, 1)
