@@ -15,10 +15,12 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use indexmap::Equivalent;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
@@ -151,7 +153,7 @@ pub struct CaseState {
 /// The ids applied to one case or document: a handful (a receipt, a
 /// closing, a rating, the odd correction or repeat), so kept inline, with
 /// no allocation of their own, up to four.
-pub type AppliedIds = smallvec::SmallVec<[IdDigest; 4]>;
+pub type AppliedIds = SmallVec<[IdDigest; 4]>;
 
 /// An event id as the case or document it was applied to keeps it: the
 /// first 8 bytes of the SHA-256 of its UTF-8 bytes. Ids are compared only
@@ -374,6 +376,16 @@ impl Fold {
         }
     }
 
+    /// As [`Fold::new`], with room for `cases` cases and `documents`
+    /// documents: a batch knows how many it will hold, and a working set
+    /// that grows as it goes copies every case it holds at each doubling.
+    pub fn with_capacity(now: Option<DateTime<Utc>>, cases: usize, documents: usize) -> Self {
+        let mut fold = Fold::new(now);
+        fold.cases.reserve(cases);
+        fold.documents.reserve(documents);
+        fold
+    }
+
     /// The clock's local date.
     pub fn today(&self) -> Option<NaiveDate> {
         self.today
@@ -459,16 +471,22 @@ impl Fold {
                     commune: home.as_str(),
                     id: case_id,
                 };
-                let (index, case) = match cases.get_full_mut(&key) {
-                    Some((index, _, case)) => (index, case),
-                    None => {
-                        let entry = cases.entry(CaseKey {
-                            commune: home.clone(),
-                            case_id: case_id.to_string(),
-                        });
-                        (entry.index(), entry.or_default())
-                    }
-                };
+                // One hash and one probe, whether the case is held or new.
+                let hash = cases.hasher().hash_one(key);
+                let (index, case) =
+                    match cases.raw_entry_mut_v1().from_key_hashed_nocheck(hash, &key) {
+                        RawEntryMut::Occupied(held) => (held.index(), held.into_mut()),
+                        RawEntryMut::Vacant(new) => {
+                            let index = new.index();
+                            let key = CaseKey {
+                                commune: home.clone(),
+                                case_id: case_id.to_string(),
+                            };
+                            let (_, case) =
+                                new.insert_hashed_nocheck(hash, key, CaseState::default());
+                            (index, case)
+                        }
+                    };
                 if !note_applied(&mut case.applied, digest) {
                     return Applied::Duplicate;
                 }
@@ -525,8 +543,14 @@ impl Fold {
             at,
             value: signed.signature,
         };
-        match self.documents.get_mut(&key) {
-            Some(old) => {
+        let hash = self.documents.hasher().hash_one(key);
+        match self
+            .documents
+            .raw_entry_mut_v1()
+            .from_key_hashed_nocheck(hash, &key)
+        {
+            RawEntryMut::Occupied(held) => {
+                let old = held.into_mut();
                 if !note_applied(&mut old.applied, digest) {
                     return Applied::Duplicate;
                 }
@@ -540,18 +564,18 @@ impl Fold {
                 add(&mut self.deltas, commune, day, c);
                 Applied::Changed
             }
-            None => {
+            RawEntryMut::Vacant(vacant) => {
                 let new = DocumentState {
                     signed,
                     applied: smallvec::smallvec![digest],
                 };
                 let (day, c) = new.contribution();
-                self.add(commune, day, c);
+                add(&mut self.deltas, commune, day, c);
                 let key = DocumentKey {
                     commune: commune.clone(),
                     document_id: document_id.clone(),
                 };
-                self.documents.insert(key, new);
+                vacant.insert_hashed_nocheck(hash, key, new);
                 Applied::Changed
             }
         }
@@ -622,6 +646,8 @@ fn note_applied(applied: &mut AppliedIds, digest: IdDigest) -> bool {
 }
 
 /// Takes a case's contribution back, changes its facts, adds the new one.
+/// The two are netted first, so that only the counters the change moves
+/// reach `deltas` (a rating leaves its receipt's day alone).
 fn update(
     deltas: &mut FxHashMap<DayKey, DayCounters>,
     today: Option<NaiveDate>,
@@ -629,12 +655,25 @@ fn update(
     case: &mut CaseState,
     change: impl FnOnce(&mut CaseState),
 ) -> Applied {
+    // At most three parts before (receipt, closing or lateness, rating)
+    // and three after.
+    let mut net: SmallVec<[(UnitCode, NaiveDate, DayCounters); 6]> = SmallVec::new();
     case.contributions(home, |commune, day, c| {
-        add(deltas, commune, day, c.scaled(-1));
+        net.push((commune.clone(), day, c.scaled(-1)));
     });
     change(case);
     case.late = case.is_overdue(today);
-    case.contributions(home, |commune, day, c| add(deltas, commune, day, c));
+    case.contributions(home, |commune, day, c| {
+        match net.iter_mut().find(|(u, d, _)| *d == day && u == commune) {
+            Some((_, _, sum)) => *sum += c,
+            None => net.push((commune.clone(), day, c)),
+        }
+    });
+    for (commune, day, c) in net {
+        if !c.is_zero() {
+            *deltas.entry((commune, day)).or_default() += c;
+        }
+    }
     Applied::Changed
 }
 

@@ -488,3 +488,63 @@ fn a_fold_of_loaded_state_produces_only_the_difference() {
         (1, 1)
     );
 }
+
+/// A case received by a unit that merged (31477, until 30 June 2025), due
+/// on its last day, so late from 1 July where it was received; resolved on
+/// 1 July by its successor (31471). The late count leaves 31477's 1 July
+/// and the resolution counts for 31471 on the same day: two communes, one
+/// day, which the fold's netting of a change must keep apart.
+#[test]
+fn a_late_case_resolved_by_the_successor_on_the_day_it_went_late_moves_between_communes() {
+    use crate::domain::units::tests::long_my_history;
+    let units = crate::domain::Units::parse(&long_my_history()).unwrap();
+    let ev = |id: &str, kind: &str, code: &str, at: &str, data: serde_json::Value| {
+        let v = json!({
+            "event_id": id, "event_type": kind, "schema_version": 1,
+            "occurred_at": at, "commune_code": code, "case_id": "M-1", "data": data,
+        });
+        decode(Some(v.to_string().as_bytes()), &units).unwrap()
+    };
+    let counted = |f: &Fold, code: &str, d: &str| {
+        f.deltas()
+            .iter()
+            .find(|((c, dd), _)| c.as_str() == code && *dd == day(d))
+            .map(|(_, v)| (v.on_time, v.due))
+            .unwrap_or_default()
+    };
+    let due = "2025-06-30T17:00:00+07:00";
+    let mut f = Fold::new(Some(now("2025-06-28T12:00:00+07:00")));
+    f.apply(&ev(
+        "r",
+        "case.received",
+        "31477",
+        "2025-06-28T09:00:00+07:00",
+        json!({
+            "procedure_code": "1.0001", "channel": "in_person", "online_level": "none",
+            "due_at": due, "registered_electronically": true,
+        }),
+    ));
+    f.advance_clock(now("2025-07-01T08:00:00+07:00"));
+    assert_eq!(
+        counted(&f, "31477", "2025-07-01"),
+        (0, 1),
+        "late where received"
+    );
+    f.apply(&ev(
+        "s",
+        "case.resolved",
+        "31471",
+        "2025-07-01T10:00:00+07:00",
+        json!({"due_at": due, "outcome": "completed"}),
+    ));
+    assert_eq!(
+        counted(&f, "31477", "2025-07-01"),
+        (0, 0),
+        "the late count leaves"
+    );
+    assert_eq!(
+        counted(&f, "31471", "2025-07-01"),
+        (0, 1),
+        "resolved late, by the successor"
+    );
+}

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 
-use super::StoreError;
+use super::{BatchKeys, StoreError};
 use crate::domain::event::{
     Channel, OnlineLevel, Outcome, Rated, Rating, Received, Resolved, Signature,
 };
@@ -16,7 +16,7 @@ use crate::domain::fold::{Closing, Fact};
 use crate::domain::time::local_date;
 use crate::domain::{
     AppliedIds, BreachState, CaseEvent, CaseKey, CaseState, DayCounters, DocumentKey,
-    DocumentState, EventKey, Fold, IdDigest, Indicator, StateKey, Units,
+    DocumentState, EventKey, EventKind, Fold, IdDigest, Indicator, StateKey, Units,
 };
 
 /// One row of `cases`, without its key.
@@ -464,18 +464,31 @@ impl LoadedRows {
             .collect()
     }
 
-    /// The working set, with the clock where the stored projections left it.
+    /// The working set of a batch about `keys`, with the clock where the
+    /// stored projections left it.
     pub fn into_fold(
         self,
         units: &Units,
         claim_clock: Option<DateTime<Utc>>,
+        keys: &BatchKeys<'_>,
     ) -> Result<Fold, StoreError> {
         let intern = |code: &str| {
             units.commune(code).cloned().ok_or_else(|| {
                 StoreError::Corrupt(format!("stored commune `{code}` is no longer configured"))
             })
         };
-        let mut fold = Fold::new(claim_clock);
+        // Room for every case and document the batch can hold (its
+        // documents are listed in `keys` only when they are looked up).
+        let documents = keys
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::DocumentSigned(_)))
+            .count();
+        let mut fold = Fold::with_capacity(
+            claim_clock,
+            keys.cases.len() + self.overdue.len(),
+            documents,
+        );
         for id in self.seen {
             fold.load_seen(id);
         }

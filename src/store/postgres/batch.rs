@@ -172,7 +172,7 @@ impl BatchTx for PgBatch {
                 .map(|(id, _)| (*id).to_string())
                 .collect();
         }
-        rows.into_fold(units, claim_clock)
+        rows.into_fold(units, claim_clock, keys)
     }
 
     async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {

@@ -213,7 +213,7 @@ impl BatchTx for SqliteBatch {
                     .await?;
             rows.seen.extend(seen);
         }
-        rows.into_fold(units, claim_clock)
+        rows.into_fold(units, claim_clock, keys)
     }
 
     async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {
