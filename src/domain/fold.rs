@@ -591,38 +591,31 @@ impl Fold {
             return;
         }
         self.today = Some(new_today);
-        let mut changes = Vec::new();
-        while let Some(&Reverse((day, index))) = self.pending.peek() {
+        let Fold {
+            cases,
+            deltas,
+            clocked,
+            pending,
+            ..
+        } = self;
+        while let Some(&Reverse((day, index))) = pending.peek() {
             if day > new_today {
                 break;
             }
-            self.pending.pop();
-            let (key, case) = self
-                .cases
-                .get_index_mut(index)
-                .expect("a pending case is held");
+            pending.pop();
+            let (key, case) = cases.get_index_mut(index).expect("a pending case is held");
             if !case.late && case.is_overdue(Some(new_today)) {
                 case.late = true;
                 let due = case.open_due_date().expect("overdue implies a due date");
                 let received_by = case.by.received.as_ref().unwrap_or(&key.commune);
-                changes.push((received_by.clone(), first_overdue_day(due)));
-                self.clocked.insert(key.clone());
-            }
-        }
-        for (commune, day) in changes {
-            self.add(
-                &commune,
-                day,
-                DayCounters {
+                let late = DayCounters {
                     due: 1,
                     ..DayCounters::default()
-                },
-            );
+                };
+                add(deltas, received_by, first_overdue_day(due), late);
+                clocked.insert(key.clone());
+            }
         }
-    }
-
-    fn add(&mut self, commune: &UnitCode, day: NaiveDate, c: DayCounters) {
-        add(&mut self.deltas, commune, day, c);
     }
 }
 
