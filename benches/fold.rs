@@ -86,31 +86,35 @@ fn baseline(values: &[String]) {
     }
 }
 
-fn decode_and_fold(values: &[String], ticks: &[DateTime<Utc>], units: &Units) {
-    // Sized for its records, as the pipeline sizes a batch's working set
-    // for the batch's cases and documents.
-    let mut fold = Fold::with_capacity(None, values.len(), values.len());
-    for (batch, tick) in values.chunks(BATCH).zip(ticks) {
-        for v in batch {
-            if let Ok(e) = decode(Some(v.as_bytes()), units) {
-                fold.apply(&e);
-            }
+/// Folds `items` a [`BATCH`] at a time, the clock ticking after each, with
+/// `apply` making an item an event and applying it. The fold is sized for
+/// its items, as the pipeline sizes a batch's working set for the batch.
+fn fold_in_batches<T>(items: &[T], ticks: &[DateTime<Utc>], mut apply: impl FnMut(&mut Fold, &T)) {
+    let mut fold = Fold::with_capacity(None, items.len(), items.len());
+    for (batch, tick) in items.chunks(BATCH).zip(ticks) {
+        for item in batch {
+            apply(&mut fold, item);
         }
         fold.advance_clock(*tick);
     }
     black_box(fold.deltas().len());
 }
 
+fn decode_and_fold(values: &[String], ticks: &[DateTime<Utc>], units: &Units) {
+    fold_in_batches(values, ticks, |fold, v| {
+        if let Ok(e) = decode(Some(v.as_bytes()), units) {
+            fold.apply(&e);
+        }
+    });
+}
+
 /// The fold by itself, over events decoded beforehand.
 fn fold_only(events: &[Option<CaseEvent>], ticks: &[DateTime<Utc>]) {
-    let mut fold = Fold::with_capacity(None, events.len(), events.len());
-    for (batch, tick) in events.chunks(BATCH).zip(ticks) {
-        for e in batch.iter().flatten() {
+    fold_in_batches(events, ticks, |fold, e| {
+        if let Some(e) = e {
             fold.apply(e);
         }
-        fold.advance_clock(*tick);
-    }
-    black_box(fold.deltas().len());
+    });
 }
 
 fn decode_only(values: &[String], units: &Units) {
