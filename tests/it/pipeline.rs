@@ -987,6 +987,120 @@ async fn repeated_ids_count_once(url: &str) {
     assert_projections(&store, &produced).await;
 }
 
+/// PostgreSQL's new cases and documents go in with binary `COPY`, each value
+/// in its column type's own byte format (days and microseconds counted from
+/// 2000, 2-byte `smallint`s): every fact of every case and document, read
+/// back, is what SQLite's store, which writes them through its own code,
+/// reads back for the same events.
+#[tokio::test]
+async fn cases_and_documents_copied_into_postgresql_read_back_as_sqlite_stores_them() {
+    use cchc_pipeline::domain::{DocumentKey, DocumentState};
+    use cchc_pipeline::projector::Projector;
+    use cchc_pipeline::store::{BatchKeys, BatchTx};
+    let units = units();
+    let values: Vec<Vec<u8>> = Simulator::new(
+        &units,
+        11,
+        NaiveDate::from_ymd_opt(2025, 6, 20).unwrap(),
+        40.0,
+    )
+    .take(3_000)
+    .map(|r| r.value.into_bytes())
+    .collect();
+    let sent: Vec<&Vec<u8>> = values.iter().collect();
+    let [pg, lite] = both_stores("binary-copy").await;
+    let mut read_back = Vec::new();
+    let mut keys: Option<(Vec<CaseKey>, Vec<DocumentKey>)> = None;
+    for url in [pg, lite] {
+        let store = Store::connect(&url, 2, "t").await.unwrap();
+        let projector = Projector::new(store.clone(), units.clone(), None, Default::default());
+        // One batch: every case and document is new, so PostgreSQL copies
+        // each one in.
+        project_in_batches(&projector, &sent, &[sent.len()]).await;
+        if keys.is_none() {
+            let Store::Postgres(s) = &store else {
+                unreachable!("PostgreSQL first")
+            };
+            let rows: Vec<(String, String)> = sqlx::query_as("SELECT commune, case_id FROM cases")
+                .fetch_all(&s.pool())
+                .await
+                .unwrap();
+            let docs: Vec<(String, String)> =
+                sqlx::query_as("SELECT commune, document_id FROM documents")
+                    .fetch_all(&s.pool())
+                    .await
+                    .unwrap();
+            let code = |c: &str| units.commune(c).expect("a known commune").clone();
+            keys = Some((
+                rows.iter()
+                    .map(|(c, id)| CaseKey {
+                        commune: code(c),
+                        case_id: id.clone(),
+                    })
+                    .collect(),
+                docs.iter()
+                    .map(|(c, id)| DocumentKey {
+                        commune: code(c),
+                        document_id: id.clone(),
+                    })
+                    .collect(),
+            ));
+        }
+        let (cases, documents) = keys.as_ref().unwrap();
+        assert!(
+            cases.len() > 500 && documents.len() > 100,
+            "{} cases, {} documents",
+            cases.len(),
+            documents.len()
+        );
+        let keys = BatchKeys {
+            cases,
+            documents,
+            events: &[],
+        };
+        let now = Utc::now();
+        let fold = match &store {
+            Store::Postgres(s) => s
+                .begin_batch()
+                .await
+                .unwrap()
+                .load(&units, 0, Some(now), now, &keys)
+                .await
+                .unwrap(),
+            Store::Sqlite(s) => s
+                .begin_batch()
+                .await
+                .unwrap()
+                .load(&units, 0, Some(now), now, &keys)
+                .await
+                .unwrap(),
+        };
+        let states: (Vec<Option<CaseState>>, Vec<Option<DocumentState>>) = (
+            cases.iter().map(|k| fold.case(k).cloned()).collect(),
+            documents
+                .iter()
+                .map(|k| fold.document(k).cloned())
+                .collect(),
+        );
+        assert!(
+            states.0.iter().all(Option::is_some),
+            "{url}: a case is missing"
+        );
+        assert!(
+            states.1.iter().all(Option::is_some),
+            "{url}: a document is missing"
+        );
+        read_back.push(states);
+    }
+    let (pg, lite) = (&read_back[0], &read_back[1]);
+    for (i, (p, l)) in pg.0.iter().zip(&lite.0).enumerate() {
+        assert_eq!(p, l, "case {i}");
+    }
+    for (i, (p, l)) in pg.1.iter().zip(&lite.1).enumerate() {
+        assert_eq!(p, l, "document {i}");
+    }
+}
+
 /// Projects `values` as partition 0's records from offset 0, in batches of
 /// the given sizes, with the clock at now; returns each batch's report.
 async fn project_in_batches(
@@ -1035,10 +1149,10 @@ async fn project_in_batches(
     reports
 }
 
-/// New cases, documents and event ids are written with `COPY` (text format,
-/// which escapes backslash, tab, newline and carriage return), and documents
-/// are not looked up before folding. So: keys made of those characters must
-/// come back byte for byte (a later batch finds the case and the document
+/// New cases and documents are written with `COPY` (binary format: a key
+/// goes as its bytes, where the text format it replaced escaped backslash,
+/// tab, newline and carriage return), and documents are not looked up before
+/// folding. So: keys made of those characters must come back byte for byte (a later batch finds the case and the document
 /// again, or it would count them twice), and a document signed again in a
 /// later batch replaces the earlier signature; in both stores.
 #[tokio::test]

@@ -233,7 +233,7 @@ impl BatchTx for PgBatch {
             }
             copy_in(
                 &mut self.tx,
-                "COPY documents (commune, document_id, signed_at, digital, applied) FROM STDIN",
+                "COPY documents (commune, document_id, signed_at, digital, applied) FROM STDIN (FORMAT binary)",
                 rows,
             )
             .await
@@ -491,7 +491,7 @@ impl BatchTx for PgBatch {
     }
 }
 
-/// Sends `rows` through `statement` (a `COPY … FROM STDIN` in text format).
+/// Sends `rows` through `statement` (a `COPY … FROM STDIN (FORMAT binary)`).
 async fn copy_in(
     tx: &mut Transaction<'static, Postgres>,
     statement: &str,
@@ -541,7 +541,7 @@ async fn copy_new_cases(
         "COPY cases (commune, case_id, partition, received_at, received_channel, received_level,
                      received_electronic, received_digitized, received_due, received_procedure, closing_at,
                      closing_kind, closing_due, closing_outcome, rating_at, rating, rating_score, open_due,
-                     received_by, closing_by, rating_by, late, applied) FROM STDIN",
+                     received_by, closing_by, rating_by, late, applied) FROM STDIN (FORMAT binary)",
         rows,
     )
     .await
