@@ -190,7 +190,10 @@ async fn open_store(settings: &Settings, metrics: &Metrics) -> anyhow::Result<St
         )
         .await
         {
-            Ok(store) => return Ok(store),
+            Ok(store) => {
+                store.remember_cases(settings.database.cached_cases);
+                return Ok(store);
+            }
             Err(e) if e.is_transient() => e,
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!(

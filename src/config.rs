@@ -46,6 +46,14 @@ pub enum ConfigError {
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
+    /// How many written cases a PostgreSQL store remembers, so that the
+    /// next batches of their partitions need not read them back (0: none).
+    #[serde(default = "default_cached_cases")]
+    pub cached_cases: usize,
+}
+
+fn default_cached_cases() -> usize {
+    crate::store::postgres::DEFAULT_CACHED_CASES
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -189,15 +189,20 @@ impl Projector {
     /// Projects one partition's batch with the clock at `now`, in one
     /// transaction.
     ///
-    /// Cases are always looked up (a case usually has several events, in
-    /// different batches), and a repeated event id is recognised by the
-    /// case it belongs to, which keeps the ids applied to it. Documents are
-    /// not looked up while the partition's recent batches repeated none:
-    /// the commit inserts them, and their unique key decides. Should one
-    /// turn out stored already, that transaction is rolled back and the
-    /// batch folded again with its stored documents loaded, and the
-    /// partition stays careful until a batch comes that repeats none (a
-    /// stream that re-signs documents often thus keeps looking them up).
+    /// A repeated event id is recognised by the case it belongs to, which
+    /// keeps the ids applied to it. A case usually has several events, in
+    /// different batches: SQLite's store always reads the batch's cases;
+    /// PostgreSQL's remembers those its batches of the partition wrote and
+    /// reads only the others. Documents, and in PostgreSQL the cases it
+    /// does not remember, are not looked up while the partition's recent
+    /// batches repeated none: the commit inserts them, and their unique key
+    /// decides. Should one turn out stored already, that transaction is
+    /// rolled back and the batch folded again careful, with its stored
+    /// documents and cases loaded, and the partition stays careful until a
+    /// batch comes that repeats none and reads no case it did not remember
+    /// (a stream that re-signs documents often thus keeps looking them up;
+    /// a pipeline started on stored cases reads them until it remembers
+    /// them).
     #[instrument(name = "projector.batch", skip_all, fields(partition = batch.partition, records = batch.records.len()), err(level = "debug"))]
     pub async fn project_partition(
         &self,
@@ -320,6 +325,7 @@ impl Projector {
             cases: &cases,
             documents: if careful { &documents } else { &[] },
             events,
+            careful,
         };
         let mut fold = tx
             .load(&self.units, batch.partition, batch.claim.clock, now, &keys)
@@ -378,7 +384,7 @@ impl Projector {
                 .cloned()
                 .expect("a changed document is in the working set")
         });
-        let repeated = report.duplicates > 0 || !stored_documents.is_empty();
+        let repeated = report.duplicates > 0 || !stored_documents.is_empty() || tx.cases_read() > 0;
         let write = PartitionWrite {
             partition: batch.partition,
             generation: batch.claim.generation,

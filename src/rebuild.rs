@@ -196,6 +196,7 @@ async fn prepare(
     )
     .await
     .with_context(|| format!("cannot prepare a rebuild schema at {}", redact(url)))?;
+    store.remember_cases(settings.database.cached_cases);
     Ok((Store::Postgres(store), target))
 }
 

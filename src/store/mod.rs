@@ -90,6 +90,14 @@ pub trait BatchTx: Send {
         keys: &BatchKeys<'_>,
     ) -> impl Future<Output = Result<Fold, StoreError>> + Send;
 
+    /// How many of the batch's stored cases [`BatchTx::load`] read only
+    /// because the batch was careful ([`BatchKeys::careful`]): cases this
+    /// store did not remember. While there are such, the partition stays
+    /// careful. A store that reads every case anyway says 0.
+    fn cases_read(&self) -> usize {
+        0
+    }
+
     /// Adds the batch's counter changes to the stored day counters.
     fn add_counters(
         &mut self,
@@ -216,6 +224,11 @@ pub struct BatchKeys<'a> {
     /// The batch's events: those of a case or document stored before ids
     /// were kept with it are looked up among the ids applied before then.
     pub events: &'a [CaseEvent],
+    /// Folded again after a first try took something stored as new: a
+    /// store that remembers the cases it wrote reads the others too (when
+    /// not careful, it takes them as new, and the commit's unique insert
+    /// decides).
+    pub careful: bool,
 }
 
 impl Store {
@@ -227,6 +240,14 @@ impl Store {
             Ok(Store::Postgres(
                 PgStore::connect(url, max_connections, topic).await?,
             ))
+        }
+    }
+
+    /// How many written cases the store remembers (PostgreSQL only; see
+    /// [`PgStore::remember_cases`]).
+    pub fn remember_cases(&self, cases: usize) {
+        if let Store::Postgres(s) = self {
+            s.remember_cases(cases);
         }
     }
 

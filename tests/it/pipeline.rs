@@ -1057,6 +1057,7 @@ async fn cases_and_documents_copied_into_postgresql_read_back_as_sqlite_stores_t
             cases,
             documents,
             events: &[],
+            careful: true,
         };
         let now = Utc::now();
         let fold = match &store {
@@ -1098,6 +1099,169 @@ async fn cases_and_documents_copied_into_postgresql_read_back_as_sqlite_stores_t
     }
     for (i, (p, l)) in pg.1.iter().zip(&lite.1).enumerate() {
         assert_eq!(p, l, "document {i}");
+    }
+}
+
+/// A PostgreSQL store remembers the cases its batches wrote and does not
+/// read them back for the partition's next batch; but it never trusts what
+/// it remembers: a row written since by anyone else (here an operator's
+/// `UPDATE`) is not overwritten with the remembered state. The batch is
+/// folded again from the row as it stands, and the other write stays.
+#[tokio::test]
+async fn a_case_written_by_someone_else_since_a_batch_remembered_it_is_read_again_not_overwritten()
+{
+    use cchc_pipeline::projector::Projector;
+    let (_, url) = fresh_database().await;
+    let store = Store::connect(&url, 2, "t").await.unwrap();
+    let projector = Projector::new(store.clone(), units(), None, Default::default());
+    let event = |id: &str, kind: &str, at: &str, data: serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "event_id": id, "event_type": kind, "schema_version": 1,
+            "occurred_at": at, "commune_code": "31471", "case_id": "HS-1", "data": data,
+        }))
+        .unwrap()
+    };
+    let values = [
+        event(
+            "r1",
+            "case.received",
+            "2026-05-02T08:00:00+07:00",
+            serde_json::json!({"procedure_code": "1.001", "channel": "online", "online_level": "full",
+                               "due_at": "2026-05-10T17:00:00+07:00", "registered_electronically": true}),
+        ),
+        event(
+            "v1",
+            "case.resolved",
+            "2026-05-05T10:00:00+07:00",
+            serde_json::json!({"due_at": "2026-05-10T17:00:00+07:00", "outcome": "completed"}),
+        ),
+        event(
+            "t1",
+            "case.rated",
+            "2026-05-06T08:00:00+07:00",
+            serde_json::json!({ "rating": "satisfied" }),
+        ),
+    ];
+    let Store::Postgres(pg) = &store else {
+        unreachable!()
+    };
+    let procedure = || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT received_procedure FROM cases WHERE case_id = 'HS-1'",
+        )
+        .fetch_one(&pg.pool())
+        .await
+        .unwrap()
+    };
+    let sent: Vec<&Vec<u8>> = values.iter().collect();
+    // Batch one stores the receipt and remembers the case; then someone
+    // else writes its row; batch two resolves it, batch three rates it.
+    let mut claim = projector.store().claim(0).await.unwrap();
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    for (i, value) in sent.iter().enumerate() {
+        use cchc_pipeline::projector::{PartitionBatch, Record};
+        projector
+            .project_partition(
+                &PartitionBatch {
+                    partition: 0,
+                    claim,
+                    records: vec![Record {
+                        partition: 0,
+                        offset: i as i64,
+                        key: None,
+                        value: Some((*value).clone()),
+                        written_ms: None,
+                    }],
+                    behind: Some(0),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        claim.next_offset = Some(i as i64 + 1);
+        claim.clock = Some(now);
+        claim.reevaluate = false;
+        if i == 0 {
+            assert_eq!(procedure().await.as_deref(), Some("1.001"));
+            sqlx::query("UPDATE cases SET received_procedure = '2.002' WHERE case_id = 'HS-1'")
+                .execute(&pg.pool())
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        procedure().await.as_deref(),
+        Some("2.002"),
+        "the row written meanwhile was overwritten with the remembered case"
+    );
+    let resolved: (bool, bool) = sqlx::query_as(
+        "SELECT closing_at IS NOT NULL, rating IS NOT NULL FROM cases WHERE case_id = 'HS-1'",
+    )
+    .fetch_one(&pg.pool())
+    .await
+    .unwrap();
+    assert_eq!(resolved, (true, true), "both later batches applied");
+}
+
+/// A PostgreSQL store takes the cases it does not remember as new (the
+/// commit's unique insert decides). A store started on a database whose
+/// cases it never wrote (a restart, another member taking the partition
+/// over) thus finds each one stored when it commits: the batch is folded
+/// again reading them, and every fact counts once, in both stores.
+#[tokio::test]
+async fn a_new_store_on_stored_cases_folds_onto_them_and_counts_every_fact_once() {
+    use cchc_pipeline::projector::Projector;
+    for url in both_stores("cold-cache").await {
+        let units = units();
+        let values: Vec<Vec<u8>> = Simulator::new(
+            &units,
+            23,
+            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            40.0,
+        )
+        .take(1_200)
+        .map(|r| r.value.into_bytes())
+        .collect();
+        let sent: Vec<&Vec<u8>> = values.iter().collect();
+        // Three stores one after another, each a fresh start with nothing
+        // remembered, each projecting a third of the events.
+        for part in sent.chunks(400) {
+            let store = Store::connect(&url, 2, "t").await.unwrap();
+            let projector = Projector::new(store.clone(), units.clone(), None, Default::default());
+            let claim = store.claim(0).await.unwrap();
+            let offset = claim.next_offset.unwrap_or(0);
+            let records = part
+                .iter()
+                .enumerate()
+                .map(|(i, v)| cchc_pipeline::projector::Record {
+                    partition: 0,
+                    offset: offset + i as i64,
+                    key: None,
+                    value: Some((*v).clone()),
+                    written_ms: None,
+                })
+                .collect();
+            let report = projector
+                .project_partition(
+                    &cchc_pipeline::projector::PartitionBatch {
+                        partition: 0,
+                        claim,
+                        records,
+                        behind: Some(0),
+                    },
+                    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
+                )
+                .await
+                .unwrap();
+            assert_eq!(report.duplicates, 0, "{url}: {report:?}");
+        }
+        let store = Store::connect(&url, 2, "t").await.unwrap();
+        let produced = Produced {
+            records: sent.len(),
+            valid: sent.into_iter().cloned().collect(),
+            dead: BTreeMap::new(),
+        };
+        assert_projections(&store, &produced).await;
     }
 }
 
@@ -1334,6 +1498,7 @@ async fn event_ids_applied_before_the_upgrade_are_still_repeats_after_it() {
         cases: std::slice::from_ref(&case),
         documents: std::slice::from_ref(&document),
         events: &events,
+        careful: true,
     };
     let Store::Postgres(pg) = &store else {
         unreachable!("a PostgreSQL store")

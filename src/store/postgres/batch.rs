@@ -5,21 +5,26 @@
 //! columns as arrays (`UNNEST`), one statement per table.
 
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use rustc_hash::FxHashMap;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::{Postgres, Transaction};
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::super::codec::{
     encode_document, overdue_range, BreachRow, CaseRow, KeyedCaseRow, LoadedRows, SumRow,
-    CASE_COLUMNS, COUNTER_COLUMNS, DOCUMENT_COLUMNS, INSERT_CASES, REPLACE_CASE, SUMS,
+    CASE_COLUMNS, CASE_WRITTEN, COUNTER_COLUMNS, DOCUMENT_COLUMNS, INSERT_CASES, REPLACE_CASE,
+    SUMS,
 };
 use super::super::copy::{Bytes, CopyRows};
 use super::super::{
     stored_already, BatchKeys, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
 };
+use super::cache::CaseCache;
 use super::id_digest;
 use crate::domain::{
     Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
@@ -28,14 +33,56 @@ use crate::domain::{
 
 /// A batch transaction on a PostgreSQL store (see [`BatchTx`]).
 pub struct PgBatch {
-    pub(super) tx: Transaction<'static, Postgres>,
-    pub(super) topic: String,
+    tx: Transaction<'static, Postgres>,
+    topic: String,
+    /// The cases the store's batches wrote ([`super::cache`]): read instead
+    /// of the database, and told what this batch wrote once it commits.
+    cache: Arc<CaseCache>,
+    /// Set by [`BatchTx::position`]: whose batch this is.
+    writer: Option<Writer>,
+    /// The batch's cases taken from the cache, with the `xmin` (writing
+    /// transaction) their rows must still carry when they are updated.
+    remembered: FxHashMap<CaseKey, i64>,
+    /// The cases written, for the cache; `None` when none of them is to be
+    /// remembered (a case loaded with ids kept outside its row).
+    written: Option<Vec<(CaseKey, CaseState)>>,
+    /// [`BatchTx::cases_read`].
+    cases_read: usize,
+}
+
+/// A partition's stored generation, next offset and clock, and the reading
+/// transaction's id.
+type PositionRow = (i64, Option<i64>, Option<DateTime<Utc>>, i64);
+
+/// The partition a batch transaction writes, its stored generation, and the
+/// transaction's own id (64-bit, `pg_current_xact_id()`).
+#[derive(Debug, Clone, Copy)]
+struct Writer {
+    partition: i32,
+    generation: i64,
+    xid: i64,
 }
 
 /// A case's key as (commune, case id).
 type CaseRef<'a> = (&'a str, &'a str);
 
 impl PgBatch {
+    pub(super) fn new(
+        tx: Transaction<'static, Postgres>,
+        topic: String,
+        cache: Arc<CaseCache>,
+    ) -> Self {
+        PgBatch {
+            tx,
+            topic,
+            cache,
+            writer: None,
+            remembered: FxHashMap::default(),
+            written: Some(Vec::new()),
+            cases_read: 0,
+        }
+    }
+
     /// The stored rows of `keys` (commune, case id), the query ending with
     /// `tail`.
     async fn cases(
@@ -79,15 +126,31 @@ static ADD_COUNTERS: LazyLock<String> = LazyLock::new(|| {
 });
 
 impl BatchTx for PgBatch {
+    fn cases_read(&self) -> usize {
+        self.cases_read
+    }
+
     async fn position(&mut self, partition: i32) -> Result<Option<Position>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT generation, next_offset, clock FROM partition_offsets
-             WHERE topic = $1 AND partition = $2 FOR UPDATE",
+        let row: Option<PositionRow> = sqlx::query_as(
+            "SELECT generation, next_offset, clock, pg_current_xact_id()::text::int8
+             FROM partition_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE",
         )
         .bind(&self.topic)
         .bind(partition)
         .fetch_optional(&mut *self.tx)
-        .await?)
+        .await?;
+        Ok(row.map(|(generation, next_offset, clock, xid)| {
+            self.writer = Some(Writer {
+                partition,
+                generation,
+                xid,
+            });
+            Position {
+                generation,
+                next_offset,
+                clock,
+            }
+        }))
     }
 
     /// The batch's cases are read in two statements: those only this
@@ -108,6 +171,7 @@ impl BatchTx for PgBatch {
             cases,
             documents,
             events,
+            careful,
         } = *keys;
         let mut rows = LoadedRows::default();
         if let Some((from, to)) = overdue_range(claim_clock, now) {
@@ -121,6 +185,21 @@ impl BatchTx for PgBatch {
             .fetch_all(&mut *self.tx)
             .await?;
         }
+        // The cases this partition wrote under its claim need not be read.
+        let hits = match self.writer {
+            Some(w) if w.partition == partition => {
+                self.cache.get(partition, w.generation, w.xid, cases)
+            }
+            _ => Vec::new(),
+        };
+        // The others are read when the batch is careful (or nothing is
+        // remembered); else they are taken as new, and the commit's `COPY`
+        // fails on one stored already (StoredAlready: folded again, careful).
+        let read_all = careful || !self.cache.enabled();
+        let mut unread = vec![!read_all; cases.len()];
+        for (i, _) in &hits {
+            unread[*i] = true;
+        }
         let shared = |commune: &str| {
             units
                 .commune(commune)
@@ -128,7 +207,9 @@ impl BatchTx for PgBatch {
         };
         let (mut locked, own): (Vec<CaseRef<'_>>, Vec<CaseRef<'_>>) = cases
             .iter()
-            .map(|k| (k.commune.as_str(), k.case_id.as_str()))
+            .zip(&unread)
+            .filter(|(_, unread)| !**unread)
+            .map(|(k, _)| (k.commune.as_str(), k.case_id.as_str()))
             .partition(|(commune, _)| shared(commune));
         // An overdue shared case is read again, locked: its locked row comes
         // first in the working set.
@@ -142,6 +223,9 @@ impl BatchTx for PgBatch {
             .cases(&locked, "ORDER BY commune, case_id FOR UPDATE")
             .await?;
         cases.extend(self.cases(&own, "").await?);
+        if careful && self.cache.enabled() {
+            self.cases_read = cases.len();
+        }
         rows.cases = cases;
         if !documents.is_empty() {
             let communes: Vec<&str> = documents.iter().map(|k| k.commune.as_str()).collect();
@@ -172,7 +256,20 @@ impl BatchTx for PgBatch {
                 .map(|(id, _)| (*id).to_string())
                 .collect();
         }
-        rows.into_fold(units, claim_clock, keys)
+        if rows.cases.iter().chain(&rows.overdue).any(|r| r.older_ids) {
+            // Its ids are partly outside its row: read again every time.
+            self.written = None;
+        }
+        let mut fold = rows.into_fold(units, claim_clock, keys)?;
+        for (i, hit) in hits {
+            // A row read (an overdue one) comes first: it is as fresh.
+            let key = &keys.cases[i];
+            if fold.case(key).is_none() {
+                fold.load_case(key.clone(), hit.state);
+                self.remembered.insert(key.clone(), hit.xmin);
+            }
+        }
+        Ok(fold)
     }
 
     async fn add_counters(&mut self, deltas: &[(DayKey, DayCounters)]) -> Result<(), StoreError> {
@@ -208,8 +305,26 @@ impl BatchTx for PgBatch {
                 .await
                 .map_err(|e| stored_already(e, partition, "a case"))?;
         }
-        if !stored.is_empty() {
-            upsert_cases(&mut self.tx, partition, stored).await?;
+        let (remembered, read): (Vec<_>, Vec<_>) = stored
+            .iter()
+            .partition(|(k, _)| self.remembered.contains_key(k));
+        if !read.is_empty() {
+            upsert_cases(&mut self.tx, partition, &read).await?;
+        }
+        if !remembered.is_empty() {
+            let xmins: Vec<i64> = remembered.iter().map(|(k, _)| self.remembered[k]).collect();
+            let updated = update_remembered(&mut self.tx, partition, &remembered, xmins).await?;
+            if updated != remembered.len() as u64 {
+                // Written since by someone else: fold again from the rows.
+                self.cache.clear();
+                return Err(StoreError::StoredAlready {
+                    partition,
+                    what: "a case remembered from an earlier batch",
+                });
+            }
+        }
+        if let Some(written) = &mut self.written {
+            written.extend(stored.iter().chain(new).cloned());
         }
         Ok(())
     }
@@ -487,7 +602,11 @@ impl BatchTx for PgBatch {
     }
 
     async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        if let (Some(w), Some(written)) = (self.writer, self.written) {
+            self.cache.put(w.partition, w.generation, w.xid, written);
+        }
+        Ok(())
     }
 }
 
@@ -547,11 +666,78 @@ async fn copy_new_cases(
     .await
 }
 
-async fn upsert_cases(
-    tx: &mut Transaction<'static, Postgres>,
+/// The batch's stored cases as the rows of `u`: parameters `$1`, `$2` (the
+/// keys) and `$4`–`$23` (the facts; `$3` is the writing partition), and as
+/// many more as `extra` names (`$24`…), in [`bind_cases`]' order.
+fn cases_from(extra: &[(&str, &str)]) -> String {
+    let mut arrays = vec![
+        "$1::text[], $2::text[], $4::timestamptz[], $5::int2[], $6::int2[], $7::bool[], $8::bool[],
+         $9::date[], $10::timestamptz[], $11::int2[], $12::date[], $13::int2[], $14::timestamptz[],
+         $15::int2[], $16::int2[], $17::date[], $18::text[], $19::text[], $20::text[], $21::text[],
+         $22::bool[], $23::bytea[]"
+            .to_string(),
+    ];
+    let mut names = vec![
+        "commune, case_id, received_at, received_channel, received_level, received_electronic,
+         received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
+         rating_at, rating, rating_score, open_due, received_procedure, received_by, closing_by,
+         rating_by, late, applied"
+            .to_string(),
+    ];
+    for (i, (name, ty)) in extra.iter().enumerate() {
+        arrays.push(format!("${}::{ty}[]", 24 + i));
+        names.push(name.to_string());
+    }
+    format!(
+        "FROM UNNEST({}) AS u({})",
+        arrays.join(", "),
+        names.join(", ")
+    )
+}
+
+/// The upsert of stored cases read by the batch (their rows locked, or
+/// written by this partition alone).
+static UPSERT_CASES: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<String> = CASE_WRITTEN
+        .iter()
+        .map(|c| match *c {
+            "partition" => "$3".to_string(),
+            c => format!("u.{c}"),
+        })
+        .collect();
+    format!(
+        "{insert} SELECT u.commune, u.case_id, {values} {from} {replace}",
+        insert = *INSERT_CASES,
+        values = values.join(", "),
+        from = cases_from(&[]),
+        replace = *REPLACE_CASE,
+    )
+});
+
+/// The update of stored cases taken from the cache: a row only where it is
+/// still the version its remembered writer made (`xmin`, 32 bits, `$24`).
+static UPDATE_REMEMBERED: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = CASE_WRITTEN
+        .iter()
+        .map(|c| match *c {
+            "partition" => "partition = $3".to_string(),
+            c => format!("{c} = u.{c}"),
+        })
+        .collect();
+    format!(
+        "UPDATE cases AS c SET {sets} {from}
+         WHERE c.commune = u.commune AND c.case_id = u.case_id AND c.xmin::text::int8 = u.xmin",
+        sets = sets.join(", "),
+        from = cases_from(&[("xmin", "int8")]),
+    )
+});
+
+/// Binds `$1`–`$23` of [`cases_from`] for `cases`, written by `partition`.
+fn bind_cases<'q>(
+    sql: &'q str,
     partition: i32,
-    cases: &[(CaseKey, CaseState)],
-) -> Result<(), sqlx::Error> {
+    cases: &[&'q (CaseKey, CaseState)],
+) -> Query<'q, Postgres, PgArguments> {
     let rows: Vec<CaseRow> = cases.iter().map(|(_, s)| CaseRow::encode(s)).collect();
     let open_due: Vec<Option<NaiveDate>> = cases.iter().map(|(_, s)| s.open_due_date()).collect();
     macro_rules! col {
@@ -559,25 +745,7 @@ async fn upsert_cases(
             rows.iter().map(|r| r.$f).collect::<Vec<_>>()
         };
     }
-    let sql = format!(
-        "{insert}
-         SELECT u.commune, u.case_id, $3, u.received_at, u.received_channel, u.received_level,
-                u.received_electronic, u.received_digitized, u.received_due, u.closing_at, u.closing_kind,
-                u.closing_due, u.closing_outcome, u.rating_at, u.rating, u.rating_score, u.open_due,
-                u.received_procedure, u.received_by, u.closing_by, u.rating_by, u.late, u.applied
-         FROM UNNEST($1::text[], $2::text[], $4::timestamptz[], $5::int2[], $6::int2[], $7::bool[], $8::bool[],
-                     $9::date[], $10::timestamptz[], $11::int2[], $12::date[], $13::int2[], $14::timestamptz[],
-                     $15::int2[], $16::int2[], $17::date[], $18::text[], $19::text[], $20::text[], $21::text[], $22::bool[],
-                     $23::bytea[])
-              AS u(commune, case_id, received_at, received_channel, received_level, received_electronic,
-                   received_digitized, received_due, closing_at, closing_kind, closing_due, closing_outcome,
-                   rating_at, rating, rating_score, open_due, received_procedure, received_by, closing_by,
-                   rating_by, late, applied)
-         {replace}",
-        insert = *INSERT_CASES,
-        replace = *REPLACE_CASE,
-    );
-    sqlx::query(&sql)
+    sqlx::query(sql)
         .bind(
             cases
                 .iter()
@@ -613,26 +781,45 @@ async fn upsert_cases(
         )
         .bind(
             rows.iter()
-                .map(|r| r.received_by.as_deref())
+                .map(|r| r.received_by.clone())
                 .collect::<Vec<_>>(),
         )
         .bind(
             rows.iter()
-                .map(|r| r.closing_by.as_deref())
+                .map(|r| r.closing_by.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            rows.iter()
-                .map(|r| r.rating_by.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(rows.iter().map(|r| r.rating_by.clone()).collect::<Vec<_>>())
         .bind(col!(late))
         .bind(
-            rows.iter()
-                .map(|r| r.applied.as_deref().unwrap_or_default())
+            rows.into_iter()
+                .map(|r| r.applied.unwrap_or_default())
                 .collect::<Vec<_>>(),
         )
+}
+
+async fn upsert_cases(
+    tx: &mut Transaction<'static, Postgres>,
+    partition: i32,
+    cases: &[&(CaseKey, CaseState)],
+) -> Result<(), sqlx::Error> {
+    bind_cases(&UPSERT_CASES, partition, cases)
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Updates the remembered `cases` whose rows their writers (`xmins`) left
+/// as they were; returns how many it updated.
+async fn update_remembered(
+    tx: &mut Transaction<'static, Postgres>,
+    partition: i32,
+    cases: &[&(CaseKey, CaseState)],
+    xmins: Vec<i64>,
+) -> Result<u64, sqlx::Error> {
+    Ok(bind_cases(&UPDATE_REMEMBERED, partition, cases)
+        .bind(xmins)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
 }

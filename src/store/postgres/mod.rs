@@ -3,6 +3,7 @@
 //! `cchc rebuild`'s switch in [`schemas`].
 
 mod batch;
+mod cache;
 mod schemas;
 
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,7 @@ use crate::domain::DayCounters;
 use schemas::{ensure_control, ident, CONTROL_SCHEMA};
 
 pub use batch::PgBatch;
+pub use cache::DEFAULT_CASES as DEFAULT_CACHED_CASES;
 pub use schemas::{RebuildTarget, SwitchReport, GENERATION_PREFIX};
 
 /// The PostgreSQL projection store for one topic.
@@ -48,6 +50,8 @@ struct Shared {
     current: RwLock<(String, PgPool)>,
     /// One switch at a time.
     switching: tokio::sync::Mutex<()>,
+    /// The cases this store's batches wrote (see [`cache`]).
+    cases: Arc<cache::CaseCache>,
 }
 
 impl PgStore {
@@ -76,6 +80,7 @@ impl PgStore {
                 follow,
                 current: RwLock::new((schema, pool)),
                 switching: tokio::sync::Mutex::new(()),
+                cases: Arc::new(cache::CaseCache::new(cache::DEFAULT_CASES)),
             }),
             topic: topic.to_string(),
         })
@@ -112,6 +117,8 @@ impl PgStore {
             &mut *self.shared.current.write().expect("pool lock"),
             (active.clone(), pool),
         );
+        // The cases remembered are the old schema's rows.
+        self.shared.cases.clear();
         tokio::spawn(async move { old.1.close().await });
         info!(schema = %active, previous = %old.0, "projections switched: now served from the rebuilt schema");
         Ok(Some(active))
@@ -121,12 +128,19 @@ impl PgStore {
         &self.topic
     }
 
+    /// How many written cases the store remembers for the next batches of
+    /// their partitions (0: none; each is read back from the database).
+    pub fn remember_cases(&self, cases: usize) {
+        self.shared.cases.set_capacity(cases);
+    }
+
     /// Begins one batch's transaction.
     pub async fn begin_batch(&self) -> Result<PgBatch, StoreError> {
-        Ok(PgBatch {
-            tx: self.pool().begin().await?,
-            topic: self.topic.clone(),
-        })
+        Ok(PgBatch::new(
+            self.pool().begin().await?,
+            self.topic.clone(),
+            self.shared.cases.clone(),
+        ))
     }
 
     /// Takes ownership of a partition: bumps its generation, so that any
