@@ -961,15 +961,7 @@ async fn repeated_ids_count_once(url: &str) {
     let store = Store::connect(url, 2, "t").await.unwrap();
     let units = units();
     let projector = Projector::new(store.clone(), units.clone(), None, Default::default());
-    let values: Vec<Vec<u8>> = Simulator::new(
-        &units,
-        5,
-        NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(),
-        20.0,
-    )
-    .take(300)
-    .map(|r| r.value.into_bytes())
-    .collect();
+    let values = simulated(&units, 5, (2023, 1, 1), 20.0, 300);
     let sent: Vec<&Vec<u8>> = values[..250]
         .iter()
         .chain([&values[10]])
@@ -998,15 +990,7 @@ async fn cases_and_documents_copied_into_postgresql_read_back_as_sqlite_stores_t
     use cchc_pipeline::projector::Projector;
     use cchc_pipeline::store::{BatchKeys, BatchTx};
     let units = units();
-    let values: Vec<Vec<u8>> = Simulator::new(
-        &units,
-        11,
-        NaiveDate::from_ymd_opt(2025, 6, 20).unwrap(),
-        40.0,
-    )
-    .take(3_000)
-    .map(|r| r.value.into_bytes())
-    .collect();
+    let values = simulated(&units, 11, (2025, 6, 20), 40.0, 3_000);
     let sent: Vec<&Vec<u8>> = values.iter().collect();
     let [pg, lite] = both_stores("binary-copy").await;
     let mut read_back = Vec::new();
@@ -1213,15 +1197,7 @@ async fn a_new_store_on_stored_cases_folds_onto_them_and_counts_every_fact_once(
     use cchc_pipeline::projector::Projector;
     for url in both_stores("cold-cache").await {
         let units = units();
-        let values: Vec<Vec<u8>> = Simulator::new(
-            &units,
-            23,
-            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-            40.0,
-        )
-        .take(1_200)
-        .map(|r| r.value.into_bytes())
-        .collect();
+        let values = simulated(&units, 23, (2026, 3, 1), 40.0, 1_200);
         let sent: Vec<&Vec<u8>> = values.iter().collect();
         // Three stores one after another, each a fresh start with nothing
         // remembered, each projecting a third of the events.
@@ -1263,6 +1239,26 @@ async fn a_new_store_on_stored_cases_folds_onto_them_and_counts_every_fact_once(
         };
         assert_projections(&store, &produced).await;
     }
+}
+
+/// `count` simulated records' values, from the simulator's `seed`, starting
+/// on the local day `from` at `per_day` cases a day.
+fn simulated(
+    units: &Units,
+    seed: u64,
+    (y, m, d): (i32, u32, u32),
+    per_day: f64,
+    count: usize,
+) -> Vec<Vec<u8>> {
+    Simulator::new(
+        units,
+        seed,
+        NaiveDate::from_ymd_opt(y, m, d).unwrap(),
+        per_day,
+    )
+    .take(count)
+    .map(|r| r.value.into_bytes())
+    .collect()
 }
 
 /// Projects `values` as partition 0's records from offset 0, in batches of

@@ -695,16 +695,19 @@ fn cases_from(extra: &[(&str, &str)]) -> String {
     )
 }
 
+/// Each written column of `cases` with its value in [`cases_from`]: the
+/// writing partition `$3`, the others from `u`.
+fn written_sources() -> impl Iterator<Item = (&'static str, String)> {
+    CASE_WRITTEN.iter().map(|c| match *c {
+        "partition" => (*c, "$3".to_string()),
+        c => (c, format!("u.{c}")),
+    })
+}
+
 /// The upsert of stored cases read by the batch (their rows locked, or
 /// written by this partition alone).
 static UPSERT_CASES: LazyLock<String> = LazyLock::new(|| {
-    let values: Vec<String> = CASE_WRITTEN
-        .iter()
-        .map(|c| match *c {
-            "partition" => "$3".to_string(),
-            c => format!("u.{c}"),
-        })
-        .collect();
+    let values: Vec<String> = written_sources().map(|(_, v)| v).collect();
     format!(
         "{insert} SELECT u.commune, u.case_id, {values} {from} {replace}",
         insert = *INSERT_CASES,
@@ -717,12 +720,8 @@ static UPSERT_CASES: LazyLock<String> = LazyLock::new(|| {
 /// The update of stored cases taken from the cache: a row only where it is
 /// still the version its remembered writer made (`xmin`, 32 bits, `$24`).
 static UPDATE_REMEMBERED: LazyLock<String> = LazyLock::new(|| {
-    let sets: Vec<String> = CASE_WRITTEN
-        .iter()
-        .map(|c| match *c {
-            "partition" => "partition = $3".to_string(),
-            c => format!("{c} = u.{c}"),
-        })
+    let sets: Vec<String> = written_sources()
+        .map(|(c, v)| format!("{c} = {v}"))
         .collect();
     format!(
         "UPDATE cases AS c SET {sets} {from}
