@@ -6,7 +6,8 @@
 //! starts them. Settings: ALERT_BENCH_RATE (background events/s, default
 //! 2100, so that the rate measured over the whole run, pauses included,
 //! stays at 2,000 or more), ALERT_BENCH_PROBES (breach/recovery pairs,
-//! default 100).
+//! default 100), ALERT_BENCH_AT_RISK=0 (no early-warning evaluation),
+//! ALERT_BENCH_CACHED_CASES (`database.cached_cases`; 0: no case remembered).
 //!
 //! The probe commune's digital-signature rate toggles with one event each
 //! way: a document signed by hand breaks its 100% target, and a later
@@ -77,6 +78,10 @@ async fn run() -> anyhow::Result<()> {
     settings.batch.max_wait_ms = 20;
     // ALERT_BENCH_AT_RISK=0 measures without the early-warning evaluation.
     settings.alerts.at_risk = env_or("ALERT_BENCH_AT_RISK", "1") != "0";
+    // ALERT_BENCH_CACHED_CASES=0 measures without remembered cases.
+    if let Ok(n) = std::env::var("ALERT_BENCH_CACHED_CASES") {
+        settings.database.cached_cases = n.parse()?;
+    }
     let db = format!("bench_{suffix}");
     sqlx::query(&format!("CREATE DATABASE {db}"))
         .execute(&sqlx::PgPool::connect(&admin_url).await?)

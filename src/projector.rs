@@ -192,9 +192,10 @@ impl Projector {
     /// A repeated event id is recognised by the case it belongs to, which
     /// keeps the ids applied to it. A case usually has several events, in
     /// different batches: SQLite's store always reads the batch's cases;
-    /// PostgreSQL's remembers those its batches of the partition wrote and
-    /// reads only the others. Documents, and in PostgreSQL the cases it
-    /// does not remember, are not looked up while the partition's recent
+    /// PostgreSQL's does too, unless told to remember those its batches of
+    /// the partition wrote (`database.cached_cases`), and then reads none.
+    /// Documents, and such a store's cases it does not remember, are not
+    /// looked up while the partition's recent
     /// batches repeated none: the commit inserts them, and their unique key
     /// decides. Should one turn out stored already, that transaction is
     /// rolled back and the batch folded again careful, with its stored

@@ -1097,6 +1097,7 @@ async fn a_case_written_by_someone_else_since_a_batch_remembered_it_is_read_agai
     use cchc_pipeline::projector::Projector;
     let (_, url) = fresh_database().await;
     let store = Store::connect(&url, 2, "t").await.unwrap();
+    store.remember_cases(10_000);
     let projector = Projector::new(store.clone(), units(), None, Default::default());
     let event = |id: &str, kind: &str, at: &str, data: serde_json::Value| {
         serde_json::to_vec(&serde_json::json!({
@@ -1203,6 +1204,7 @@ async fn a_new_store_on_stored_cases_folds_onto_them_and_counts_every_fact_once(
         // remembered, each projecting a third of the events.
         for part in sent.chunks(400) {
             let store = Store::connect(&url, 2, "t").await.unwrap();
+            store.remember_cases(10_000);
             let projector = Projector::new(store.clone(), units.clone(), None, Default::default());
             let claim = store.claim(0).await.unwrap();
             let offset = claim.next_offset.unwrap_or(0);

@@ -17,8 +17,8 @@
 //!   [`super::super::StoreError::StoredAlready`], the cache cleared, and the
 //!   batch folded again from what is stored.
 //!
-//! Its size is bounded by a number of cases (`database.cached_cases`), the
-//! least recently written evicted first.
+//! Its size is bounded by a number of cases (`database.cached_cases`, 0 by
+//! default: off), the least recently written evicted first.
 
 use std::sync::Mutex;
 
@@ -32,8 +32,11 @@ use crate::domain::{CaseKey, CaseState};
 /// dropped long before that.
 const MAX_AGE: i64 = 1 << 30;
 
-/// The default number of cases remembered (about 350 bytes each).
-pub const DEFAULT_CASES: usize = 100_000;
+/// The default number of cases remembered: none. Remembering cases takes a
+/// quarter off the database's CPU in a replay, but a live pipeline's alert
+/// latency had a longer tail with it (docs/BENCHMARKS.md), so it is for an
+/// operator to turn on (about 350 bytes a case).
+pub const DEFAULT_CASES: usize = 0;
 
 #[derive(Debug)]
 pub(super) struct CaseCache {
