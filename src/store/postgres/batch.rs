@@ -44,7 +44,8 @@ pub struct PgBatch {
     /// transaction) their rows must still carry when they are updated.
     remembered: FxHashMap<CaseKey, i64>,
     /// The cases written, for the cache; `None` when none of them is to be
-    /// remembered (a case loaded with ids kept outside its row).
+    /// remembered (the cache is off, or a case was loaded with ids kept
+    /// outside its row).
     written: Option<Vec<(CaseKey, CaseState)>>,
     /// [`BatchTx::cases_read`].
     cases_read: usize,
@@ -72,13 +73,15 @@ impl PgBatch {
         topic: String,
         cache: Arc<CaseCache>,
     ) -> Self {
+        // Nothing is kept for a cache that remembers nothing.
+        let written = cache.enabled().then(Vec::new);
         PgBatch {
             tx,
             topic,
             cache,
             writer: None,
             remembered: FxHashMap::default(),
-            written: Some(Vec::new()),
+            written,
             cases_read: 0,
         }
     }
