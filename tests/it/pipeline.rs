@@ -719,12 +719,24 @@ async fn members_joining_leaving_and_an_expelled_zombie_change_nothing() {
     // writing, and must not commit it: its transaction is gone, and a retry
     // would be fenced.
     let db = watcher(&setup).await;
-    assert!(
-        open_write_transaction_of(&db, "cchc-a", Duration::from_secs(20)).await,
-        "A never wrote a batch: {}",
-        a.log.display()
-    );
-    a.signal("-STOP");
+    // A may finish its commit between the test seeing its transaction and
+    // the signal arriving; then it is frozen with nothing under way, and
+    // is let go on and frozen again.
+    let mut frozen_in_a_batch = false;
+    for _ in 0..20 {
+        assert!(
+            open_write_transaction_of(&db, "cchc-a", Duration::from_secs(20)).await,
+            "A never wrote a batch: {}",
+            a.log.display()
+        );
+        a.signal("-STOP");
+        if open_write_transaction_of(&db, "cchc-a", Duration::from_millis(200)).await {
+            frozen_in_a_batch = true;
+            break;
+        }
+        a.signal("-CONT");
+    }
+    assert!(frozen_in_a_batch, "A was never frozen inside a batch");
     tokio::time::sleep(Duration::from_secs(12)).await;
     a.signal("-CONT");
     tokio::time::sleep(Duration::from_secs(4)).await;
