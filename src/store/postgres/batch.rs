@@ -813,15 +813,35 @@ async fn upsert_cases(
 
 /// Updates the remembered `cases` whose rows their writers (`xmins`) left
 /// as they were; returns how many it updated.
+///
+/// Each case is one probe of the primary key. Left to itself, the planner
+/// joins a batch's few thousand cases by hashing the whole table, which it
+/// judges cheaper while the table is under a few hundred thousand rows (and
+/// its statistics lag a replay that grows it): a scan per batch, 80% of the
+/// statement's time at 80k cases (docs/BENCHMARKS.md). So hash and merge
+/// joins are off for this one statement.
 async fn update_remembered(
     tx: &mut Transaction<'static, Postgres>,
     partition: i32,
     cases: &[&(CaseKey, CaseState)],
     xmins: Vec<i64>,
 ) -> Result<u64, sqlx::Error> {
-    Ok(bind_cases(&UPDATE_REMEMBERED, partition, cases)
+    sqlx::query(
+        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+    )
+    .execute(&mut **tx)
+    .await?;
+    let updated = bind_cases(&UPDATE_REMEMBERED, partition, cases)
         .bind(xmins)
         .execute(&mut **tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+    // Back to what the session had (the server's or the role's setting).
+    sqlx::query(
+        "SELECT set_config(name, reset_val, true) FROM pg_settings
+         WHERE name IN ('enable_hashjoin', 'enable_mergejoin')",
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated)
 }
