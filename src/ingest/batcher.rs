@@ -64,6 +64,10 @@ impl Batcher {
         }
         lane.last_offset = Some(record.offset);
         lane.since.get_or_insert(now);
+        if lane.pending.capacity() == 0 {
+            // A batch's worth at once, rather than growing into it.
+            lane.pending.reserve(self.max_records);
+        }
         lane.pending.push(record);
         true
     }
