@@ -375,16 +375,11 @@ impl Projector {
         changed_cases.sort_unstable();
         let mut changed_documents: Vec<DocumentKey> = changed_documents.into_iter().collect();
         changed_documents.sort_unstable();
-        let (cases, new_cases) = split_stored(changed_cases, &stored_cases, |k| {
-            fold.case(k)
-                .cloned()
-                .expect("a changed case is in the working set")
-        });
-        let (documents, new_documents) = split_stored(changed_documents, &stored_documents, |k| {
-            fold.document(k)
-                .cloned()
-                .expect("a changed document is in the working set")
-        });
+        let (case_states, document_states, deltas) =
+            fold.into_written(&changed_cases, &changed_documents);
+        let (cases, new_cases) = split_stored(changed_cases, case_states, &stored_cases);
+        let (documents, new_documents) =
+            split_stored(changed_documents, document_states, &stored_documents);
         let repeated = report.duplicates > 0 || !stored_documents.is_empty() || tx.cases_read() > 0;
         let write = PartitionWrite {
             partition: batch.partition,
@@ -395,7 +390,7 @@ impl Projector {
             clock: Some(now),
             clock_moved: batch.claim.evaluates_all(now),
             event_time: events.iter().map(|e| e.occurred_at).max(),
-            deltas: fold.into_deltas().into_iter().collect(),
+            deltas: deltas.into_iter().collect(),
             cases,
             new_cases,
             documents,
@@ -650,15 +645,12 @@ type Keyed<K, S> = Vec<(K, S)>;
 /// the batch was loaded, and the others (key order kept in both).
 fn split_stored<K: Eq + std::hash::Hash, S>(
     changed: Vec<K>,
+    states: Vec<S>,
     stored: &FxHashSet<K>,
-    state: impl Fn(&K) -> S,
 ) -> (Keyed<K, S>, Keyed<K, S>) {
     changed
         .into_iter()
-        .map(|k| {
-            let s = state(&k);
-            (k, s)
-        })
+        .zip(states)
         .partition(|(k, _)| stored.contains(k))
 }
 

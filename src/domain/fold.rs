@@ -441,6 +441,37 @@ impl Fold {
         self.deltas
     }
 
+    /// Consumes the fold, returning the states of `cases` and `documents`
+    /// (in their order; each held, and named once), moved out rather than
+    /// copied, and its counter changes: what a batch writes.
+    ///
+    /// # Panics
+    ///
+    /// If a key is not held (or named twice).
+    pub fn into_written(
+        mut self,
+        cases: &[CaseKey],
+        documents: &[DocumentKey],
+    ) -> (
+        Vec<CaseState>,
+        Vec<DocumentState>,
+        FxHashMap<DayKey, DayCounters>,
+    ) {
+        let cases = cases
+            .iter()
+            .map(|k| self.cases.swap_remove(k).expect("a written case is held"))
+            .collect();
+        let documents = documents
+            .iter()
+            .map(|k| {
+                self.documents
+                    .swap_remove(k)
+                    .expect("a written document is held")
+            })
+            .collect();
+        (cases, documents, self.deltas)
+    }
+
     /// Applies one valid event. An id the event's case (or document)
     /// already lists is a repeat: the first arrival wins.
     pub fn apply(&mut self, event: &CaseEvent) -> Applied {

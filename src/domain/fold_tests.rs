@@ -548,3 +548,64 @@ fn a_late_case_resolved_by_the_successor_on_the_day_it_went_late_moves_between_c
         "resolved late, by the successor"
     );
 }
+
+#[test]
+fn the_written_states_are_moved_out_in_the_order_asked_with_the_deltas() {
+    let mut f = Fold::new(None);
+    let events = [
+        received(
+            "r1",
+            "case-1",
+            "2023-04-03T09:00:00+07:00",
+            "2023-04-10T17:00:00+07:00",
+            true,
+            true,
+        ),
+        received(
+            "r2",
+            "case-2",
+            "2023-04-03T10:00:00+07:00",
+            "2023-04-10T17:00:00+07:00",
+            false,
+            false,
+        ),
+        resolved(
+            "s1",
+            "case-1",
+            "2023-04-04T09:00:00+07:00",
+            "2023-04-10T17:00:00+07:00",
+        ),
+        received(
+            "r3",
+            "case-3",
+            "2023-04-03T11:00:00+07:00",
+            "2023-04-10T17:00:00+07:00",
+            true,
+            false,
+        ),
+        signed("d1", "doc-1", "2023-04-05T10:00:00+07:00", "digital"),
+        signed("d2", "doc-2", "2023-04-05T10:00:00+07:00", "handwritten"),
+    ];
+    let (mut cases, mut documents) = (Vec::new(), Vec::new());
+    for e in &events {
+        f.apply(e);
+        match e.key() {
+            EventKey::Case(k) if !cases.contains(&k) => cases.push(k),
+            EventKey::Document(k) if !documents.contains(&k) => documents.push(k),
+            _ => {}
+        }
+    }
+    // Not every case held is written, and not in the order held.
+    let cases = vec![cases[2].clone(), cases[0].clone()];
+    let documents = vec![documents[1].clone(), documents[0].clone()];
+    let want_cases: Vec<CaseState> = cases.iter().map(|k| f.case(k).unwrap().clone()).collect();
+    let want_documents: Vec<DocumentState> = documents
+        .iter()
+        .map(|k| f.document(k).unwrap().clone())
+        .collect();
+    let want_deltas = f.deltas().clone();
+    let (got_cases, got_documents, got_deltas) = f.into_written(&cases, &documents);
+    assert_eq!(got_cases, want_cases);
+    assert_eq!(got_documents, want_documents);
+    assert_eq!(got_deltas, want_deltas);
+}
