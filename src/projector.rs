@@ -40,7 +40,9 @@ use crate::internal_events::{
     BatchCommitted, BatchRefolded, BreachesDeferred, DeadLettersKept, InternalEvent,
 };
 use crate::metrics::Metrics;
-use crate::store::{BatchKeys, BatchTx, Claim, DeadLetter, PartitionWrite, Store, StoreError};
+use crate::store::{
+    BatchKeys, BatchTx, Claim, Committed, DeadLetter, PartitionWrite, Store, StoreError,
+};
 
 /// One Kafka record, copied out of the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +220,7 @@ impl Projector {
             .and_then(|e| e.catch_up.defers(now, &batch.position(&events)));
         let evaluator = self.evaluator.as_ref().filter(|_| deferred.is_none());
         let mut careful = self.careful_set().contains(&batch.partition);
-        let (folded, alerts) = loop {
+        let (folded, alerts, committed) = loop {
             let attempt = Attempt {
                 batch,
                 now,
@@ -259,6 +261,10 @@ impl Projector {
             ..folded.report
         };
         self.committed(&folded.write, &report, started);
+        let PartitionWrite {
+            cases, new_cases, ..
+        } = folded.write;
+        committed.remember(cases.into_iter().chain(new_cases));
         Ok(report)
     }
 
@@ -296,7 +302,7 @@ impl Projector {
         mut tx: T,
         a: &Attempt<'_>,
         evaluator: Option<&Evaluator>,
-    ) -> Result<(Folded, Vec<Alert>), StoreError> {
+    ) -> Result<(Folded, Vec<Alert>, Committed), StoreError> {
         let partition = a.batch.partition;
         if let Some(refused) = a
             .batch
@@ -306,8 +312,8 @@ impl Projector {
             return Err(refused);
         }
         let folded = self.fold(&mut tx, a).await?;
-        let alerts = write(tx, &folded.write, evaluator).await?;
-        Ok((folded, alerts))
+        let (alerts, committed) = write(tx, &folded.write, evaluator).await?;
+        Ok((folded, alerts, committed))
     }
 
     /// Loads the working set inside the batch's transaction (with the
@@ -455,10 +461,12 @@ pub async fn commit(
     write: &PartitionWrite,
     evaluator: Option<&Evaluator>,
 ) -> Result<Vec<Alert>, StoreError> {
-    match store {
-        Store::Postgres(s) => guarded(s.begin_batch().await?, write, evaluator).await,
-        Store::Sqlite(s) => guarded(s.begin_batch().await?, write, evaluator).await,
-    }
+    // The written cases stay with the caller: none is remembered.
+    let (alerts, _) = match store {
+        Store::Postgres(s) => guarded(s.begin_batch().await?, write, evaluator).await?,
+        Store::Sqlite(s) => guarded(s.begin_batch().await?, write, evaluator).await?,
+    };
+    Ok(alerts)
 }
 
 /// [`write`], once the partition's position is checked.
@@ -466,7 +474,7 @@ async fn guarded<T: BatchTx>(
     mut tx: T,
     w: &PartitionWrite,
     evaluator: Option<&Evaluator>,
-) -> Result<Vec<Alert>, StoreError> {
+) -> Result<(Vec<Alert>, Committed), StoreError> {
     if let Some(refused) = w.refusal(tx.position(w.partition).await?) {
         return Err(refused);
     }
@@ -480,7 +488,7 @@ async fn write<T: BatchTx>(
     mut tx: T,
     w: &PartitionWrite,
     evaluator: Option<&Evaluator>,
-) -> Result<Vec<Alert>, StoreError> {
+) -> Result<(Vec<Alert>, Committed), StoreError> {
     tx.add_counters(&w.deltas).await?;
     tx.write_cases(w.partition, &w.cases, &w.new_cases).await?;
     tx.write_documents(w.partition, &w.documents, &w.new_documents)
@@ -501,8 +509,8 @@ async fn write<T: BatchTx>(
     };
     tx.move_position(w, evaluator.is_some() && w.clock.is_some())
         .await?;
-    tx.commit().await?;
-    Ok(alerts)
+    let committed = tx.commit().await?;
+    Ok((alerts, committed))
 }
 
 /// Re-evaluates, against their targets, the units valid today that the

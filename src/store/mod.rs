@@ -204,7 +204,30 @@ pub trait BatchTx: Send {
         evaluated: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Commits the transaction; what it returns takes the batch's written
+    /// cases once the caller is done with them ([`Committed::remember`]).
+    fn commit(self) -> impl Future<Output = Result<Committed, StoreError>> + Send;
+}
+
+/// A committed batch transaction's hand-back: where its written cases are
+/// kept for the partition's next batch (a PostgreSQL store's remembered
+/// cases, `src/store/postgres/cache.rs`), so that they are moved there
+/// rather than copied; nothing for a store that reads them back (SQLite,
+/// or PostgreSQL with the cache off).
+#[derive(Debug, Default)]
+#[must_use = "the written cases are remembered only if handed over"]
+pub struct Committed {
+    remember: Option<postgres::Remember>,
+}
+
+impl Committed {
+    /// Keeps `cases`, the batch's written cases as it wrote them, where
+    /// the store remembers them (or drops them).
+    pub fn remember(self, cases: impl IntoIterator<Item = (CaseKey, CaseState)>) {
+        if let Some(r) = self.remember {
+            r.put(cases);
+        }
+    }
 }
 
 /// A partition that carries a commune, as [`BatchTx::carriers`] finds it.

@@ -1106,6 +1106,15 @@ async fn cases_and_documents_copied_into_postgresql_read_back_as_sqlite_stores_t
 #[tokio::test]
 async fn a_case_written_by_someone_else_since_a_batch_remembered_it_is_read_again_not_overwritten()
 {
+    // Left alone, each batch updates the case the one before remembered:
+    // none is folded again. Written by someone else after batch one, only
+    // batch two is.
+    for (outside_write, refolded) in [(false, 0), (true, 1)] {
+        three_batches_of_one_case(outside_write, refolded).await;
+    }
+}
+
+async fn three_batches_of_one_case(outside_write: bool, refolded: u64) {
     use cchc_pipeline::projector::Projector;
     let (_, url) = fresh_database().await;
     let store = Store::connect(&url, 2, "t").await.unwrap();
@@ -1178,7 +1187,7 @@ async fn a_case_written_by_someone_else_since_a_batch_remembered_it_is_read_agai
         claim.next_offset = Some(i as i64 + 1);
         claim.clock = Some(now);
         claim.reevaluate = false;
-        if i == 0 {
+        if i == 0 && outside_write {
             assert_eq!(procedure().await.as_deref(), Some("1.001"));
             sqlx::query("UPDATE cases SET received_procedure = '2.002' WHERE case_id = 'HS-1'")
                 .execute(&pg.pool())
@@ -1186,9 +1195,10 @@ async fn a_case_written_by_someone_else_since_a_batch_remembered_it_is_read_agai
                 .unwrap();
         }
     }
+    let procedure_now = if outside_write { "2.002" } else { "1.001" };
     assert_eq!(
         procedure().await.as_deref(),
-        Some("2.002"),
+        Some(procedure_now),
         "the row written meanwhile was overwritten with the remembered case"
     );
     let resolved: (bool, bool) = sqlx::query_as(
@@ -1198,6 +1208,14 @@ async fn a_case_written_by_someone_else_since_a_batch_remembered_it_is_read_agai
     .await
     .unwrap();
     assert_eq!(resolved, (true, true), "both later batches applied");
+    // Had a committed batch's cases not been remembered, batch two would
+    // have taken the case as new, found it stored, and been folded again
+    // in both runs.
+    assert_eq!(
+        projector.metrics().refolded.get(),
+        refolded,
+        "batches folded again (outside write: {outside_write})"
+    );
 }
 
 /// A PostgreSQL store takes the cases it does not remember as new (the

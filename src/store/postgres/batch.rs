@@ -22,9 +22,10 @@ use super::super::codec::{
 };
 use super::super::copy::{Bytes, CopyRows};
 use super::super::{
-    stored_already, BatchKeys, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
+    stored_already, BatchKeys, BatchTx, Carrier, Committed, DeadLetter, PartitionWrite, Position,
+    StoreError,
 };
-use super::cache::CaseCache;
+use super::cache::{CaseCache, Remember};
 use super::id_digest;
 use crate::domain::{
     Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
@@ -43,10 +44,10 @@ pub struct PgBatch {
     /// The batch's cases taken from the cache, with the `xmin` (writing
     /// transaction) their rows must still carry when they are updated.
     remembered: FxHashMap<CaseKey, i64>,
-    /// The cases written, for the cache; `None` when none of them is to be
-    /// remembered (the cache is off, or a case was loaded with ids kept
-    /// outside its row).
-    written: Option<Vec<(CaseKey, CaseState)>>,
+    /// Whether the cases written are to be remembered once committed: not
+    /// when the cache is off, or a case was loaded with ids kept outside
+    /// its row.
+    remember: bool,
     /// [`BatchTx::cases_read`].
     cases_read: usize,
 }
@@ -73,15 +74,13 @@ impl PgBatch {
         topic: String,
         cache: Arc<CaseCache>,
     ) -> Self {
-        // Nothing is kept for a cache that remembers nothing.
-        let written = cache.enabled().then(Vec::new);
         PgBatch {
             tx,
             topic,
+            remember: cache.enabled(),
             cache,
             writer: None,
             remembered: FxHashMap::default(),
-            written,
             cases_read: 0,
         }
     }
@@ -261,7 +260,7 @@ impl BatchTx for PgBatch {
         }
         if rows.cases.iter().chain(&rows.overdue).any(|r| r.older_ids) {
             // Its ids are partly outside its row: read again every time.
-            self.written = None;
+            self.remember = false;
         }
         let mut fold = rows.into_fold(units, claim_clock, keys)?;
         for (i, hit) in hits {
@@ -325,9 +324,6 @@ impl BatchTx for PgBatch {
                     what: "a case remembered from an earlier batch",
                 });
             }
-        }
-        if let Some(written) = &mut self.written {
-            written.extend(stored.iter().chain(new).cloned());
         }
         Ok(())
     }
@@ -604,12 +600,18 @@ impl BatchTx for PgBatch {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
+    async fn commit(self) -> Result<Committed, StoreError> {
         self.tx.commit().await?;
-        if let (Some(w), Some(written)) = (self.writer, self.written) {
-            self.cache.put(w.partition, w.generation, w.xid, written);
-        }
-        Ok(())
+        let remember = match self.writer {
+            Some(w) if self.remember => Some(Remember {
+                cache: self.cache,
+                partition: w.partition,
+                generation: w.generation,
+                xid: w.xid,
+            }),
+            _ => None,
+        };
+        Ok(Committed { remember })
     }
 }
 

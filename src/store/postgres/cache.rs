@@ -39,6 +39,22 @@ const MAX_AGE: i64 = 1 << 30;
 /// (docs/BENCHMARKS.md, 2026-12-04).
 pub const DEFAULT_CASES: usize = 100_000;
 
+/// Where a committed transaction's written cases go ([`super::super::Committed`]).
+#[derive(Debug)]
+pub(crate) struct Remember {
+    pub(super) cache: std::sync::Arc<CaseCache>,
+    pub(super) partition: i32,
+    pub(super) generation: i64,
+    pub(super) xid: i64,
+}
+
+impl Remember {
+    pub(crate) fn put(self, written: impl IntoIterator<Item = (CaseKey, CaseState)>) {
+        self.cache
+            .put(self.partition, self.generation, self.xid, written);
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct CaseCache {
     inner: Mutex<LruCache<CaseKey, Entry>>,

@@ -22,6 +22,7 @@ use crate::domain::DayCounters;
 use schemas::{ensure_control, ident, CONTROL_SCHEMA};
 
 pub use batch::PgBatch;
+pub(crate) use cache::Remember;
 pub use cache::DEFAULT_CASES as DEFAULT_CACHED_CASES;
 pub use schemas::{RebuildTarget, SwitchReport, GENERATION_PREFIX};
 

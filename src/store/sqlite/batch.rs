@@ -15,7 +15,8 @@ use super::super::codec::{
     REPLACE_CASE, SUMS,
 };
 use super::super::{
-    stored_already, BatchKeys, BatchTx, Carrier, DeadLetter, PartitionWrite, Position, StoreError,
+    stored_already, BatchKeys, BatchTx, Carrier, Committed, DeadLetter, PartitionWrite, Position,
+    StoreError,
 };
 use crate::domain::{
     Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
@@ -487,8 +488,10 @@ impl BatchTx for SqliteBatch {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit().await?)
+    async fn commit(self) -> Result<Committed, StoreError> {
+        self.tx.commit().await?;
+        // Every batch reads its cases: none is remembered.
+        Ok(Committed::default())
     }
 }
 
