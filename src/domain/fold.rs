@@ -436,11 +436,6 @@ impl Fold {
         &self.deltas
     }
 
-    /// Consumes the fold, returning its counter changes.
-    pub fn into_deltas(self) -> FxHashMap<DayKey, DayCounters> {
-        self.deltas
-    }
-
     /// Consumes the fold, returning the states of `cases` and `documents`
     /// (in their order; each held, and named once), moved out rather than
     /// copied, and its counter changes: what a batch writes.
