@@ -25,7 +25,7 @@ use super::super::{
     stored_already, BatchKeys, BatchTx, Carrier, Committed, DeadLetter, PartitionWrite, Position,
     StoreError,
 };
-use super::cache::{CaseCache, Remember};
+use super::cache::{CaseCache, Remember, Writer};
 use super::id_digest;
 use crate::domain::{
     Alert, BreachState, CaseKey, CaseState, DayCounters, DayKey, DocumentKey, DocumentState, Fold,
@@ -55,15 +55,6 @@ pub struct PgBatch {
 /// A partition's stored generation, next offset and clock, and the reading
 /// transaction's id.
 type PositionRow = (i64, Option<i64>, Option<DateTime<Utc>>, i64);
-
-/// The partition a batch transaction writes, its stored generation, and the
-/// transaction's own id (64-bit, `pg_current_xact_id()`).
-#[derive(Debug, Clone, Copy)]
-struct Writer {
-    partition: i32,
-    generation: i64,
-    xid: i64,
-}
 
 /// A case's key as (commune, case id).
 type CaseRef<'a> = (&'a str, &'a str);
@@ -603,11 +594,9 @@ impl BatchTx for PgBatch {
     async fn commit(self) -> Result<Committed, StoreError> {
         self.tx.commit().await?;
         let remember = match self.writer {
-            Some(w) if self.remember => Some(Remember {
+            Some(writer) if self.remember => Some(Remember {
                 cache: self.cache,
-                partition: w.partition,
-                generation: w.generation,
-                xid: w.xid,
+                writer,
             }),
             _ => None,
         };

@@ -39,19 +39,26 @@ const MAX_AGE: i64 = 1 << 30;
 /// (docs/BENCHMARKS.md, 2026-12-04).
 pub const DEFAULT_CASES: usize = 100_000;
 
+/// The partition a batch transaction writes, its stored generation, and the
+/// transaction's own id (64-bit, `pg_current_xact_id()`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Writer {
+    pub partition: i32,
+    pub generation: i64,
+    pub xid: i64,
+}
+
 /// Where a committed transaction's written cases go ([`super::super::Committed`]).
 #[derive(Debug)]
 pub(crate) struct Remember {
     pub(super) cache: std::sync::Arc<CaseCache>,
-    pub(super) partition: i32,
-    pub(super) generation: i64,
-    pub(super) xid: i64,
+    pub(super) writer: Writer,
 }
 
 impl Remember {
     pub(crate) fn put(self, written: impl IntoIterator<Item = (CaseKey, CaseState)>) {
-        self.cache
-            .put(self.partition, self.generation, self.xid, written);
+        let w = self.writer;
+        self.cache.put(w.partition, w.generation, w.xid, written);
     }
 }
 
