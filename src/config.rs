@@ -61,6 +61,14 @@ fn default_cached_cases() -> usize {
 pub struct BatchSettings {
     pub max_records: usize,
     pub max_wait_ms: u64,
+    /// Reading pauses while this many records are held, waiting for a
+    /// batch or being committed, over all partitions.
+    #[serde(default = "default_max_held_records")]
+    pub max_held_records: usize,
+}
+
+fn default_max_held_records() -> usize {
+    120_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -417,6 +425,12 @@ impl RawSettings {
         let invalid = Invalid(&name);
         if self.batch.max_records == 0 {
             return Err(invalid.at("batch.max_records", "must be at least 1"));
+        }
+        if self.batch.max_held_records < self.batch.max_records {
+            return Err(invalid.at(
+                "batch.max_held_records",
+                "must be at least batch.max_records (a whole batch is held while it is read)",
+            ));
         }
         if self.clock.tick_seconds == 0 {
             return Err(invalid.at("clock.tick_seconds", "must be at least 1"));
@@ -797,7 +811,7 @@ mod tests {
     fn a_bad_value_names_the_key_and_the_file() {
         let text = std::fs::read_to_string(repo_file())
             .unwrap()
-            .replace("max_records = 10000", "max_records = \"many\"");
+            .replace("max_records = 30000", "max_records = \"many\"");
         let err = with_text(&text).unwrap_err().to_string();
         assert!(err.contains("batch.max_records"), "{err}");
         assert!(err.contains("bad.toml"), "{err}");

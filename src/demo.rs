@@ -33,9 +33,9 @@ use crate::store::Store;
 /// How far the feed may run ahead of a partition's committed offset. The
 /// mock keeps the last 5 MB of each partition (librdkafka's
 /// `rdkafka_mock.c`), some 15,000 of these records, so 10,000 and a
-/// [`CHUNK`] (under 4 MB) stay in it. It is also a full batch (`batch.max_records` of the default
-/// configuration), so batches close full rather than after waiting
-/// `batch.max_wait_ms`.
+/// [`CHUNK`] (under 4 MB) stay in it. It is also the demo's full batch
+/// (`batch.max_records` is held to it), so batches close full rather than
+/// after waiting `batch.max_wait_ms`.
 pub const MAX_LAG: i64 = 10_000;
 /// Events sent at a time.
 const CHUNK: usize = 2_000;
@@ -98,6 +98,7 @@ pub async fn run(
     settings.database.url = options.database_url.clone();
     settings.database.max_connections = 1;
     settings.http.listen = options.listen.clone();
+    settings.batch.max_records = settings.batch.max_records.min(MAX_LAG as usize);
     // The simulated year is history: breaches are evaluated once the feed is
     // read, at the first clock tick of a quiet partition; a short tick makes
     // that a second after the end.

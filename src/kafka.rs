@@ -118,12 +118,12 @@ pub fn consumer<C: ConsumerContext>(k: &KafkaSettings, context: C) -> KafkaResul
         // Each partition's end offset comes with the statistics: the lag
         // metric and the catch-up rule read it.
         ("statistics.interval.ms", "1000"),
-        // librdkafka prefetches up to 64 MB by default, on top of the
-        // records waiting for a batch (up to twice `batch.max_records` in
-        // all) and the batches being committed; 16 MB keeps a replay's
-        // memory flat and well under 256 MB and still holds tens of
-        // thousands of records.
-        ("queued.max.messages.kbytes", "16384"),
+        // librdkafka prefetches up to 64 MB a partition by default, on top
+        // of the records the batcher holds (`batch.max_held_records`); 4 MB,
+        // some 14,000 records, is more than a partition's batch is read in
+        // while the one before commits, and keeps a replay's memory flat
+        // and under 256 MB.
+        ("queued.max.messages.kbytes", "4096"),
         // When that queue is full, librdkafka postpones the partition's
         // next fetch by this long (1 s by default). In a replay the queue is
         // full most of the time, and each partition then sat without

@@ -1,7 +1,7 @@
 //! One partition batch, top to bottom:
 //!
-//! 1. [`Projector::project_partition`]: decode each record (or keep it as a
-//!    dead letter);
+//! 1. [`Decoded`]: each record decoded as the consumer reads it (or kept as
+//!    a dead letter), so that a batch waits as events;
 //! 2. [`Projector::fold`]: load the facts the batch touches, move the clock,
 //!    fold (pure, `domain::Fold`), and say what to write;
 //! 3. [`commit`]: one transaction, in this order for both stores: guard
@@ -44,7 +44,8 @@ use crate::store::{
     BatchKeys, BatchTx, Claim, Committed, DeadLetter, PartitionWrite, Store, StoreError,
 };
 
-/// One Kafka record, copied out of the consumer.
+/// One Kafka record as it came (tests and tools build batches of these;
+/// the consumer decodes what it reads at once, see [`Decoded`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub partition: i32,
@@ -56,12 +57,105 @@ pub struct Record {
     pub written_ms: Option<i64>,
 }
 
+/// One record, decoded when it was read: a waiting batch holds events, not
+/// the raw records (a third of the size), and only a record that is not a
+/// valid event is kept as it came, as its dead letter.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub partition: i32,
+    pub offset: i64,
+    pub written_ms: Option<i64>,
+    pub outcome: Result<CaseEvent, Box<DeadLetter>>,
+}
+
+impl Decoded {
+    /// Decodes one record of `partition` at `offset`.
+    pub fn new(
+        units: &Units,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        written_ms: Option<i64>,
+    ) -> Self {
+        let outcome = decode(value, units).map_err(|why| {
+            Box::new(DeadLetter {
+                partition,
+                offset,
+                key: key.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+                reason_code: why.code(),
+                // Stored as text, which cannot hold a NUL (a reason may
+                // quote the record).
+                reason: why.to_string().replace('\0', "\\u0000"),
+            })
+        });
+        Decoded {
+            partition,
+            offset,
+            written_ms,
+            outcome,
+        }
+    }
+}
+
+/// A batch's records: its valid events, its dead letters, and where it
+/// ends.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    pub events: Vec<CaseEvent>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// The last record's offset and Kafka timestamp.
+    last: Option<(i64, Option<i64>)>,
+}
+
+impl Records {
+    /// How many records, events and dead letters together.
+    pub fn len(&self) -> usize {
+        self.events.len() + self.dead_letters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The offset after the last record, if there is one.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.last.map(|(offset, _)| offset + 1)
+    }
+
+    /// When the last record was written to the log.
+    pub fn written_ms(&self) -> Option<i64> {
+        self.last.and_then(|(_, written)| written)
+    }
+}
+
+impl From<Vec<Decoded>> for Records {
+    /// The records in offset order, as the batcher hands them out.
+    fn from(decoded: Vec<Decoded>) -> Self {
+        let last = decoded.last().map(|d| (d.offset, d.written_ms));
+        let mut events = Vec::with_capacity(decoded.len());
+        let mut dead_letters = Vec::new();
+        for d in decoded {
+            match d.outcome {
+                Ok(e) => events.push(e),
+                Err(dead) => dead_letters.push(*dead),
+            }
+        }
+        Records {
+            events,
+            dead_letters,
+            last,
+        }
+    }
+}
+
 /// The records of one partition in a batch (possibly none: a clock tick).
 #[derive(Debug, Clone)]
 pub struct PartitionBatch {
     pub partition: i32,
     pub claim: Claim,
-    pub records: Vec<Record>,
+    pub records: Records,
     /// Records on the partition after this batch, as far as the consumer
     /// knows (`None`: its end is not known yet): whether a backlog is being
     /// read (see `domain::CatchUp`).
@@ -69,17 +163,16 @@ pub struct PartitionBatch {
 }
 
 impl PartitionBatch {
-    /// What the catch-up rule looks at, once the batch is decoded.
-    fn position(&self, events: &[CaseEvent]) -> BatchPosition {
+    /// What the catch-up rule looks at.
+    fn position(&self) -> BatchPosition {
         BatchPosition {
             records: self.records.len(),
             behind: self.behind,
             written_at: self
                 .records
-                .last()
-                .and_then(|r| r.written_ms)
+                .written_ms()
                 .and_then(DateTime::from_timestamp_millis),
-            newest_event: events.iter().map(|e| e.occurred_at).max(),
+            newest_event: self.records.events.iter().map(|e| e.occurred_at).max(),
         }
     }
 }
@@ -213,19 +306,18 @@ impl Projector {
         now: DateTime<Utc>,
     ) -> Result<BatchReport, StoreError> {
         let started = Instant::now();
-        let (events, dead_letters) = self.decode(batch);
         let deferred = self
             .evaluator
             .as_ref()
-            .and_then(|e| e.catch_up.defers(now, &batch.position(&events)));
+            .and_then(|e| e.catch_up.defers(now, &batch.position()));
         let evaluator = self.evaluator.as_ref().filter(|_| deferred.is_none());
         let mut careful = self.careful_set().contains(&batch.partition);
         let (folded, alerts, committed) = loop {
             let attempt = Attempt {
                 batch,
                 now,
-                events: &events,
-                dead_letters: &dead_letters,
+                events: &batch.records.events,
+                dead_letters: &batch.records.dead_letters,
                 careful,
             };
             let outcome = match &self.store {
@@ -272,26 +364,34 @@ impl Projector {
         self.careful.lock().expect("careful lock")
     }
 
-    /// The batch's valid events, and its other records as dead letters.
-    fn decode(&self, batch: &PartitionBatch) -> (Vec<CaseEvent>, Vec<DeadLetter>) {
-        let mut events = Vec::with_capacity(batch.records.len());
-        let mut dead_letters = Vec::new();
-        for r in &batch.records {
-            match decode(r.value.as_deref(), &self.units) {
-                Ok(e) => events.push(e),
-                Err(why) => dead_letters.push(DeadLetter {
-                    partition: r.partition,
-                    offset: r.offset,
-                    key: r.key.clone(),
-                    value: r.value.clone(),
-                    reason_code: why.code(),
-                    // Stored as text, which cannot hold a NUL (a reason may
-                    // quote the record).
-                    reason: why.to_string().replace('\0', "\\u0000"),
-                }),
-            }
-        }
-        (events, dead_letters)
+    /// `records` decoded, as one batch holds them.
+    pub fn decode_records(&self, records: Vec<Record>) -> Records {
+        let decoded: Vec<Decoded> = records
+            .into_iter()
+            .map(|r| {
+                Decoded::new(
+                    &self.units,
+                    r.partition,
+                    r.offset,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    r.written_ms,
+                )
+            })
+            .collect();
+        Records::from(decoded)
+    }
+
+    /// Decodes one record as it is read (see [`Decoded`]).
+    pub fn decode_record(
+        &self,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        written_ms: Option<i64>,
+    ) -> Decoded {
+        Decoded::new(&self.units, partition, offset, key, value, written_ms)
     }
 
     /// One try at the batch, in the transaction `tx`: the partition's
@@ -392,7 +492,7 @@ impl Projector {
             generation: batch.claim.generation,
             start_offset: batch.claim.next_offset,
             start_clock: batch.claim.clock,
-            next_offset: batch.records.last().map(|r| r.offset + 1),
+            next_offset: batch.records.next_offset(),
             clock: Some(now),
             clock_moved: batch.claim.evaluates_all(now),
             event_time: events.iter().map(|e| e.occurred_at).max(),
@@ -673,4 +773,51 @@ fn keys(events: &[CaseEvent]) -> (Vec<CaseKey>, Vec<DocumentKey>) {
         };
     }
     (cases.into_iter().collect(), documents.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::domain::units::tests::long_my;
+    use crate::simulator::Simulator;
+
+    #[test]
+    fn records_are_decoded_as_read_and_only_the_invalid_kept_raw() {
+        let units = long_my();
+        let start = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let valid: Vec<String> = Simulator::new(&units, 7, start, 20.0)
+            .take(2)
+            .map(|r| r.value)
+            .collect();
+        let values = [valid[0].as_bytes(), b"{not json", valid[1].as_bytes()];
+        let decoded: Vec<Decoded> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let offset = 40 + i as i64;
+                Decoded::new(&units, 3, offset, Some(b"k"), Some(v), Some(offset * 10))
+            })
+            .collect();
+        let records = Records::from(decoded);
+        assert_eq!(records.len(), 3);
+        let want: Vec<CaseEvent> = valid
+            .iter()
+            .map(|v| decode(Some(v.as_bytes()), &units).unwrap())
+            .collect();
+        assert_eq!(records.events, want, "in offset order, as decoded");
+        let [dead] = records.dead_letters.as_slice() else {
+            panic!("one dead letter: {:?}", records.dead_letters);
+        };
+        assert_eq!((dead.partition, dead.offset), (3, 41));
+        assert_eq!(dead.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(dead.value.as_deref(), Some(&b"{not json"[..]));
+        assert_eq!(dead.reason_code, "not_json");
+        assert_eq!(records.next_offset(), Some(43));
+        assert_eq!(records.written_ms(), Some(420), "the last record's");
+        let none = Records::from(Vec::new());
+        assert!(none.is_empty());
+        assert_eq!((none.next_offset(), none.written_ms()), (None, None));
+    }
 }

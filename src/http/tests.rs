@@ -164,7 +164,7 @@ impl Harness {
                 &PartitionBatch {
                     partition: 0,
                     claim,
-                    records,
+                    records: self.projector.decode_records(records),
                     behind: Some(0),
                 },
                 Utc::now(),
@@ -1337,7 +1337,7 @@ async fn cached_sums_expire_after_the_ttl_when_no_note_comes() {
             &PartitionBatch {
                 partition: 0,
                 claim,
-                records: simulated_for(&h.settings, "31471", 400, 401),
+                records: elsewhere.decode_records(simulated_for(&h.settings, "31471", 400, 401)),
                 behind: Some(0),
             },
             Utc::now(),

@@ -11,6 +11,9 @@
 //!   make one go at once, even empty;
 //! - at most one batch per partition is in flight: records keep arriving
 //!   meanwhile, and the next batch waits for [`Batcher::settled`];
+//! - reading pauses while `max_held` records are held, waiting or in
+//!   flight, over all partitions: what a replay holds is bounded whatever
+//!   the number of partitions;
 //! - a partition held back (a backoff after a transient failure) sends
 //!   nothing until its time;
 //! - [`Batcher::reset`] forgets what was read (a rebalance, a rewind to the
@@ -19,50 +22,102 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::projector::Record;
+use crate::projector::{Decoded, Record};
+
+/// What the batcher needs to know of a record: where it is.
+pub trait Positioned {
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+}
+
+impl Positioned for Decoded {
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
+impl Positioned for Record {
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+}
 
 /// Per-partition batching (see the module documentation).
 #[derive(Debug)]
-pub struct Batcher {
+pub struct Batcher<T> {
     max_records: usize,
     max_wait: Duration,
-    lanes: BTreeMap<i32, Lane>,
+    max_held: usize,
+    lanes: BTreeMap<i32, Lane<T>>,
 }
 
-#[derive(Debug, Default)]
-struct Lane {
-    pending: Vec<Record>,
+#[derive(Debug)]
+struct Lane<T> {
+    pending: Vec<T>,
     /// When the first pending record arrived.
     since: Option<Instant>,
     /// The offset of the last record kept (pending or handed out).
     last_offset: Option<i64>,
-    in_flight: bool,
+    /// The records of the batch in flight, if one is.
+    in_flight: Option<usize>,
     held_until: Option<Instant>,
 }
 
-impl Lane {
-    fn free(&self, now: Instant) -> bool {
-        !self.in_flight && self.held_until.is_none_or(|t| now >= t)
+impl<T> Default for Lane<T> {
+    fn default() -> Self {
+        Lane {
+            pending: Vec::new(),
+            since: None,
+            last_offset: None,
+            in_flight: None,
+            held_until: None,
+        }
     }
 }
 
-impl Batcher {
-    pub fn new(max_records: usize, max_wait: Duration) -> Self {
+impl<T> Lane<T> {
+    fn free(&self, now: Instant) -> bool {
+        self.in_flight.is_none() && self.held_until.is_none_or(|t| now >= t)
+    }
+}
+
+impl<T: Positioned> Batcher<T> {
+    /// Batches of at most `max_records`, sent once their first record has
+    /// waited `max_wait`; reading pauses while `max_held` records are held
+    /// (at least a batch's worth).
+    pub fn new(max_records: usize, max_wait: Duration, max_held: usize) -> Self {
+        let max_records = max_records.max(1);
         Batcher {
-            max_records: max_records.max(1),
+            max_records,
             max_wait,
+            max_held: max_held.max(max_records),
             lanes: BTreeMap::new(),
         }
     }
 
+    /// Whether a record of `partition` at `offset` would be kept: its
+    /// offset is beyond the last one kept.
+    pub fn accepts(&self, partition: i32, offset: i64) -> bool {
+        self.lanes
+            .get(&partition)
+            .and_then(|l| l.last_offset)
+            .is_none_or(|last| offset > last)
+    }
+
     /// Keeps a record for its partition's next batch. Returns false (and
     /// drops it) when its offset is not beyond the last one kept.
-    pub fn push(&mut self, record: Record, now: Instant) -> bool {
-        let lane = self.lanes.entry(record.partition).or_default();
-        if lane.last_offset.is_some_and(|last| record.offset <= last) {
+    pub fn push(&mut self, record: T, now: Instant) -> bool {
+        let lane = self.lanes.entry(record.partition()).or_default();
+        if lane.last_offset.is_some_and(|last| record.offset() <= last) {
             return false;
         }
-        lane.last_offset = Some(record.offset);
+        lane.last_offset = Some(record.offset());
         lane.since.get_or_insert(now);
         if lane.pending.capacity() == 0 {
             // A batch's worth at once, rather than growing into it.
@@ -88,10 +143,18 @@ impl Batcher {
         self.lanes.values().map(|l| l.pending.len()).sum()
     }
 
-    /// Whether reading should pause until a commit completes: twice a
-    /// batch's worth of records is waiting.
+    /// Records held, waiting or in flight, over all partitions.
+    pub fn held(&self) -> usize {
+        self.lanes
+            .values()
+            .map(|l| l.pending.len() + l.in_flight.unwrap_or(0))
+            .sum()
+    }
+
+    /// Whether reading should pause until a commit completes: `max_held`
+    /// records are held.
     pub fn is_full(&self) -> bool {
-        self.buffered() >= 2 * self.max_records
+        self.held() >= self.max_held
     }
 
     /// How long to wait for more records before a batch can go: until the
@@ -99,7 +162,7 @@ impl Batcher {
     pub fn wait(&self, now: Instant, idle: Duration) -> Duration {
         self.lanes
             .values()
-            .filter(|l| !l.in_flight)
+            .filter(|l| l.in_flight.is_none())
             .filter_map(|l| {
                 let due = l.since? + self.max_wait;
                 let at = l.held_until.map_or(due, |held| held.max(due));
@@ -115,7 +178,7 @@ impl Batcher {
     /// `max_wait`, or whatever is waiting (possibly nothing) when `force`
     /// (a clock tick that re-evaluates the partition). It is then in flight
     /// until [`Batcher::settled`].
-    pub fn take(&mut self, partition: i32, now: Instant, force: bool) -> Option<Vec<Record>> {
+    pub fn take(&mut self, partition: i32, now: Instant, force: bool) -> Option<Vec<T>> {
         let (max_records, max_wait) = (self.max_records, self.max_wait);
         let lane = self.lanes.entry(partition).or_default();
         if !lane.free(now) {
@@ -136,7 +199,7 @@ impl Batcher {
             lane.since = None;
             std::mem::take(&mut lane.pending)
         };
-        lane.in_flight = true;
+        lane.in_flight = Some(records.len());
         lane.held_until = None;
         Some(records)
     }
@@ -145,13 +208,15 @@ impl Batcher {
     /// `hold_until` keeps its next one back until then.
     pub fn settled(&mut self, partition: i32, hold_until: Option<Instant>) {
         let lane = self.lanes.entry(partition).or_default();
-        lane.in_flight = false;
+        lane.in_flight = None;
         lane.held_until = hold_until;
     }
 
     /// Whether a batch of `partition` is in flight.
     pub fn is_in_flight(&self, partition: i32) -> bool {
-        self.lanes.get(&partition).is_some_and(|l| l.in_flight)
+        self.lanes
+            .get(&partition)
+            .is_some_and(|l| l.in_flight.is_some())
     }
 }
 
@@ -178,7 +243,7 @@ mod tests {
     #[test]
     fn a_batch_goes_when_full_or_when_its_first_record_has_waited() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(3, WAIT);
+        let mut b = Batcher::new(3, WAIT, 6);
         b.push(record(0, 0), t0);
         b.push(record(0, 1), t0 + Duration::from_millis(50));
         assert_eq!(b.take(0, t0 + Duration::from_millis(99), false), None);
@@ -194,7 +259,7 @@ mod tests {
     #[test]
     fn a_batch_over_the_limit_is_split_and_the_rest_waits_afresh() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(2, WAIT);
+        let mut b = Batcher::new(2, WAIT, 4);
         for o in 0..5 {
             b.push(record(0, o), t0);
         }
@@ -211,7 +276,7 @@ mod tests {
     #[test]
     fn one_batch_per_partition_is_in_flight_while_records_keep_arriving() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(2, WAIT);
+        let mut b = Batcher::new(2, WAIT, 4);
         b.push(record(0, 0), t0);
         b.push(record(0, 1), t0);
         assert!(b.take(0, t0, false).is_some());
@@ -230,7 +295,7 @@ mod tests {
     #[test]
     fn a_held_partition_sends_nothing_until_its_time() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(1, WAIT);
+        let mut b = Batcher::new(1, WAIT, 2);
         b.push(record(0, 0), t0);
         assert!(b.take(0, t0, false).is_some());
         let until = t0 + Duration::from_secs(1);
@@ -244,7 +309,7 @@ mod tests {
     #[test]
     fn a_tick_sends_a_batch_at_once_even_an_empty_one() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(10, WAIT);
+        let mut b = Batcher::new(10, WAIT, 20);
         assert_eq!(b.take(3, t0, false), None);
         assert_eq!(b.take(3, t0, true), Some(vec![]));
         b.settled(3, None);
@@ -255,8 +320,11 @@ mod tests {
     #[test]
     fn a_record_not_beyond_the_last_one_kept_is_dropped_until_a_reset() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(10, WAIT);
+        let mut b = Batcher::new(10, WAIT, 20);
+        assert!(b.accepts(0, 5));
         assert!(b.push(record(0, 5), t0));
+        assert!(!b.accepts(0, 5) && !b.accepts(0, 4) && b.accepts(0, 6));
+        assert!(b.accepts(1, 0), "per partition");
         assert!(!b.push(record(0, 5), t0));
         assert!(!b.push(record(0, 4), t0));
         assert!(
@@ -275,7 +343,7 @@ mod tests {
     #[test]
     fn a_reset_keeps_the_batch_in_flight_in_flight() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(1, WAIT);
+        let mut b = Batcher::new(1, WAIT, 2);
         b.push(record(0, 0), t0);
         assert!(b.take(0, t0, false).is_some());
         b.push(record(0, 1), t0);
@@ -288,7 +356,7 @@ mod tests {
     fn the_wait_is_until_the_first_batch_that_can_go_is_due() {
         let t0 = Instant::now();
         let idle = Duration::from_millis(50);
-        let mut b = Batcher::new(10, WAIT);
+        let mut b = Batcher::new(10, WAIT, 20);
         assert_eq!(b.wait(t0, idle), idle);
         b.push(record(0, 0), t0);
         b.push(record(1, 0), t0 + Duration::from_millis(30));
@@ -301,7 +369,7 @@ mod tests {
             Duration::ZERO
         );
         // A partition in flight does not count.
-        let mut b = Batcher::new(1, WAIT);
+        let mut b = Batcher::new(1, WAIT, 2);
         b.push(record(0, 0), t0);
         b.take(0, t0, false).unwrap();
         b.push(record(0, 1), t0);
@@ -309,14 +377,26 @@ mod tests {
     }
 
     #[test]
-    fn reading_pauses_at_twice_a_batch_waiting() {
+    fn reading_pauses_while_the_most_held_are_waiting_or_in_flight() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(2, WAIT);
+        let mut b = Batcher::new(2, WAIT, 4);
         for o in 0..3 {
             b.push(record(0, o), t0);
         }
         assert!(!b.is_full());
+        assert_eq!(offsets(&b.take(0, t0, false).unwrap()), [0, 1]);
+        // Two in flight, one waiting: a fourth record fills it.
+        assert_eq!(b.held(), 3);
         b.push(record(1, 0), t0);
+        assert!(b.is_full(), "records in flight count");
+        b.settled(0, None);
+        assert!(!b.is_full(), "a commit done makes room");
+        // At least a batch's worth is always held.
+        let mut b = Batcher::new(3, WAIT, 1);
+        b.push(record(0, 0), t0);
+        b.push(record(0, 1), t0);
+        assert!(!b.is_full());
+        b.push(record(0, 2), t0);
         assert!(b.is_full());
     }
 }

@@ -61,6 +61,7 @@ pub fn spawn(
         cancel,
         worker::Pace {
             max_records: settings.batch.max_records,
+            max_held: settings.batch.max_held_records,
             max_wait: Duration::from_millis(settings.batch.max_wait_ms),
             tick: Duration::from_secs(settings.clock.tick_seconds),
             clock: Clock::new(&settings.clock),

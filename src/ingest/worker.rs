@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::internal_events::{
     BatchFenced, BatchLetGo, BatchResynced, CommitRetried, ConsumerErrored, InternalEvent,
 };
-use crate::projector::{BatchReport, PartitionBatch, Projector, Record};
+use crate::projector::{BatchReport, Decoded, PartitionBatch, Projector, Records};
 use crate::shutdown::CancellationToken;
 use crate::store::{Claim, StoreError};
 
@@ -34,17 +34,24 @@ const READ_BURST: usize = 512;
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {
     pub max_records: usize,
+    pub max_held: usize,
     pub max_wait: Duration,
     pub tick: Duration,
     pub clock: Clock,
 }
 
 /// A batch's commit, with the clock it was projected at.
-type Outcome = (
-    PartitionBatch,
-    Result<BatchReport, StoreError>,
-    DateTime<Utc>,
-);
+type Outcome = (Sent, Result<BatchReport, StoreError>, DateTime<Utc>);
+
+/// What the loop keeps of a batch it sent: the batch itself is dropped where
+/// it was committed, so that freeing its events is not the reading
+/// thread's work.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    partition: i32,
+    claim: Claim,
+    next_offset: Option<i64>,
+}
 
 pub struct Worker {
     consumer: BaseConsumer<IngestContext>,
@@ -79,7 +86,11 @@ impl Worker {
     /// Runs until cancelled; then lets the commits under way finish (what
     /// was not committed is read again after a restart).
     pub fn run(mut self) -> anyhow::Result<()> {
-        let mut batcher = Batcher::new(self.pace.max_records, self.pace.max_wait);
+        let mut batcher = Batcher::new(
+            self.pace.max_records,
+            self.pace.max_wait,
+            self.pace.max_held,
+        );
         let mut in_flight: HashMap<i32, tokio::task::JoinHandle<Outcome>> = HashMap::new();
         let mut backoff = Backoff::new();
         let mut last_tick = Instant::now();
@@ -117,7 +128,7 @@ impl Worker {
     /// and keeps it with those that arrived with it (up to [`READ_BURST`],
     /// without waiting again); while the batcher is full, waits for a
     /// commit instead.
-    fn read(&self, batcher: &mut Batcher, busy: bool) {
+    fn read(&self, batcher: &mut Batcher<Decoded>, busy: bool) {
         if batcher.is_full() {
             // The database is behind: read on once a commit completes.
             std::thread::sleep(Duration::from_millis(1));
@@ -148,29 +159,31 @@ impl Worker {
     }
 
     /// Drops what was read for partitions claimed anew or let go since.
-    fn apply_resets(&self, batcher: &mut Batcher) {
+    fn apply_resets(&self, batcher: &mut Batcher<Decoded>) {
         let reset = std::mem::take(&mut lock(&self.owned).reset);
         for partition in reset {
             batcher.reset(partition);
         }
     }
 
-    /// Keeps a fetched record for its partition's next batch, unless the
-    /// partition is not (or no longer) ours or the record is already applied.
-    fn keep(&self, m: &BorrowedMessage<'_>, batcher: &mut Batcher, arrived: Instant) {
+    /// Decodes a fetched record and keeps it for its partition's next
+    /// batch, unless the partition is not (or no longer) ours or the record
+    /// is already applied or kept.
+    fn keep(&self, m: &BorrowedMessage<'_>, batcher: &mut Batcher<Decoded>, arrived: Instant) {
+        let (partition, offset) = (m.partition(), m.offset());
         let expected = lock(&self.owned)
             .claims
-            .get(&m.partition())
+            .get(&partition)
             .map(|c| c.next_offset.unwrap_or(0));
-        if expected.is_some_and(|next| m.offset() >= next) {
-            let record = Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                written_ms: m.timestamp().to_millis(),
-            };
-            batcher.push(record, arrived);
+        if expected.is_some_and(|next| offset >= next) && batcher.accepts(partition, offset) {
+            let decoded = self.projector.decode_record(
+                partition,
+                offset,
+                m.key(),
+                m.payload(),
+                m.timestamp().to_millis(),
+            );
+            batcher.push(decoded, arrived);
         }
     }
 
@@ -180,7 +193,7 @@ impl Worker {
     /// cases falling overdue count and breaches are evaluated without events.
     fn start_batches(
         &self,
-        batcher: &mut Batcher,
+        batcher: &mut Batcher<Decoded>,
         in_flight: &mut HashMap<i32, tokio::task::JoinHandle<Outcome>>,
         tick_due: bool,
     ) {
@@ -201,9 +214,10 @@ impl Worker {
             let Some(records) = batcher.take(partition, Instant::now(), force) else {
                 continue;
             };
+            let records = Records::from(records);
             let end = records
-                .last()
-                .map_or(claim.next_offset.unwrap_or(0), |r| r.offset + 1);
+                .next_offset()
+                .unwrap_or(claim.next_offset.unwrap_or(0));
             let batch = PartitionBatch {
                 partition,
                 claim,
@@ -217,7 +231,12 @@ impl Worker {
                 self.runtime.spawn(
                     async move {
                         let outcome = projector.project_partition(&batch, now).await;
-                        (batch, outcome, now)
+                        let sent = Sent {
+                            partition: batch.partition,
+                            claim: batch.claim,
+                            next_offset: batch.records.next_offset(),
+                        };
+                        (sent, outcome, now)
                     }
                     .instrument(span),
                 ),
@@ -241,7 +260,7 @@ impl Worker {
     fn settle(
         &mut self,
         (batch, outcome, now): Outcome,
-        batcher: &mut Batcher,
+        batcher: &mut Batcher<Decoded>,
         backoff: &mut Backoff,
     ) -> anyhow::Result<()> {
         let partition = batch.partition;
@@ -319,11 +338,11 @@ impl Worker {
     }
 
     /// Moves the owner's view of the partition past a committed batch.
-    fn committed(&mut self, batch: &PartitionBatch, report: &BatchReport, now: DateTime<Utc>) {
+    fn committed(&mut self, batch: &Sent, report: &BatchReport, now: DateTime<Utc>) {
         if let Some(claim) = lock(&self.owned).claims.get_mut(&batch.partition) {
             if claim.generation == batch.claim.generation {
-                if let Some(last) = batch.records.last() {
-                    claim.next_offset = Some(last.offset + 1);
+                if let Some(next) = batch.next_offset {
+                    claim.next_offset = Some(next);
                 }
                 claim.clock = Some(now);
                 // A batch whose breaches waited leaves the next one to

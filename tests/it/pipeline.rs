@@ -1171,13 +1171,13 @@ async fn three_batches_of_one_case(outside_write: bool, refolded: u64) {
                 &PartitionBatch {
                     partition: 0,
                     claim,
-                    records: vec![Record {
+                    records: projector.decode_records(vec![Record {
                         partition: 0,
                         offset: i as i64,
                         key: None,
                         value: Some((*value).clone()),
                         written_ms: None,
-                    }],
+                    }]),
                     behind: Some(0),
                 },
                 now,
@@ -1254,7 +1254,7 @@ async fn a_new_store_on_stored_cases_folds_onto_them_and_counts_every_fact_once(
                     &cchc_pipeline::projector::PartitionBatch {
                         partition: 0,
                         claim,
-                        records,
+                        records: projector.decode_records(records),
                         behind: Some(0),
                     },
                     chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
@@ -1326,7 +1326,7 @@ async fn project_in_batches(
                 &PartitionBatch {
                     partition: 0,
                     claim,
-                    records: chunk.to_vec(),
+                    records: projector.decode_records(chunk.to_vec()),
                     behind: Some(0),
                 },
                 now,
