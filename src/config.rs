@@ -68,7 +68,7 @@ pub struct BatchSettings {
 }
 
 fn default_max_held_records() -> usize {
-    120_000
+    80_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
