@@ -5,7 +5,11 @@
 //! Needs the real broker and PostgreSQL: `bash scripts/bench.sh replay`.
 //! REPLAY_EVENTS (default 5000000, also 1000000 is run first to show memory
 //! staying flat as history grows; REPLAY_SIZES="1000000,5000000"),
-//! REPLAY_PARTITIONS (default 6). The pipeline runs as its own process
+//! REPLAY_PARTITIONS (default 6), REPLAY_COMMUNES (default 0: the
+//! configured units only; N adds N communes to them, so that the records'
+//! keys spread over the partitions as a province's do: 24 partitions and
+//! 120 communes is the wide shape), REPLAY_CASES_PER_DAY (per commune,
+//! default 200). The pipeline runs as its own process
 //! (`target/release/cchc run`), so its memory is its own.
 
 // A scenario reads best from top to bottom: the 100-line limit of
@@ -35,6 +39,33 @@ fn env_or(name: &str, default: &str) -> String {
 /// Every partition's committed offset (`None`: nothing committed yet).
 type Offsets = Vec<(i32, Option<i64>)>;
 
+/// The configuration the replay and the pipeline use: `config/default.toml`,
+/// with `extra` communes added to its units (a copy in `var/replay/`).
+fn replay_config(extra: usize) -> anyhow::Result<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let default = root.join("config/default.toml");
+    if extra == 0 {
+        return Ok(default);
+    }
+    let dir = root.join("var/replay");
+    std::fs::create_dir_all(&dir)?;
+    let text = std::fs::read_to_string(&default)?;
+    let units = "units/long-my.csv";
+    anyhow::ensure!(
+        text.contains(&format!("units_file = \"{units}\"")),
+        "config/default.toml no longer names {units}: update the replay benchmark"
+    );
+    let mut csv = std::fs::read_to_string(root.join("config").join(units))?;
+    // Communes of today's city (code 92), valid throughout.
+    for n in 0..extra {
+        csv.push_str(&format!("{},Xã thử {n},commune,92,,,,\n", 80_001 + n));
+    }
+    std::fs::write(dir.join(format!("units-{extra}.csv")), csv)?;
+    let config = dir.join(format!("config-{extra}.toml"));
+    std::fs::write(&config, text.replace(units, &format!("units-{extra}.csv")))?;
+    Ok(config)
+}
+
 fn main() -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         println!("replay: needs the real broker and database; run `bash scripts/bench.sh replay`");
@@ -45,6 +76,8 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
     let partitions: i32 = env_or("REPLAY_PARTITIONS", "6").parse()?;
+    let config = replay_config(env_or("REPLAY_COMMUNES", "0").parse()?)?;
+    let cases_per_day: f64 = env_or("REPLAY_CASES_PER_DAY", "200").parse()?;
     let bootstrap = env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
     let admin_url = env_or(
         "DATABASE_URL",
@@ -57,15 +90,15 @@ fn main() -> anyhow::Result<()> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     println!(
-        "replay benchmark: {} partitions, pipeline {}",
+        "replay benchmark: {} partitions, {} cases a day per commune, config {}, pipeline {}",
         partitions,
+        cases_per_day,
+        config.display(),
         binary.display()
     );
     for events in sizes {
         let suffix = format!("{:x}", rand::random::<u32>());
-        let mut settings = Settings::load_file(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"),
-        )?;
+        let mut settings = Settings::load_file(&config)?;
         settings.kafka.bootstrap_servers = bootstrap.clone();
         settings.kafka.topic = format!("replay-{suffix}");
         runtime.block_on(ensure_topic(
@@ -86,7 +119,7 @@ fn main() -> anyhow::Result<()> {
             .create()?;
         let start = NaiveDate::from_ymd_opt(Utc::now().year() - 3, 1, 1).expect("date");
         let mut bytes = 0usize;
-        for r in Simulator::new(&settings.units, 11, start, 200.0).take(events) {
+        for r in Simulator::new(&settings.units, 11, start, cases_per_day).take(events) {
             bytes += r.value.len();
             let mut record = BaseRecord::to(&settings.kafka.topic)
                 .key(&r.key)
@@ -161,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             .port();
         let mut child = Command::new(&binary)
             .args(["run", "--config"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"))
+            .arg(&config)
             .env("CCHC_KAFKA__BOOTSTRAP_SERVERS", &bootstrap)
             .env("CCHC_KAFKA__TOPIC", &settings.kafka.topic)
             .env("CCHC_KAFKA__GROUP_ID", format!("replay-{suffix}"))

@@ -5,6 +5,8 @@
 #
 #   bash scripts/bench.sh alert_latency
 #   bash scripts/bench.sh replay          (REPLAY_SIZES=1000000,5000000)
+#   REPLAY_PARTITIONS=24 REPLAY_COMMUNES=120 REPLAY_CASES_PER_DAY=20 bash scripts/bench.sh replay
+#                                         (the wide shape: every partition carries events)
 #   bash scripts/bench.sh ingest          (POST /api/v1/events against producing straight to Kafka)
 #   bash scripts/bench.sh fold            (needs no services, but works too)
 #
