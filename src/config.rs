@@ -818,6 +818,17 @@ mod tests {
     }
 
     #[test]
+    fn fewer_records_held_than_a_batch_is_refused_with_its_key() {
+        let text = std::fs::read_to_string(repo_file())
+            .unwrap()
+            .replace("max_held_records = 80000", "max_held_records = 29999");
+        let err = with_text(&text).unwrap_err().to_string();
+        assert!(err.contains("batch.max_held_records"), "{err}");
+        assert!(err.contains("batch.max_records"), "{err}");
+        assert!(err.contains("bad.toml"), "{err}");
+    }
+
+    #[test]
     fn an_unknown_indicator_is_refused_with_its_key() {
         let text = std::fs::read_to_string(repo_file())
             .unwrap()
