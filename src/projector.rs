@@ -58,8 +58,8 @@ pub struct Record {
 }
 
 /// One record, decoded when it was read: a waiting batch holds events, not
-/// the raw records (a third of the size), and only a record that is not a
-/// valid event is kept as it came, as its dead letter.
+/// copies of the raw records, and only a record that is not a valid event
+/// is kept as it came, as its dead letter.
 #[derive(Debug, Clone)]
 pub struct Decoded {
     pub partition: i32,
@@ -281,6 +281,11 @@ impl Projector {
         &self.metrics
     }
 
+    /// The units records are decoded against.
+    pub fn units(&self) -> &Units {
+        &self.units
+    }
+
     /// Projects one partition's batch with the clock at `now`, in one
     /// transaction.
     ///
@@ -380,18 +385,6 @@ impl Projector {
             })
             .collect();
         Records::from(decoded)
-    }
-
-    /// Decodes one record as it is read (see [`Decoded`]).
-    pub fn decode_record(
-        &self,
-        partition: i32,
-        offset: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        written_ms: Option<i64>,
-    ) -> Decoded {
-        Decoded::new(&self.units, partition, offset, key, value, written_ms)
     }
 
     /// One try at the batch, in the transaction `tx`: the partition's

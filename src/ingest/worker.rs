@@ -176,7 +176,8 @@ impl Worker {
             .get(&partition)
             .map(|c| c.next_offset.unwrap_or(0));
         if expected.is_some_and(|next| offset >= next) && batcher.accepts(partition, offset) {
-            let decoded = self.projector.decode_record(
+            let decoded = Decoded::new(
+                self.projector.units(),
                 partition,
                 offset,
                 m.key(),
@@ -214,27 +215,27 @@ impl Worker {
             let Some(records) = batcher.take(partition, Instant::now(), force) else {
                 continue;
             };
-            let records = Records::from(records);
-            let end = records
-                .next_offset()
-                .unwrap_or(claim.next_offset.unwrap_or(0));
-            let batch = PartitionBatch {
-                partition,
-                claim,
-                behind: self.behind(partition, end),
-                records,
-            };
+            let next_offset = records.last().map(|r| r.offset + 1);
+            let behind = self.behind(partition, next_offset.or(claim.next_offset).unwrap_or(0));
             let projector = self.projector.clone();
-            let span = info_span!("ingest.batch", partition, records = batch.records.len());
+            let span = info_span!("ingest.batch", partition, records = records.len());
             in_flight.insert(
                 partition,
                 self.runtime.spawn(
                     async move {
+                        // Sorted into events and dead letters here, not on
+                        // the reading thread.
+                        let batch = PartitionBatch {
+                            partition,
+                            claim,
+                            behind,
+                            records: Records::from(records),
+                        };
                         let outcome = projector.project_partition(&batch, now).await;
                         let sent = Sent {
-                            partition: batch.partition,
-                            claim: batch.claim,
-                            next_offset: batch.records.next_offset(),
+                            partition,
+                            claim,
+                            next_offset,
                         };
                         (sent, outcome, now)
                     }
