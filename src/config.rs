@@ -807,35 +807,33 @@ mod tests {
         assert_eq!(off.evaluator().at_risk_horizon_days, None);
     }
 
+    /// The error of the default file with `from` replaced by `to`, which
+    /// must name the file.
+    fn refused(from: &str, to: &str) -> String {
+        let text = std::fs::read_to_string(repo_file()).unwrap();
+        assert!(text.contains(from), "the default file has no `{from}`");
+        let err = with_text(&text.replace(from, to)).unwrap_err().to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+        err
+    }
+
     #[test]
     fn a_bad_value_names_the_key_and_the_file() {
-        let text = std::fs::read_to_string(repo_file())
-            .unwrap()
-            .replace("max_records = 30000", "max_records = \"many\"");
-        let err = with_text(&text).unwrap_err().to_string();
+        let err = refused("max_records = 30000", "max_records = \"many\"");
         assert!(err.contains("batch.max_records"), "{err}");
-        assert!(err.contains("bad.toml"), "{err}");
     }
 
     #[test]
     fn fewer_records_held_than_a_batch_is_refused_with_its_key() {
-        let text = std::fs::read_to_string(repo_file())
-            .unwrap()
-            .replace("max_held_records = 80000", "max_held_records = 29999");
-        let err = with_text(&text).unwrap_err().to_string();
+        let err = refused("max_held_records = 80000", "max_held_records = 29999");
         assert!(err.contains("batch.max_held_records"), "{err}");
         assert!(err.contains("batch.max_records"), "{err}");
-        assert!(err.contains("bad.toml"), "{err}");
     }
 
     #[test]
     fn an_unknown_indicator_is_refused_with_its_key() {
-        let text = std::fs::read_to_string(repo_file())
-            .unwrap()
-            .replace("[indicators.online_rate]", "[indicators.online_ratio]");
-        let err = with_text(&text).unwrap_err().to_string();
+        let err = refused("[indicators.online_rate]", "[indicators.online_ratio]");
         assert!(err.contains("indicators.online_ratio"), "{err}");
-        assert!(err.contains("bad.toml"), "{err}");
     }
 
     #[test]

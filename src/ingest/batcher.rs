@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::projector::{Decoded, Record};
+use crate::projector::Decoded;
 
 /// What the batcher needs to know of a record: where it is.
 pub trait Positioned {
@@ -31,15 +31,6 @@ pub trait Positioned {
 }
 
 impl Positioned for Decoded {
-    fn partition(&self) -> i32 {
-        self.partition
-    }
-    fn offset(&self) -> i64 {
-        self.offset
-    }
-}
-
-impl Positioned for Record {
     fn partition(&self) -> i32 {
         self.partition
     }
@@ -223,6 +214,16 @@ impl<T: Positioned> Batcher<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::projector::Record;
+
+    impl Positioned for Record {
+        fn partition(&self) -> i32 {
+            self.partition
+        }
+        fn offset(&self) -> i64 {
+            self.offset
+        }
+    }
 
     const WAIT: Duration = Duration::from_millis(100);
 
