@@ -129,11 +129,6 @@ impl<T: Positioned> Batcher<T> {
         }
     }
 
-    /// Records waiting, over all partitions.
-    pub fn buffered(&self) -> usize {
-        self.lanes.values().map(|l| l.pending.len()).sum()
-    }
-
     /// Records held, waiting or in flight, over all partitions.
     pub fn held(&self) -> usize {
         self.lanes
@@ -332,9 +327,9 @@ mod tests {
             b.push(record(0, 9), t0),
             "gaps are fine (compaction, markers)"
         );
-        assert_eq!(b.buffered(), 2);
+        assert_eq!(b.held(), 2);
         b.reset(0);
-        assert_eq!(b.buffered(), 0);
+        assert_eq!(b.held(), 0);
         assert!(
             b.push(record(0, 5), t0),
             "read again from the stored offset"
